@@ -1,0 +1,219 @@
+"""The adapter contract and the model registry.
+
+An adapter is a scikit-learn-like estimator with nothing hidden: ``fit(train, valid)`` then
+``score(batch) -> scores[users, candidates]``. The harness gives ``fit`` training sequences only (plus the
+validation split for early stopping), and ``score`` only histories and the shared candidates; it never lets an
+adapter sample its own test candidates. Adapters register by name with :func:`register`; third-party packages
+expose adapters through the entry-point group ``mmsr_bench.adapters`` (each entry point loads a module or a
+class that registers itself on import).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import difflib
+import importlib
+import logging
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+
+from harness.data import EvalSplit, ScoreBatch, TrainData
+from harness.errors import BenchError, UnknownName
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "mmsr_bench.adapters"
+
+#: Modules of this project that define adapters; imported lazily by :func:`load_builtin_adapters`.
+BUILTIN_ADAPTER_MODULES = (
+    "adapters.baselines",
+    "adapters.recbole_models",
+    "adapters.mmgcn",
+    "adapters.mmsr",
+    "adapters.gptrec",
+    "adapters.tallrec",
+    "adapters.mllm_srec",
+)
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """Base class of adapter configs: frozen dataclasses whose fields are the hyper-parameters.
+
+    Subclasses add typed fields with the original papers' defaults. ``--set key=value`` overrides are parsed
+    against the field's type by :func:`parse_overrides`.
+    """
+
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What input an adapter consumes. The runner refuses, before any training, when the dataset lacks it."""
+
+    text: bool = False
+    images: bool = False
+
+
+class Adapter(abc.ABC):
+    """Base class. Subclasses set ``name``, ``config_cls``, ``needs`` and implement ``fit`` and ``score``."""
+
+    name: ClassVar[str] = ""
+    config_cls: ClassVar[type[AdapterConfig]] = AdapterConfig
+    needs: ClassVar[Needs] = Needs()
+    #: Registered variant names map to config overrides, e.g. {"mllm-srec-text": {"modalities": "text"}}.
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: AdapterConfig, *, seed: int = 0, device: str = "cpu", cache_dir: str = "") -> None:
+        self.config = config
+        self.seed = seed
+        self.device = device
+        self.cache_dir = cache_dir
+        #: Facts a run must record beyond the config (backbone hash, random weights, chosen epoch, ...).
+        self.run_info: dict[str, Any] = {}
+
+    @abc.abstractmethod
+    def fit(self, train: TrainData, valid: EvalSplit) -> "Adapter":
+        """Train on ``train`` only; ``valid`` (histories, targets, shared candidates) is for early stopping."""
+
+    @abc.abstractmethod
+    def score(self, batch: ScoreBatch) -> np.ndarray:
+        """Return scores of shape ``batch.candidates.shape``; higher is better."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    cls: type[Adapter]
+    overrides: Mapping[str, Any]
+    description: str
+
+
+_REGISTRY: dict[str, Registration] = {}
+_loaded = False
+
+
+def register(name: str | None = None, *, overrides: Mapping[str, Any] | None = None, description: str = ""):
+    """Class decorator: ``@register()`` uses ``cls.name``; ``@register("x-variant", overrides={...})`` adds a
+    variant (a named set of config overrides) of the same class. Stackable."""
+
+    def deco(cls: type[Adapter]) -> type[Adapter]:
+        key = name or cls.name
+        if not key:
+            raise ValueError(f"{cls.__name__} has no name")
+        if key in _REGISTRY and _REGISTRY[key].cls is not cls:
+            raise ValueError(f"adapter name {key!r} is already registered by {_REGISTRY[key].cls.__name__}")
+        _REGISTRY[key] = Registration(key, cls, dict(overrides or {}), description or cls.description)
+        return cls
+
+    return deco
+
+
+def load_builtin_adapters() -> None:
+    """Import the built-in adapter modules and third-party entry points (once). Importing registers."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for mod in BUILTIN_ADAPTER_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+            log.debug("built-in adapter module %s not present", mod)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # a broken plug-in must not break the harness
+            log.warning("could not load adapter entry point %s (%s): %s", ep.name, ep.value, exc)
+
+
+def registry() -> dict[str, Registration]:
+    load_builtin_adapters()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get(name: str) -> Registration:
+    reg = registry()
+    if name not in reg:
+        close = difflib.get_close_matches(name, list(reg), n=3, cutoff=0.4)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownName(f"unknown model {name!r}.{hint} `bench models` lists them all.")
+    return reg[name]
+
+
+def _coerce(field: dataclasses.Field, raw: Any, where: str) -> Any:
+    typ = field.type if isinstance(field.type, type) else str(field.type)
+    text = str(raw)
+    try:
+        if typ in (bool, "bool"):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if typ in (int, "int"):
+            return int(text)
+        if typ in (float, "float"):
+            return float(text)
+        if typ in (str, "str"):
+            return text
+        if "tuple" in str(typ):
+            items = [t.strip() for t in text.strip("()[]").split(",") if t.strip()]
+            inner = str(typ)
+            if "int" in inner:
+                return tuple(int(t) for t in items)
+            if "float" in inner:
+                return tuple(float(t) for t in items)
+            return tuple(items)
+        if "None" in str(typ) or "|" in str(typ):
+            if text.lower() in ("none", "null", ""):
+                return None
+            for cast in (int, float):
+                if cast.__name__ in str(typ):
+                    return cast(text)
+            return text
+    except ValueError as exc:
+        raise BenchError(f"{where}: cannot parse {raw!r} as {typ}: {exc}") from None
+    return raw
+
+
+def parse_overrides(config_cls: type[AdapterConfig], pairs: Mapping[str, Any], where: str = "--set") -> dict:
+    """Check override keys against the config's fields and coerce values to the field types."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    out = {}
+    for key, raw in pairs.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=3)
+            hint = f" Did you mean: {', '.join(close)}?" if close else f" Known keys: {', '.join(fields)}."
+            raise BenchError(f"{where}: {config_cls.__name__} has no field {key!r}.{hint}")
+        out[key] = _coerce(fields[key], raw, f"{where} {key}")
+    return out
+
+
+def parse_set_options(items: list[str]) -> dict[str, str]:
+    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}`` with a clear error on a malformed item."""
+    out = {}
+    for item in items:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise BenchError(f"--set {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def build(name: str, overrides: Mapping[str, str] | None = None, *, seed: int = 0, device: str = "cpu",
+          cache_dir: str = "") -> Adapter:
+    """Instantiate a registered adapter (or variant) with its defaults, variant overrides and user overrides."""
+    reg = get(name)
+    cfg_kwargs = parse_overrides(reg.cls.config_cls, reg.overrides, where=f"variant {name}")
+    cfg_kwargs.update(parse_overrides(reg.cls.config_cls, overrides or {}))
+    config = reg.cls.config_cls(**cfg_kwargs)
+    adapter = reg.cls(config, seed=seed, device=device, cache_dir=cache_dir)
+    adapter.registered_name = name  # type: ignore[attr-defined]
+    return adapter

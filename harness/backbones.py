@@ -1,0 +1,328 @@
+"""Causal-LM backbones for the LLM-based recommenders (TALLRec, MLLM-SRec): load by hub id or folder, or build a
+``tiny-*`` model locally.
+
+Every backbone goes through the same ``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained``
+path. A real checkpoint is a folder (or a hub id already in the local Hugging Face cache; the hub itself is only
+contacted when the caller allows it). Because this project must run without any hub, the ``tiny-*`` family
+(``tiny-llama``, ``tiny-qwen2``) is *built* here: a byte-level BPE tokenizer trained on the caller's item text plus
+the fixed prompt vocabulary, and a few-layer randomly initialised Llama/Qwen2 model, saved once under
+``cache_dir("backbones", "<name>-<hash>")`` and then loaded like any checkpoint. An optional short causal-LM
+pretraining on the item text is part of the backbone's identity (and hash). A tiny backbone is *not* a pretrained
+LLM: :class:`Backbone` records ``random_init`` and ``pretrained_on`` so results can never pass for a real LLM's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from harness.errors import BenchError
+from harness.paths import auto_device, cache_dir
+
+log = logging.getLogger(__name__)
+
+#: Words every prompt template of this project uses; they are always in the tiny tokenizers' training text, so
+#: they become whole tokens ("Yes"/"No" are additionally checked to be single tokens).
+PROMPT_VOCABULARY = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n### Instruction:\n"
+    "Given the user's history, will the user like the target item? Answer Yes or No.\n\n### Input:\n"
+    "User history: \"item\", \"item\".\nUser preference: the user likes these items.\n"
+    "Target item: \"item\"\nImage description: a photo of the product.\nTitle: Category: Brand: Description:\n"
+    "Will the user like the target item?\n\n### Response:\nYes\nNo\nYes.\nNo.\n Yes\n No\n"
+)
+ANSWER_WORDS = ("Yes", "No")
+SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+QUANTIZATIONS = (None, "4bit")
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Architecture of a locally built tiny backbone (kept small: it must train on 2 CPU cores)."""
+
+    family: str  # "llama" | "qwen2"
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 2048
+    vocab_size: int = 4096
+
+
+TINY_PRESETS: dict[str, TinySpec] = {
+    "tiny-llama": TinySpec("llama"),
+    "tiny-qwen2": TinySpec("qwen2"),
+    "tiny-llama-64": TinySpec("llama", hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                              num_key_value_heads=2),
+}
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """Brief causal-LM pretraining of a tiny backbone on item text (0 steps = none, random weights)."""
+
+    steps: int = 0
+    batch_size: int = 16
+    lr: float = 1e-3
+    max_length: int = 64
+    seed: int = 0
+
+
+@dataclass
+class Backbone:
+    """A loaded causal LM with its tokenizer and the facts a run must record about it."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    path: str
+    weights_sha256: str
+    random_init: bool
+    pretrained_on: str | None
+    quantized: str | None
+    device: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def run_info(self) -> dict[str, Any]:
+        """What an adapter copies into ``run_info`` (backbone identity and provenance)."""
+        return {"backbone": self.name, "backbone_path": self.path, "backbone_sha256": self.weights_sha256,
+                "backbone_random_init": self.random_init, "backbone_pretrained_on": self.pretrained_on,
+                "backbone_quantized": self.quantized, **self.info}
+
+
+def weights_sha256(folder: str | Path) -> str:
+    """sha256 over the folder's ``*.safetensors`` files (sorted by name; name and bytes both hashed)."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        files = sorted(folder.glob("*.bin"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def corpus_hash(texts: Sequence[str]) -> str:
+    """Stable short hash of a list of texts (order matters; the caller passes items in id order)."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8", "replace"))
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+def _looks_like_path(name: str) -> bool:
+    """A folder-looking name (absolute, relative, home, or more than one ``/``) is never taken for a hub id."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith("/") or "\\" in name
+
+
+def _quantization_config(quantization: str | None, device: str):
+    if quantization not in QUANTIZATIONS:
+        raise BenchError(f"quantization {quantization!r} is not supported; use one of: none, 4bit")
+    if quantization is None:
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute)
+
+
+def _from_folder(folder: Path, *, quantization: str | None, device: str, local_only: bool = True):
+    """The one loading path for every backbone (tiny ones included)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    qcfg = _quantization_config(quantization, device)
+    kwargs: dict[str, Any] = {"local_files_only": local_only}
+    if qcfg is not None:
+        kwargs["quantization_config"] = qcfg
+        kwargs["device_map"] = {"": device if device != "cuda" else 0}
+    else:
+        kwargs["dtype"] = torch.float32 if device == "cpu" else "auto"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"could not load a causal LM from {folder}: {exc}. The folder must hold config.json, "
+                         "tokenizer files and *.safetensors weights (e.g. from `huggingface-cli download`).") from exc
+    if qcfg is None:
+        model.to(device)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+def _missing_weights_message(name: str) -> str:
+    return (f"download {name} with `huggingface-cli download {name} --local-dir DIR` on a machine with network, "
+            f"copy DIR here and pass --set backbone=DIR (or allow the hub with allow_hub=True where there is "
+            f"network)")
+
+
+def resolve_checkpoint(name: str, *, allow_hub: bool = False) -> Path:
+    """A local folder for ``name`` (an existing folder, or a hub id in the local HF cache / downloaded when
+    ``allow_hub``). Raises BenchError saying where to put the weights."""
+    p = Path(name).expanduser()
+    if p.is_dir():
+        return p
+    if _looks_like_path(name):
+        raise BenchError(f"backbone folder {name} does not exist. Put the checkpoint (config.json, tokenizer files, "
+                         f"*.safetensors) there; for a hub model, {_missing_weights_message('<hub-id>')}.")
+    if not re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", name):
+        raise BenchError(f"backbone {name!r} is neither an existing folder, a tiny-* preset "
+                         f"({', '.join(TINY_PRESETS)}) nor a hub id like org/model")
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(name, local_files_only=not allow_hub,
+                                   allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"])
+    except Exception as exc:  # LocalEntryNotFoundError, offline errors, repository not found ...
+        raise BenchError(f"backbone {name!r} is not in the local Hugging Face cache and the hub is "
+                         f"{'unreachable' if allow_hub else 'not allowed'} ({type(exc).__name__}): "
+                         f"{_missing_weights_message(name)}") from None
+    return Path(folder)
+
+
+# ----------------------------------------------------------------------------------------------- tiny backbones
+
+
+def _train_tokenizer(texts: Sequence[str], vocab_size: int):
+    """Byte-level BPE on item text + prompt vocabulary, wrapped as a PreTrainedTokenizerFast (BOS prepended)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = list(SPECIAL_TOKENS.values())
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, min_frequency=2,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    # The prompt vocabulary is repeated so that its words (and Yes/No) are always merged into whole tokens.
+    corpus = list(texts) + [PROMPT_VOCABULARY] * 50
+    tok.train_from_iterator(corpus, trainer=trainer)
+    bos = SPECIAL_TOKENS["bos_token"]
+    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
+                                                       special_tokens=[(bos, tok.token_to_id(bos))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+    fast.padding_side = "right"
+    for word in ANSWER_WORDS + tuple(" " + w for w in ANSWER_WORDS):
+        ids = fast.encode(word, add_special_tokens=False)
+        if len(ids) != 1:  # cannot happen with the repeated prompt vocabulary unless vocab_size is tiny
+            raise BenchError(f"tiny tokenizer: {word!r} is not a single token (vocab_size={vocab_size} too small)")
+    return fast
+
+
+def _tiny_config(spec: TinySpec, tokenizer):
+    common = dict(vocab_size=len(tokenizer), hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+                  num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
+                  num_key_value_heads=spec.num_key_value_heads, max_position_embeddings=spec.max_position_embeddings,
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                  pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    if spec.family == "llama":
+        from transformers import LlamaConfig
+
+        return LlamaConfig(**common)
+    if spec.family == "qwen2":
+        from transformers import Qwen2Config
+
+        return Qwen2Config(**common)
+    raise BenchError(f"unknown tiny family {spec.family!r}")
+
+
+def _pretrain(model, tokenizer, texts: Sequence[str], spec: PretrainSpec) -> float:
+    """Short causal-LM training on item texts so the tiny model has seen the words it will read. Returns the
+    final loss (logged)."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(spec.seed)
+    torch.manual_seed(spec.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr)
+    model.train()
+    loss_val = float("nan")
+    texts = [t for t in texts if t] or [PROMPT_VOCABULARY]
+    for step in range(spec.steps):
+        batch = [texts[i] for i in rng.integers(0, len(texts), spec.batch_size)]
+        enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=spec.max_length)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+        loss_val = float(out.loss)
+        if step % 50 == 0:
+            log.info("tiny backbone pretraining step %d/%d loss %.3f", step, spec.steps, loss_val)
+    model.eval()
+    return loss_val
+
+
+def build_tiny(name: str, texts: Sequence[str], *, pretrain: PretrainSpec = PretrainSpec(), seed: int = 0) -> Path:
+    """Build (once) and save a tiny backbone; return its folder. The folder name hashes everything that
+    determines the weights: preset, corpus, pretraining and seed."""
+    import torch
+
+    if name not in TINY_PRESETS:
+        raise BenchError(f"unknown tiny backbone {name!r}; known: {', '.join(TINY_PRESETS)}")
+    spec = TINY_PRESETS[name]
+    texts = [t for t in texts if isinstance(t, str) and t.strip()]
+    ident = {"spec": spec.__dict__, "corpus": corpus_hash(texts), "pretrain": pretrain.__dict__, "seed": seed,
+             "prompt_vocab": corpus_hash([PROMPT_VOCABULARY]), "format": 1}
+    key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    folder = cache_dir("backbones", f"{name}-{key}")
+    if (folder / "config.json").exists() and list(folder.glob("*.safetensors")):
+        return folder
+    log.info("building tiny backbone %s in %s (%d texts, %d pretraining steps)", name, folder, len(texts),
+             pretrain.steps)
+    tokenizer = _train_tokenizer(texts, spec.vocab_size)
+    torch.manual_seed(seed)
+    model = _tiny_config(spec, tokenizer)
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config(model)
+    final_loss = _pretrain(model, tokenizer, texts, pretrain) if pretrain.steps > 0 else None
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(tmp))
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    meta = {**ident, "name": name, "n_texts": len(texts), "final_pretrain_loss": final_loss}
+    (tmp / "mmsr_backbone.json").write_text(json.dumps(meta, indent=2))
+    for f in tmp.iterdir():
+        f.replace(folder / f.name)
+    tmp.rmdir()
+    return folder
+
+
+def load_backbone(name: str, *, texts: Sequence[str] | None = None, pretrain: PretrainSpec = PretrainSpec(),
+                  quantization: str | None = None, device: str | None = None, allow_hub: bool = False,
+                  seed: int = 0) -> Backbone:
+    """Load a backbone by tiny preset name, folder, or hub id (local cache only unless ``allow_hub``).
+
+    ``texts`` (item titles, categories, ...) is the tokenizer/pretraining corpus of a tiny backbone and is ignored
+    for real checkpoints. ``quantization``: None or "4bit" (NF4 via bitsandbytes).
+    """
+    device = auto_device(device)
+    quantization = None if quantization in (None, "", "none") else quantization
+    if name in TINY_PRESETS:
+        folder = build_tiny(name, texts or [], pretrain=pretrain, seed=seed)
+        meta = json.loads((folder / "mmsr_backbone.json").read_text())
+        random_init = pretrain.steps == 0
+        pretrained_on = None if random_init else f"item-text:{meta['corpus']} ({pretrain.steps} steps)"
+    else:
+        folder = resolve_checkpoint(name, allow_hub=allow_hub)
+        random_init, pretrained_on = False, "checkpoint"
+    model, tokenizer = _from_folder(folder, quantization=quantization, device=device, local_only=True)
+    return Backbone(model=model, tokenizer=tokenizer, name=name, path=str(folder),
+                    weights_sha256=weights_sha256(folder), random_init=random_init, pretrained_on=pretrained_on,
+                    quantized=quantization, device=device)

@@ -1,0 +1,413 @@
+"""The ``bench`` command line (Typer + rich). Library code logs; only this module prints."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness import progress as progress_mod
+from harness.errors import BenchError
+
+app = typer.Typer(help="mmsr-bench: frozen-protocol benchmarks for sequential recommenders.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+suite_app = typer.Typer(help="Describe, build, verify and freeze benchmark suites.", no_args_is_help=True)
+runs_app = typer.Typer(help="Inspect stored runs.", no_args_is_help=True)
+data_app = typer.Typer(help="Import raw data and fetch item images.", no_args_is_help=True)
+app.add_typer(suite_app, name="suite")
+app.add_typer(runs_app, name="runs")
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DB_OPTION = typer.Option(None, "--db", help="SQLAlchemy URL of the results store (default: $MMSR_BENCH_DB or "
+                                            "sqlite:///results.db in the current directory).")
+FORMATS = ("table", "markdown", "csv", "json", "latex")
+
+
+class RichReporter:
+    """Progress bars for long work (build, fit, scoring), shared by nested tasks."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
+        self.depth = 0
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: int | None) -> Iterator[object]:
+        if self.depth == 0:
+            self.progress.start()
+        self.depth += 1
+        tid = self.progress.add_task(description, total=total)
+
+        class _T:
+            def advance(_self, n: int = 1) -> None:
+                self.progress.advance(tid, n)
+
+        try:
+            yield _T()
+        finally:
+            if total is None:
+                self.progress.update(tid, total=1, completed=1)
+            self.depth -= 1
+            if self.depth == 0:
+                self.progress.stop()
+
+
+def _setup(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err_console, show_path=False)], force=True)
+    for noisy in ("recbole", "transformers", "httpx", "urllib3", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+    progress_mod.set_reporter(RichReporter(err_console) if err_console.is_terminal or verbose else _LineReporter())
+
+
+class _LineReporter:
+    """Without a terminal (CI, pipes), one line per long step instead of redrawn bars."""
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: int | None) -> Iterator[object]:
+        import time
+
+        t0 = time.perf_counter()
+        err_console.print(f"[dim]… {description}[/dim]" + (f" ({total})" if total else ""))
+
+        class _T:
+            def advance(self, n: int = 1) -> None:
+                return None
+
+        yield _T()
+        err_console.print(f"[dim]✓ {description} in {time.perf_counter() - t0:.1f}s[/dim]")
+
+
+def fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _print_table(header: list[str], rows: list[list[str]], title: str | None = None) -> None:
+    t = Table(title=title, show_lines=False)
+    for i, h in enumerate(header):
+        t.add_column(h, justify="left" if i == 0 else "right")
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+
+
+# --------------------------------------------------------------------------------------------------- run
+@app.command()
+def run(
+    suite: str = typer.Option(..., "--suite", "-s", help="Suite name (see `bench suite list`) or a TOML path."),
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name (see `bench models`)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Comma-separated datasets (default: all)."),
+    seed: list[int] = typer.Option([0], "--seed", help="One or more seeds: --seed 0 1 2 stores one run per seed."),
+    set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
+    db: Optional[str] = DB_OPTION,
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: CUDA if present)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Fit a model on a suite's training data and score it on the shared, frozen test candidates."""
+    from harness import adapter, runner, suites
+
+    _setup(verbose)
+    try:
+        spec = suites.load_suite(suite)
+        names = [d.name for d in spec.select(dataset)]
+        overrides = adapter.parse_set_options(set_)
+        adapter.get(model)
+        req = runner.RunRequest(spec, model, names, list(dict.fromkeys(seed)), overrides, db, device)
+        done = runner.execute(req, on_result=lambda r: err_console.print(
+            f"[green]stored run {r.id}[/green]: {r.model} on {r.suite}/{r.dataset} seed {r.seed} "
+            f"(fit {r.fit_seconds:.1f}s, score {r.score_seconds:.1f}s)"))
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    primary = spec.evaluation.primary
+    show = [m for m in spec.evaluation.names() if m in (primary, "hr@10", "ndcg@10", "mrr", "auc")] or [primary]
+    rows = [[str(r.id), r.dataset, str(r.seed)] + [f"{r.metrics[m]:.4f}" for m in show] for r in done]
+    _print_table(["run", "dataset", "seed"] + show, rows, title=f"{model} on {spec.name}")
+    _leaderboard(spec.name, names, None, "table", db, None, 0.05, "t", "holm")
+
+
+# ------------------------------------------------------------------------------------------- leaderboard
+def _leaderboard(suite: str, datasets: list[str] | None, metric: Optional[str], fmt: str, db: Optional[str],
+                 against: Optional[str], alpha: float, test: str, correction: str) -> None:
+    from harness import leaderboard as lb
+    from harness import metrics as mt
+    from harness.store import Store
+
+    store = Store(db)
+    metrics = [m.strip() for m in metric.split(",")] if metric else None
+    for m in metrics or []:
+        mt.parse_metric(m)
+    board = lb.build_board(store, suite, datasets, metrics)
+    if not board.models:
+        fail(f"no completed runs for suite {suite!r} in {store.url}; run `bench run --suite {suite} --model pop`")
+    if metrics is None:
+        wanted = ["hr@10", "ndcg@10", "mrr", "auc"]
+        board.metrics = [m for m in wanted if m in board.metrics] or board.metrics[:4]
+    footer = ""
+    if against:
+        from harness import significance
+
+        footer = significance.mark_board(store, board, against, alpha=alpha, test=test, correction=correction)
+    if fmt == "table":
+        header, rows = lb.to_rows(board)
+        _print_table(header, rows, title=f"leaderboard: {suite}")
+        for n in board.notes + ([footer] if footer else []):
+            console.print(f"[dim]{n}[/dim]")
+    elif fmt == "markdown":
+        print(lb.to_markdown(board) + (f"\n{footer}" if footer else ""))
+    elif fmt == "csv":
+        print(lb.to_csv(board), end="")
+    elif fmt == "json":
+        print(lb.to_json(board))
+    elif fmt == "latex":
+        from harness import latex
+
+        print(latex.board_to_latex(board, footer=footer))
+
+
+@app.command()
+def leaderboard(
+    suite: str = typer.Option(..., "--suite", "-s"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Comma-separated datasets (default: all)."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Comma-separated metrics, e.g. ndcg@10,hr@10."),
+    format: str = typer.Option("table", "--format", "-f", help="table | markdown | csv | json | latex"),
+    against: Optional[str] = typer.Option(None, "--against", help="Mark cells significantly better/worse than MODEL."),
+    alpha: float = typer.Option(0.05, "--alpha"),
+    test: str = typer.Option("t", "--test", help="t | wilcoxon | perm | bootstrap"),
+    correction: str = typer.Option("holm", "--correction", help="holm | fdr_bh | bonferroni | none"),
+    db: Optional[str] = DB_OPTION,
+) -> None:
+    """Rank models on a suite: mean over seeds (± 95% CI where several seeds exist)."""
+    _setup()
+    if format not in FORMATS:
+        fail(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    try:
+        _leaderboard(suite, [d.strip() for d in dataset.split(",")] if dataset else None, metric, format, db,
+                     against, alpha, test, correction)
+    except BenchError as exc:
+        fail(str(exc))
+
+
+# ------------------------------------------------------------------------------------------------ models
+@app.command()
+def models() -> None:
+    """List registered models (built-in and third-party entry points)."""
+    from harness import adapter
+
+    _setup()
+    rows = []
+    for name, reg in adapter.registry().items():
+        needs = [k for k, v in (("text", reg.cls.needs.text), ("images", reg.cls.needs.images)) if v] or ["ids"]
+        rows.append([name, reg.cls.__module__, ",".join(needs), (reg.description or "").split("\n")[0][:70]])
+    _print_table(["model", "module", "needs", "description"], rows)
+
+
+# ------------------------------------------------------------------------------------------------- runs
+@runs_app.command("list")
+def runs_list(
+    suite: Optional[str] = typer.Option(None, "--suite", "-s"),
+    model: Optional[str] = typer.Option(None, "--model", "-m"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
+    all_: bool = typer.Option(False, "--all", help="Include failed runs."),
+    db: Optional[str] = DB_OPTION,
+) -> None:
+    """List stored runs."""
+    from harness.store import Store
+
+    _setup()
+    try:
+        rs = Store(db).runs(suite=suite, model=model, dataset=dataset, status=None if all_ else "completed")
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    rows = [[str(r.id), r.suite, r.dataset, r.model + (f" [{r.variant}]" if r.variant else ""), str(r.seed),
+             r.status, f"{r.metrics.get('ndcg@10', float('nan')):.4f}", f"{r.fit_seconds:.1f}",
+             r.started_at.strftime("%Y-%m-%d %H:%M")] for r in rs]
+    _print_table(["id", "suite", "dataset", "model", "seed", "status", "ndcg@10", "fit s", "started"], rows)
+
+
+@runs_app.command("show")
+def runs_show(run_id: int = typer.Argument(...), db: Optional[str] = DB_OPTION) -> None:
+    """Show one run: config, environment, timings and metrics."""
+    from harness.store import Store
+
+    _setup()
+    try:
+        r = Store(db).run(run_id)
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    info = r.model_dump()
+    for k in ("config_json", "packages_json", "metrics_json", "run_info_json"):
+        info[k.removesuffix("_json")] = json.loads(info.pop(k))
+    console.print_json(json.dumps(info, default=str))
+
+
+# ------------------------------------------------------------------------------------------------- suites
+@suite_app.command("list")
+def suite_list() -> None:
+    """List the suites in suites/."""
+    from harness import suites
+
+    _setup()
+    rows = []
+    for name, path in suites.suite_files().items():
+        try:
+            s = suites.load_suite_file(path)
+            frozen = sum(1 for d in s.datasets if d.name in s.hashes)
+            rows.append([name, ",".join(d.name for d in s.datasets), s.protocol.candidates,
+                         f"{frozen}/{len(s.datasets)}", s.description[:60]])
+        except BenchError as exc:
+            rows.append([name, "", "", "", f"[red]{exc}[/red]"])
+    _print_table(["suite", "datasets", "candidates", "frozen", "description"], rows)
+
+
+@suite_app.command("show")
+def suite_show(name: str) -> None:
+    """Describe a suite: datasets, preprocessing, protocol, metrics and frozen hashes."""
+    from harness import suites
+
+    _setup()
+    try:
+        s = suites.load_suite(name)
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    console.print_json(json.dumps(s.model_dump(), default=str))
+
+
+def _build(name: str, dataset: Optional[str], force: bool, verbose: bool) -> tuple:
+    from harness import build, suites
+
+    spec = suites.load_suite(name)
+    out = {}
+    for d in spec.select(dataset):
+        with progress_mod.track(f"building {name}/{d.name}", total=None):
+            out[d.name] = build.materialize(spec, d, force=force)
+    return spec, out
+
+
+@suite_app.command("build")
+def suite_build(name: str, dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
+                force: bool = typer.Option(False, "--force"), verbose: bool = typer.Option(False, "-v")) -> None:
+    """Materialize a suite's artifacts into the cache ($MMSR_BENCH_HOME, default ~/.cache/mmsr-bench)."""
+    from harness import build
+
+    _setup(verbose)
+    try:
+        spec, out = _build(name, dataset, force, verbose)
+        for d in out:
+            build.verify(spec, d, allow_unfrozen=True)
+            frozen = spec.hashes.get(d)
+            state = "matches the frozen hashes" if frozen == out[d] else (
+                "NOT frozen in the spec" if not frozen else "[red]differs from the frozen hashes[/red]")
+            console.print(f"{name}/{d}: {build.dataset_dir(spec, d)} ({state})")
+    except BenchError as exc:
+        fail(str(exc))
+
+
+@suite_app.command("verify")
+def suite_verify(name: str, dataset: Optional[str] = typer.Option(None, "--dataset", "-d")) -> None:
+    """Re-hash every built artifact against the suite spec."""
+    from harness import build, suites
+
+    _setup()
+    try:
+        spec = suites.load_suite(name)
+        for d in spec.select(dataset):
+            build.verify(spec, d.name)
+            console.print(f"[green]ok[/green] {name}/{d.name}")
+    except BenchError as exc:
+        fail(str(exc))
+
+
+@suite_app.command("freeze")
+def suite_freeze(name: str, dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
+                 force: bool = typer.Option(False, "--force", help="Rebuild before hashing.")) -> None:
+    """Build and write the artifacts' sha256 into the suite spec (review the diff before committing)."""
+    from harness import suites
+
+    _setup()
+    try:
+        spec, out = _build(name, dataset, force, False)
+        for d, hashes in out.items():
+            path = suites.write_hashes(spec, d, hashes)
+            console.print(f"froze {name}/{d} in {path}")
+    except BenchError as exc:
+        fail(str(exc))
+
+
+# ------------------------------------------------------------------------------------------------- data
+@data_app.command("import")
+def data_import(suite: str, from_: Path = typer.Option(..., "--from", help="Folder with the raw Amazon files.")) -> None:
+    """Copy raw Amazon review/meta files a user downloaded into the cache, for the suite's raw-file datasets."""
+    from harness import build, suites
+
+    _setup()
+    try:
+        spec = suites.load_suite(suite)
+        if not from_.is_dir():
+            fail(f"--from {from_}: not a folder")
+        copied = []
+        for d in spec.datasets:
+            cat = d.category or d.name
+            if d.source == "amazon2014":
+                names = [f"reviews_{cat}_5.json.gz", f"meta_{cat}.json.gz", f"reviews_{cat}_5.json", f"meta_{cat}.json"]
+            elif d.source == "amazon2023":
+                names = [f"{cat}.jsonl", f"meta_{cat}.jsonl"]
+            else:
+                continue
+            for n in names:
+                if (from_ / n).exists():
+                    shutil.copy2(from_ / n, build.raw_dir(d.source) / n)
+                    copied.append(n)
+        if not copied:
+            fail(f"no raw files for suite {suite!r} found in {from_}; expected e.g. reviews_<Category>_5.json.gz")
+        console.print(f"imported {', '.join(copied)}; now run `bench suite build {suite}`")
+    except BenchError as exc:
+        fail(str(exc))
+
+
+def _normalize_argv(argv: list[str]) -> list[str]:
+    """Allow ``--seed 0 1 2`` (as researchers type it) by expanding it to ``--seed 0 --seed 1 --seed 2``."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        out.append(argv[i])
+        if argv[i] == "--seed":
+            j = i + 1
+            vals = []
+            while j < len(argv) and argv[j].lstrip("-").isdigit() and not argv[j].startswith("--"):
+                vals.append(argv[j])
+                j += 1
+            if vals:
+                out.append(vals[0])
+                for v in vals[1:]:
+                    out += ["--seed", v]
+                i = j
+                continue
+        i += 1
+    return out
+
+
+def main() -> None:
+    sys.argv = [sys.argv[0]] + _normalize_argv(sys.argv[1:])
+    app()
+
+
+if __name__ == "__main__":
+    main()

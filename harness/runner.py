@@ -1,0 +1,190 @@
+"""The runner: verify a suite's artifacts, fit an adapter on training data, score the shared test candidates,
+compute per-user metrics with the harness's engine, and store everything in one transaction."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import platform
+import random
+import resource
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+
+from harness import adapter as adapter_mod
+from harness import build, metrics, progress
+from harness.adapter import Adapter, Needs
+from harness.build import SuiteData
+from harness.data import EvalSplit
+from harness.errors import BenchError, MissingModality
+from harness.paths import REPO_ROOT, auto_device, cache_dir
+from harness.store import Run, Store
+from harness.suites import SuiteSpec
+
+log = logging.getLogger(__name__)
+
+RECORDED_PACKAGES = ("mmsr-bench", "numpy", "scipy", "pandas", "torch", "recbole", "transformers", "peft",
+                     "bitsandbytes", "open_clip_torch", "sentence-transformers", "sqlmodel")
+
+
+def code_version() -> tuple[str, bool]:
+    """Git SHA of the harness checkout and whether the work tree is dirty ("unknown" outside git)."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        return sha or "unknown", dirty
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+
+
+def check_needs(needs: Needs, data: SuiteData, model: str) -> None:
+    """Refuse, before any training, when the adapter needs a modality the dataset lacks."""
+    items = data.items
+    if needs.text and not any(items.has(c) for c in ("title", "description")):
+        raise MissingModality(
+            f"model {model!r} needs item text, but dataset {data.dataset!r} of suite {data.suite.name!r} has none "
+            f"(no titles or descriptions). Import the raw Amazon meta files with `bench data import`, or pick a "
+            f"dataset with text.")
+    if needs.images and not items.has("image"):
+        raise MissingModality(
+            f"model {model!r} needs item images, but dataset {data.dataset!r} of suite {data.suite.name!r} has none. "
+            f"Import the raw Amazon meta files (they carry image URLs) with `bench data import {data.suite.name} "
+            f"--from DIR`, then `bench data images --suite {data.suite.name}`, or use --model with a text-only variant.")
+
+
+def score_split(model: Adapter, split: EvalSplit, names: list[str], batch_size: int = 256,
+                description: str = "scoring") -> dict[str, np.ndarray]:
+    """Score every evaluation user on the shared candidates and return per-user metric vectors."""
+    parts = []
+    with progress.track(description, total=len(split)) as task:
+        for batch in split.batches(batch_size):
+            scores = np.asarray(model.score(batch), dtype=np.float64)
+            if scores.shape != batch.candidates.shape:
+                raise BenchError(f"{type(model).__name__}.score returned shape {scores.shape}, expected "
+                                 f"{batch.candidates.shape}")
+            if split.full_ranking:
+                sl = slice(batch.offset, batch.offset + len(batch.users))
+                parts.append(metrics.rank_counts_full(scores, split.targets[sl], split.exclude[sl]))
+            else:
+                parts.append(metrics.rank_counts(scores))
+            task.advance(len(batch.users))
+    return metrics.per_user_metrics(metrics.RankCounts.concat(parts), names)
+
+
+def evaluate_valid(model: Adapter, valid: EvalSplit, metric: str = "ndcg@10", batch_size: int = 256,
+                   max_users: int | None = None) -> float:
+    """Mean validation metric on the shared validation candidates: what adapters use for early stopping."""
+    split = valid
+    if max_users and len(valid) > max_users:
+        idx = np.linspace(0, len(valid) - 1, max_users).astype(int)
+        split = dataclasses.replace(
+            valid, users=valid.users[idx], histories=[valid.histories[i] for i in idx], targets=valid.targets[idx],
+            candidates=None if valid.candidates is None else valid.candidates[idx],
+            exclude=None if valid.exclude is None else [valid.exclude[i] for i in idx])
+    vec = score_split(model, split, [metric], batch_size, description="validating")[metric]
+    return float(vec.mean())
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    suite: SuiteSpec
+    model: str
+    datasets: list[str]
+    seeds: list[int]
+    overrides: dict[str, str]
+    db_url: str | None = None
+    device: str | None = None
+    variant: str = ""
+
+
+def _config_dict(model: Adapter) -> dict:
+    cfg = dataclasses.asdict(model.config)
+    return json.loads(json.dumps(cfg, default=str))
+
+
+def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: Store) -> Run:
+    device = auto_device(req.device)
+    reg = adapter_mod.get(req.model)
+    check_needs(reg.cls.needs, data, req.model)
+    seed_everything(seed)
+    model = adapter_mod.build(req.model, req.overrides, seed=seed, device=device,
+                              cache_dir=str(cache_dir("models", req.model)))
+    check_needs(getattr(model, "effective_needs", reg.cls.needs), data, req.model)
+    names = data.suite.evaluation.names()
+    sha, dirty = code_version()
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    log.info("fitting %s on %s/%s (seed %d)", req.model, data.suite.name, data.dataset, seed)
+    model.fit(data.train, data.valid)
+    fit_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    per_user = score_split(model, data.test, names, batch_size=getattr(model.config, "batch_size", 256),
+                           description=f"scoring {data.dataset}")
+    score_s = time.perf_counter() - t1
+    agg = metrics.aggregate(per_user)
+    config = _config_dict(model)
+    config_text = json.dumps(config, sort_keys=True)
+    run = Run(
+        group_id=group_id, suite=data.suite.name, suite_hash=data.fingerprint, dataset=data.dataset, model=req.model,
+        variant=req.variant, config_json=config_text, config_hash=hashlib.sha256(config_text.encode()).hexdigest(),
+        seed=seed, code_version=sha, code_dirty=dirty, packages_json=json.dumps(package_versions()),
+        host=platform.node(), device=device, started_at=started, finished_at=datetime.now(timezone.utc),
+        status="completed", fit_seconds=fit_s, score_seconds=score_s,
+        peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, n_users=len(data.test),
+        eval_users_hash=data.eval_users_hash, metrics_json=json.dumps(agg),
+        run_info_json=json.dumps(model.run_info, default=str))
+    return store.add_run(run, per_user)
+
+
+def execute(req: RunRequest, *, on_result=None) -> list[Run]:
+    """Run a model on the requested datasets and seeds. Every dataset is verified before any fitting starts."""
+    store = Store(req.db_url)
+    adapter_mod.get(req.model)  # unknown model -> error before any work
+    reg = adapter_mod.get(req.model)
+    adapter_mod.parse_overrides(reg.cls.config_cls, req.overrides)  # bad --set -> error before any work
+    loaded = []
+    for name in req.datasets:
+        with progress.track(f"verifying {req.suite.name}/{name}", total=None):
+            data = build.load(req.suite, name)
+        check_needs(reg.cls.needs, data, req.model)
+        loaded.append(data)
+    group_id = uuid.uuid4().hex[:12]
+    results = []
+    for data in loaded:
+        for seed in req.seeds:
+            run = run_one(req, data, seed, group_id, store)
+            results.append(run)
+            if on_result:
+                on_result(run)
+    return results

@@ -1,0 +1,158 @@
+"""Frozen benchmark suite specs: which data, preprocessing, split, candidate protocol, metrics, and the sha256 of
+every artifact a run consumes. Specs are TOML files in ``suites/`` loaded into frozen pydantic models."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import tomlkit
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness.errors import BenchError, UnknownName
+from harness.metrics import metric_names, parse_metric
+from harness.paths import SUITES_DIR
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Preprocess(_Frozen):
+    """k-core filtering (iterated to a fixed point), optional rating threshold, duplicate handling."""
+
+    kcore: int = Field(5, ge=0)
+    min_rating: float | None = None  # keep interactions with rating >= this as positives (where ratings exist)
+    duplicates: Literal["keep", "drop", "drop_consecutive"] = "keep"
+
+
+class Protocol(_Frozen):
+    split: Literal["leave_one_out"] = "leave_one_out"
+    candidates: Literal["sampled", "popularity", "full"] = "sampled"
+    n_negatives: int = Field(99, ge=1)
+    seed: int = 2024
+    max_eval_users: int = Field(0, ge=0)  # 0 = every user; else a frozen, seeded sample of this many users
+
+
+class Evaluation(_Frozen):
+    metrics: tuple[str, ...] = ("hr", "ndcg", "recall", "mrr", "auc")
+    cutoffs: tuple[int, ...] = (1, 5, 10, 20)
+    primary: str = "ndcg@10"
+
+    @field_validator("primary")
+    @classmethod
+    def _check_primary(cls, v: str) -> str:
+        parse_metric(v)
+        return v
+
+    def names(self) -> list[str]:
+        return metric_names(list(self.metrics), list(self.cutoffs))
+
+
+class DatasetSpec(_Frozen):
+    """Where a dataset comes from. ``source``: ``synth`` (generated), ``sequence`` (one user per line, under the
+    data root), ``amazon2014`` / ``amazon2023`` (raw files imported with ``bench data import`` into the cache)."""
+
+    name: str
+    source: Literal["synth", "sequence", "amazon2014", "amazon2023"]
+    category: str = ""
+    seed: int = 0
+    path: str = ""  # sequence file, relative to the data root
+    items: str = ""  # item table TSV, relative to the data root
+    users: str = ""  # user table TSV, relative to the data root
+    synth_users: int = 0  # synth only: overrides the generator's default size (0 = default)
+    synth_items: int = 0
+
+
+class SuiteSpec(_Frozen):
+    name: str
+    description: str = ""
+    datasets: tuple[DatasetSpec, ...]
+    preprocess: Preprocess = Preprocess()
+    protocol: Protocol = Protocol()
+    evaluation: Evaluation = Evaluation()
+    hashes: dict[str, dict[str, str]] = Field(default_factory=dict)
+    path: str = Field("", exclude=True)
+
+    def dataset(self, name: str) -> DatasetSpec:
+        for d in self.datasets:
+            if d.name == name:
+                return d
+        names = [d.name for d in self.datasets]
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownName(f"suite {self.name!r} has no dataset {name!r}.{hint} Datasets: {', '.join(names)}.")
+
+    def select(self, datasets: str | list[str] | None) -> list[DatasetSpec]:
+        """``"beauty,toys"`` or a list -> specs; ``None`` -> all datasets of the suite."""
+        if not datasets:
+            return list(self.datasets)
+        if isinstance(datasets, str):
+            datasets = [d.strip() for d in datasets.split(",") if d.strip()]
+        return [self.dataset(d) for d in datasets]
+
+    def protocol_fingerprint(self, dataset: str) -> str:
+        """Hash of everything that defines one dataset's evaluation: protocol, preprocessing and artifact hashes.
+        Two runs are comparable only when this agrees."""
+        payload = {
+            "suite": self.name,
+            "dataset": self.dataset(dataset).model_dump(),
+            "preprocess": self.preprocess.model_dump(),
+            "protocol": self.protocol.model_dump(),
+            "hashes": self.hashes.get(dataset, {}),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def suite_files(directory: Path = SUITES_DIR) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(directory.glob("*.toml"))}
+
+
+def load_suite_file(path: Path) -> SuiteSpec:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchError(f"suite file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        spec = SuiteSpec(**raw, path=str(path))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise BenchError(f"{path}: field {loc}: {first['msg']}") from None
+    if spec.name != path.stem:
+        raise BenchError(f"{path}: name {spec.name!r} must equal the file name {path.stem!r}")
+    return spec
+
+
+def load_suite(name_or_path: str) -> SuiteSpec:
+    """A suite by name (``suites/<name>.toml``) or by path to a TOML file."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" and p.exists():
+        return load_suite_file(p)
+    files = suite_files()
+    if name_or_path not in files:
+        close = difflib.get_close_matches(name_or_path, list(files), n=3, cutoff=0.4)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownName(f"unknown suite {name_or_path!r}.{hint} Known suites: {', '.join(files)}.")
+    return load_suite_file(files[name_or_path])
+
+
+def write_hashes(spec: SuiteSpec, dataset: str, hashes: dict[str, str]) -> Path:
+    """Write one dataset's artifact hashes into the spec file, preserving its layout (a reviewable diff)."""
+    path = Path(spec.path)
+    doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+    if "hashes" not in doc:
+        doc.add(tomlkit.nl())
+        doc["hashes"] = tomlkit.table(is_super_table=True)
+    table = tomlkit.table()
+    for key in sorted(hashes):
+        table[key] = hashes[key]
+    doc["hashes"][dataset] = table
+    path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    return path
