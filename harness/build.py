@@ -33,7 +33,7 @@ from harness.suites import DatasetSpec, SuiteSpec
 
 log = logging.getLogger(__name__)
 
-ITEM_FILE_COLUMNS = ("item", "ext_id", *ITEM_TEXT_FIELDS, "image", "image_description")
+ITEM_FILE_COLUMNS = ("item", "ext_id", "asin", *ITEM_TEXT_FIELDS, "image", "image_description")
 HASHED_FILES = ("sequences.tsv", "items.tsv", "eval_users.npy", "targets.npy")
 
 

@@ -28,8 +28,9 @@ app.add_typer(suite_app, name="suite")
 app.add_typer(runs_app, name="runs")
 app.add_typer(data_app, name="data")
 
-console = Console()
-err_console = Console(stderr=True)
+# Without a terminal (pipes, CI, tests) tables get a fixed generous width instead of being cut at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 DB_OPTION = typer.Option(None, "--db", help="SQLAlchemy URL of the results store (default: $MMSR_BENCH_DB or "
                                             "sqlite:///results.db in the current directory).")
@@ -109,7 +110,7 @@ def _print_table(header: list[str], rows: list[list[str]], title: str | None = N
 @app.command()
 def run(
     suite: str = typer.Option(..., "--suite", "-s", help="Suite name (see `bench suite list`) or a TOML path."),
-    model: str = typer.Option(..., "--model", "-m", help="Registered model name (see `bench models`)."),
+    model: str = typer.Option(..., "--model", "-m", help="Model name(s), comma-separated (see `bench models`)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Comma-separated datasets (default: all)."),
     seed: list[int] = typer.Option([0], "--seed", help="One or more seeds: --seed 0 1 2 stores one run per seed."),
     set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
@@ -117,26 +118,32 @@ def run(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: CUDA if present)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Fit a model on a suite's training data and score it on the shared, frozen test candidates."""
+    """Fit model(s) on a suite's training data and score them on the shared, frozen test candidates."""
     from harness import adapter, runner, suites
 
     _setup(verbose)
+    done = []
     try:
         spec = suites.load_suite(suite)
         names = [d.name for d in spec.select(dataset)]
         overrides = adapter.parse_set_options(set_)
-        adapter.get(model)
-        req = runner.RunRequest(spec, model, names, list(dict.fromkeys(seed)), overrides, db, device)
-        done = runner.execute(req, on_result=lambda r: err_console.print(
-            f"[green]stored run {r.id}[/green]: {r.model} on {r.suite}/{r.dataset} seed {r.seed} "
-            f"(fit {r.fit_seconds:.1f}s, score {r.score_seconds:.1f}s)"))
+        model_names = [m.strip() for m in model.split(",") if m.strip()]
+        for m in model_names:  # every name is checked before any work starts
+            reg = adapter.get(m)
+            if overrides:
+                adapter.parse_overrides(reg.cls.config_cls, overrides)
+        for m in model_names:
+            req = runner.RunRequest(spec, m, names, list(dict.fromkeys(seed)), overrides, db, device)
+            done += runner.execute(req, on_result=lambda r: err_console.print(
+                f"[green]stored run {r.id}[/green]: {r.model} on {r.suite}/{r.dataset} seed {r.seed} "
+                f"(fit {r.fit_seconds:.1f}s, score {r.score_seconds:.1f}s)"))
     except BenchError as exc:
         fail(str(exc))
         return
     primary = spec.evaluation.primary
     show = [m for m in spec.evaluation.names() if m in (primary, "hr@10", "ndcg@10", "mrr", "auc")] or [primary]
-    rows = [[str(r.id), r.dataset, str(r.seed)] + [f"{r.metrics[m]:.4f}" for m in show] for r in done]
-    _print_table(["run", "dataset", "seed"] + show, rows, title=f"{model} on {spec.name}")
+    rows = [[str(r.id), r.model, r.dataset, str(r.seed)] + [f"{r.metrics[m]:.4f}" for m in show] for r in done]
+    _print_table(["run", "model", "dataset", "seed"] + show, rows, title=f"this invocation on {spec.name}")
     _leaderboard(spec.name, names, None, "table", db, None, 0.05, "t", "holm")
 
 

@@ -234,8 +234,6 @@ def _load_sentence_encoder(source: str, device: str) -> Any:
     from sentence_transformers import SentenceTransformer
 
     try:
-        if Path(source).is_dir():
-            return SentenceTransformer(source, device=device, local_files_only=True)
         return SentenceTransformer(source, device=device, local_files_only=True)
     except Exception as exc:
         raise BenchError(
@@ -285,8 +283,8 @@ def text_features(items: ItemTable, encoder: str = DEFAULT_TEXT_ENCODER,
     source = resolve_text_encoder(encoder)
     model = _load_sentence_encoder(str(source), device)
     weights_hash = _text_weights_hash(source, model)
-    dim = int(model.get_sentence_embedding_dimension() if hasattr(model, "get_sentence_embedding_dimension")
-              else model.get_embedding_dimension())
+    dim = int(model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
+              else model.get_sentence_embedding_dimension())
     texts = item_texts(items, fields)
     tag = f"{encoder}|fields={','.join(fields)}|norm={int(normalize)}"
     keys = [_sha256_bytes(f"{tag}\n{t}".encode("utf-8")) for t in texts.values()]

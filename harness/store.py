@@ -137,7 +137,7 @@ class Store:
             with s.begin():
                 s.add(run)
                 s.flush()
-                for name, vec in (per_user or {}).items():
+                for name, vec in (per_user.items() if per_user is not None else ()):
                     s.add(UserMetric(run_id=run.id, metric=name, values=encode_vector(vec)))
                 for art in artifacts or []:
                     art.run_id = run.id

@@ -6,7 +6,7 @@ planted signal, and captioning models can be scored against ground truth. Four c
 data (``baby``, ``sports``, ``beauty``, ``toys``), ~2,000 users and ~300 items each, generated in about a second.
 
 Generative model (for one ``(category, seed)``; every random draw comes from ``numpy.random.default_rng`` streams
-spawned from ``SeedSequence([seed, crc32(category)])``, so the output is a pure function of its inputs):
+spawned from ``SeedSequence([seed, crc32(category), GENERATOR_VERSION])``, so the output is a pure function of its inputs):
 
 Items ``i = 0..n_items-1`` (external id ``SYN<CAT><i:05d>``, e.g. ``SYNTO00042``) have latent attributes
 
@@ -36,10 +36,13 @@ Each step draws the next item from the mixture
 
 with ``p_noise = 1 - p_text - p_image - p_both - p_id`` and each Z normalising its component over all items.
 Items already in the sequence are removed and the rest renormalised (no repeats, like Amazon 5-core), so the
-successor component only fires when s(prev) is new. Consequences, which ``tests/test_synth.py`` checks:
-a user's text value is recoverable only from item text, the colour only from images, the successor only from IDs;
+successor component only fires when s(prev) is new (if no unseen item has mass left, the step is uniform over unseen
+items). Defaults: p_text = p_image = p_id = 0.20, p_both = 0.30, p_noise = 0.10. Consequences, which
+``tests/test_synth.py`` checks: a user's text value is recoverable only from item text, the colour only from images, the successor only from IDs;
 items matching both preferences get ``p_both`` plus both single-modality masses, so a predictor using text and
-image beats either alone; a transition-counting (ID) predictor beats popularity.
+image beats either alone; a transition-counting (ID) predictor beats popularity. On ``toys``/seed 7 the held-out
+last item's HR@10 (full ranking, unseen items) of such counting predictors is about: popularity 0.06, text 0.17,
+image 0.16, text+image 0.25, transitions 0.32.
 
 Images (``image_size`` square PNG, default 64) are drawn at 4x with Pillow and downsampled with LANCZOS: a
 near-white background, the product's shape filled with the item's colour (small jitter in hue, saturation,
@@ -88,7 +91,7 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "teal": (178.0, 0.85, 0.65),
     "blue": (222.0, 0.85, 0.85),
     "purple": (278.0, 0.70, 0.70),
-    "pink": (325.0, 0.45, 1.00),
+    "pink": (325.0, 0.55, 1.00),
 }
 COLOUR_NAMES = tuple(COLOURS)
 
@@ -188,10 +191,10 @@ class SynthConfig:
     image_size: int = 64
     min_len: int = 5
     max_len: int = 30
-    p_text: float = 0.25
-    p_image: float = 0.25
+    p_text: float = 0.20
+    p_image: float = 0.20
     p_id: float = 0.20
-    p_both: float = 0.15
+    p_both: float = 0.30
     mean_len: float = 10.0
     popularity_sigma: float = 0.5
 

@@ -1,0 +1,387 @@
+"""SASRec and BERT4Rec through RecBole 1.2.1, trained by RecBole's Trainer, early-stopped by the harness.
+
+Why this shape:
+- The RecBole dataset is built from ``TrainData.sequences`` only (atomic files in a scratch directory), with the
+  *position* in the sequence as RecBole's timestamp, so RecBole's time ordering and prefix augmentation reproduce
+  the harness order exactly (no real timestamps exist here, and float32 would reorder long unix times anyway).
+  An ``.item`` file lists every harness item so the embedding table covers all ``1..n_items``.
+- Every epoch runs RecBole's ``Trainer._train_epoch``; validation, early stopping and best-epoch selection use the
+  harness validation split and metric engine (:mod:`harness.metrics`), never RecBole's evaluator. RecBole's own
+  ``early_stopping`` rule (patience counted in validation checks) decides when to stop.
+- Scoring calls the model's ``full_sort_predict`` on ``item_seq``/``item_seq_len`` built from the histories
+  (last ``max_seq_length`` items, left-aligned and right-padded as RecBole's datasets are) and gathers the
+  harness candidates from the all-item scores.
+
+Budget (measured on real Beauty, 2 CPU cores; see the module constants and docs in the config classes): epochs
+are capped and patience is small so that a Sports-sized run stays around 20 minutes on a laptop-class CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+import adapters.recbole_compat as compat  # noqa: F401  (must precede every recbole import)
+from harness import metrics, progress
+from harness.adapter import Adapter, AdapterConfig, register
+from harness.data import EvalSplit, ScoreBatch, TrainData
+from harness.errors import BenchError
+
+from recbole.data import create_dataset  # noqa: E402
+from recbole.data.dataloader import TrainDataLoader  # noqa: E402
+from recbole.data.interaction import Interaction  # noqa: E402
+from recbole.model.sequential_recommender import BERT4Rec, SASRec  # noqa: E402
+from recbole.sampler import RepeatableSampler  # noqa: E402
+from recbole.utils import early_stopping, init_seed  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+_DATASET_NAME = "mmsr_train"  # no RecBole property file of this name exists, so none is merged in
+
+
+@dataclass(frozen=True)
+class RecBoleSeqConfig(AdapterConfig):
+    """Shared training hyper-parameters. ``batch_size`` is the scoring batch (the runner's), ``train_batch_size``
+    RecBole's training batch. ``epochs``/``stopping_step``/``eval_step`` bound the CPU budget (see module doc)."""
+
+    batch_size: int = 256
+    train_batch_size: int = 128
+    max_seq_length: int = 50
+    n_layers: int = 2
+    n_heads: int = 1
+    hidden_size: int = 64
+    inner_size: int = 256
+    hidden_dropout_prob: float = 0.5
+    attn_dropout_prob: float = 0.5
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    loss_type: str = "CE"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: int = 50
+    eval_step: int = 1
+    stopping_step: int = 5
+    valid_metric: str = "ndcg@10"
+    #: Validate on at most this many (evenly spaced) validation users; 0 = all of them.
+    valid_max_users: int = 0
+    #: Stop starting new epochs after this many minutes of fitting; 0 = no limit. Recorded in run_info.
+    max_train_minutes: float = 0.0
+
+
+@dataclass(frozen=True)
+class SASRecConfig(RecBoleSeqConfig):
+    """Kang & McAuley (ICDM 2018): 2 self-attention blocks, 1 head, d=50 with a d x d point-wise FFN and ReLU,
+    dropout 0.5 for the sparse Amazon data, max length 50, Adam lr 1e-3, batch 128.
+
+    Loss: RecBole's default full-softmax cross-entropy ("CE") over all items; the paper's binary cross-entropy
+    with one sampled negative per position is not offered by RecBole ("BPR", one negative, is).
+    """
+
+    hidden_size: int = 50
+    inner_size: int = 50
+    n_heads: int = 1
+    hidden_act: str = "relu"
+    hidden_dropout_prob: float = 0.5
+    attn_dropout_prob: float = 0.5
+
+
+@dataclass(frozen=True)
+class BERT4RecConfig(RecBoleSeqConfig):
+    """Sun et al. (CIKM 2019): 2 layers, 2 heads, d=64 (FFN 4d=256, GELU), dropout 0.1, max length 50 for
+    Amazon, batch 256, mask proportion 0.2 (RecBole's default; the paper tunes it per dataset).
+
+    Deviations, for CPU practicality: Adam lr 1e-3 without the paper's weight decay and linear lr decay (paper:
+    1e-4, 0.01, 400k steps).
+    """
+
+    train_batch_size: int = 256
+    n_heads: int = 2
+    hidden_size: int = 64
+    inner_size: int = 256
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attn_dropout_prob: float = 0.1
+    mask_ratio: float = 0.2
+
+
+class _HarnessTrainer(compat.InMemoryTrainer):
+    """RecBole's Trainer that can never run RecBole's evaluator: validation belongs to the harness."""
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D401
+        raise BenchError("RecBole's evaluator is disabled in mmsr-bench; validation uses harness.metrics")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+class _RecBoleSequential(Adapter):
+    """Shared fit/score for RecBole sequential models (``model_cls`` is the RecBole class)."""
+
+    model_cls: ClassVar[type] = SASRec
+    config_cls: ClassVar[type[AdapterConfig]] = RecBoleSeqConfig
+
+    def __init__(self, config: AdapterConfig, *, seed: int = 0, device: str = "cpu", cache_dir: str = "") -> None:
+        super().__init__(config, seed=seed, device=device, cache_dir=cache_dir)
+        self._model: torch.nn.Module | None = None
+        self._h2r: np.ndarray | None = None  # harness item id -> RecBole internal item id
+        self._torch_device = torch.device(device)
+        metrics.parse_metric(self.config.valid_metric)  # a typo fails before any work
+
+    # ----------------------------------------------------------------------------------------------- config
+    def _model_settings(self) -> dict[str, Any]:
+        c = self.config
+        return {k: getattr(c, k) for k in ("n_layers", "n_heads", "hidden_size", "inner_size", "hidden_dropout_prob",
+                                           "attn_dropout_prob", "hidden_act", "layer_norm_eps", "initializer_range",
+                                           "loss_type")}
+
+    def _recbole_config_dict(self, data_path: str, checkpoint_dir: str) -> dict[str, Any]:
+        c = self.config
+        if c.loss_type not in ("CE", "BPR"):
+            raise BenchError(f"{self.name}: loss_type must be CE or BPR, got {c.loss_type!r}")
+        if c.hidden_size % c.n_heads:
+            raise BenchError(f"{self.name}: hidden_size {c.hidden_size} is not divisible by n_heads {c.n_heads}")
+        neg = None if c.loss_type == "CE" else {"distribution": "uniform", "sample_num": 1, "alpha": 1.0,
+                                                  "dynamic": False, "candidate_num": 0}
+        return {
+            "data_path": data_path,
+            "checkpoint_dir": checkpoint_dir,
+            "device": self.device,
+            "gpu_id": "",
+            "seed": int(self.seed),
+            "reproducibility": True,
+            "show_progress": False,
+            "save_dataset": False,
+            "save_dataloaders": False,
+            "log_wandb": False,
+            "worker": 0,
+            "USER_ID_FIELD": "user_id",
+            "ITEM_ID_FIELD": "item_id",
+            "TIME_FIELD": "timestamp",
+            "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id"]},
+            "MAX_ITEM_LIST_LENGTH": int(c.max_seq_length),
+            "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
+            "repeatable": True,
+            "metrics": ["NDCG"],  # unused (RecBole's evaluator never runs) but RecBole validates the key
+            "topk": [10],
+            "valid_metric": "NDCG@10",
+            "train_batch_size": int(c.train_batch_size),
+            "eval_batch_size": int(c.batch_size),
+            "learner": "adam",
+            "learning_rate": float(c.learning_rate),
+            "weight_decay": float(c.weight_decay),
+            "epochs": int(c.epochs),
+            "eval_step": int(c.eval_step),
+            "stopping_step": int(c.stopping_step),
+            "train_neg_sample_args": neg,
+            **self._model_settings(),
+        }
+
+    # ------------------------------------------------------------------------------------------------- data
+    @staticmethod
+    def _write_atomic_files(train: TrainData, folder: str) -> int:
+        """Write ``.inter`` (user, item, position-as-timestamp) and ``.item`` (all items); return #interactions."""
+        os.makedirs(folder, exist_ok=True)
+        lengths = np.array([len(s) for s in train.sequences], dtype=np.int64)
+        if lengths.sum() == 0:
+            raise BenchError(f"{train.dataset}: TrainData has no training interactions")
+        users = np.repeat(np.arange(train.n_users), lengths)
+        items = np.concatenate([np.asarray(s, dtype=np.int64) for s in train.sequences if len(s)])
+        if items.min() < 1 or items.max() > train.n_items:
+            raise BenchError(f"{train.dataset}: training item ids must lie in 1..{train.n_items} "
+                             f"(found {items.min()}..{items.max()})")
+        pos = np.concatenate([np.arange(n, dtype=np.int64) for n in lengths if n])
+        inter = pd.DataFrame({"user_id:token": users, "item_id:token": items, "timestamp:float": pos})
+        inter.to_csv(os.path.join(folder, f"{_DATASET_NAME}.inter"), sep="\t", index=False)
+        item = pd.DataFrame({"item_id:token": np.arange(1, train.n_items + 1)})
+        item.to_csv(os.path.join(folder, f"{_DATASET_NAME}.item"), sep="\t", index=False)
+        return int(lengths.sum())
+
+    # -------------------------------------------------------------------------------------------------- fit
+    def fit(self, train: TrainData, valid: EvalSplit) -> "_RecBoleSequential":
+        c = self.config
+        t_start = time.perf_counter()
+        if self.cache_dir:
+            os.makedirs(self.cache_dir, exist_ok=True)
+        scratch = tempfile.mkdtemp(prefix=f"recbole-{self.name}-", dir=self.cache_dir or None)
+        try:
+            n_inter = self._write_atomic_files(train, os.path.join(scratch, _DATASET_NAME))
+            config = compat.SafeConfig(model=self.model_cls.__name__, dataset=_DATASET_NAME,
+                                       config_dict=self._recbole_config_dict(scratch, os.path.join(scratch, "ckpt")))
+            init_seed(int(self.seed), True)
+            dataset = create_dataset(config)
+            # What Dataset.build() does before splitting: DataFrame -> Interaction plus RecBole's prefix
+            # augmentation. No split: every training interaction stays in training (valid/test live in the harness).
+            dataset._change_feat_format()
+            tokens = [str(i) for i in range(1, train.n_items + 1)]
+            self._h2r = np.concatenate([[0], dataset.token2id(dataset.iid_field, tokens)]).astype(np.int64)
+            sampler = None
+            if c.loss_type == "BPR":
+                sampler = RepeatableSampler(["train"], dataset, "uniform", 1.0).set_phase("train")
+            init_seed(int(self.seed), True)
+            model = self.model_cls(config, dataset).to(self._torch_device)
+            train_loader = TrainDataLoader(config, dataset, sampler, shuffle=True)
+            trainer = _HarnessTrainer(config, model)
+            self._model = model
+            log.info("%s: %d training interactions -> %d training sequences, %d batches/epoch", self.name,
+                     n_inter, len(dataset), len(train_loader))
+            history = self._train_loop(trainer, train_loader, valid, t_start)
+            trainer.load_best()
+            self._model.eval()
+            self.run_info.update(history)
+            self.run_info.update({
+                "early_stopping_split": valid.name,
+                "early_stopping_metric": c.valid_metric,
+                "selection": "harness.metrics on the validation split (RecBole's evaluator never runs)",
+                "recbole_model": self.model_cls.__name__,
+                "n_train_interactions": n_inter,
+                "n_train_sequences": len(dataset),
+                "recbole_config": _jsonable({k: config[k] for k in sorted(config.final_config_dict)
+                                             if k not in ("data_path", "checkpoint_dir")}),
+                "fit_seconds": round(time.perf_counter() - t_start, 2),
+            })
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return self
+
+    def _train_loop(self, trainer: _HarnessTrainer, train_loader: TrainDataLoader, valid: EvalSplit,
+                    t_start: float) -> dict[str, Any]:
+        """RecBole epochs; harness validation every ``eval_step`` epochs; RecBole's early_stopping rule."""
+        c = self.config
+        best, cur_step = -math.inf, 0
+        curve: list[list[float]] = []
+        epoch_seconds: list[float] = []
+        stopped = "max_epochs"
+        epoch = -1
+        with progress.track(f"training {self.name}", total=c.epochs) as task:
+            for epoch in range(c.epochs):
+                t0 = time.perf_counter()
+                loss = trainer._train_epoch(train_loader, epoch)
+                epoch_seconds.append(time.perf_counter() - t0)
+                loss = float(sum(loss) if isinstance(loss, tuple) else loss)
+                if not math.isfinite(loss):
+                    raise BenchError(f"{self.name}: training loss became {loss} at epoch {epoch}; lower "
+                                     f"learning_rate (now {c.learning_rate})")
+                task.advance(1)
+                if (epoch + 1) % max(1, c.eval_step) == 0 or epoch == c.epochs - 1:
+                    score = self.validate(valid)
+                    curve.append([epoch, round(loss, 6), score])
+                    best, cur_step, stop, update = early_stopping(score, best, cur_step,
+                                                                  max_step=c.stopping_step, bigger=True)
+                    if update or trainer.best_state is None:
+                        trainer._save_checkpoint(epoch, verbose=False)
+                    log.info("%s epoch %d: loss %.4f, valid %s %.5f%s (%.1fs)", self.name, epoch, loss,
+                             c.valid_metric, score, " *" if update else "", epoch_seconds[-1])
+                    if stop:
+                        stopped = "early_stopping"
+                        break
+                if c.max_train_minutes and time.perf_counter() - t_start > 60 * c.max_train_minutes:
+                    stopped = "time_limit"
+                    if trainer.best_state is None:
+                        trainer._save_checkpoint(epoch, verbose=False)
+                    break
+        return {
+            "best_epoch": trainer.best_epoch,
+            "best_valid": best if math.isfinite(best) else None,
+            "epochs_trained": epoch + 1,
+            "stopped_by": stopped,
+            "valid_curve": curve,  # [epoch, train loss, valid metric]
+            "mean_epoch_seconds": round(float(np.mean(epoch_seconds)), 3) if epoch_seconds else None,
+        }
+
+    def validate(self, valid: EvalSplit) -> float:
+        """Mean ``config.valid_metric`` on the validation split's shared candidates (harness metric engine)."""
+        c = self.config
+        idx = np.arange(len(valid))
+        if c.valid_max_users and len(valid) > c.valid_max_users:
+            idx = np.linspace(0, len(valid) - 1, c.valid_max_users).astype(np.int64)
+        parts = []
+        all_items = np.arange(1, valid.n_items + 1, dtype=np.int64)
+        for start in range(0, len(idx), c.batch_size):
+            sel = idx[start:start + c.batch_size]
+            hist = [valid.histories[i] for i in sel]
+            if valid.full_ranking:
+                batch = ScoreBatch(users=valid.users[sel], histories=hist,
+                                   candidates=np.broadcast_to(all_items, (len(sel), valid.n_items)), full_ranking=True)
+                scores = self.score(batch)
+                parts.append(metrics.rank_counts_full(scores, valid.targets[sel], [valid.exclude[i] for i in sel]))
+            else:
+                batch = ScoreBatch(users=valid.users[sel], histories=hist, candidates=valid.candidates[sel])
+                parts.append(metrics.rank_counts(self.score(batch)))
+        per_user = metrics.per_user_metrics(metrics.RankCounts.concat(parts), [c.valid_metric])
+        return float(np.mean(per_user[c.valid_metric]))
+
+    # ------------------------------------------------------------------------------------------------ score
+    def _item_seq(self, histories: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-aligned, right-padded RecBole ids of the last ``max_seq_length`` items, and the lengths (>= 1)."""
+        assert self._h2r is not None
+        L = self.config.max_seq_length
+        seq = np.zeros((len(histories), L), dtype=np.int64)
+        lens = np.ones(len(histories), dtype=np.int64)
+        n_items = len(self._h2r) - 1
+        for row, h in enumerate(histories):
+            h = np.asarray(h, dtype=np.int64)
+            h = h[(h >= 1) & (h <= n_items)][-L:]
+            if len(h):
+                seq[row, : len(h)] = self._h2r[h]
+                lens[row] = len(h)
+        return (torch.from_numpy(seq).to(self._torch_device), torch.from_numpy(lens).to(self._torch_device))
+
+    @torch.no_grad()
+    def score(self, batch: ScoreBatch) -> np.ndarray:
+        if self._model is None or self._h2r is None:
+            raise BenchError(f"{self.name}: score() called before fit()")
+        self._model.eval()
+        item_seq, item_len = self._item_seq(batch.histories)
+        inter = Interaction({self._model.ITEM_SEQ: item_seq, self._model.ITEM_SEQ_LEN: item_len})
+        all_scores = self._model.full_sort_predict(inter).float().cpu().numpy()  # columns: RecBole ids
+        if batch.full_ranking:
+            return all_scores[:, self._h2r[1:]]
+        cands = np.asarray(batch.candidates, dtype=np.int64)
+        if cands.size and (cands.min() < 0 or cands.max() >= len(self._h2r)):
+            raise BenchError(f"{self.name}: candidate item ids must lie in 1..{len(self._h2r) - 1}")
+        return np.take_along_axis(all_scores, self._h2r[cands], axis=1)
+
+
+@register()
+class SASRecAdapter(_RecBoleSequential):
+    """SASRec (Kang & McAuley 2018) as implemented in RecBole 1.2.1."""
+
+    name = "sasrec"
+    description = "SASRec (Kang & McAuley, ICDM 2018) via RecBole 1.2.1; CE loss; harness early stopping"
+    model_cls = SASRec
+    config_cls = SASRecConfig
+
+
+@register()
+class BERT4RecAdapter(_RecBoleSequential):
+    """BERT4Rec (Sun et al. 2019) as implemented in RecBole 1.2.1 (masked-item training, mask token at scoring)."""
+
+    name = "bert4rec"
+    description = "BERT4Rec (Sun et al., CIKM 2019) via RecBole 1.2.1; cloze training; harness early stopping"
+    model_cls = BERT4Rec
+    config_cls = BERT4RecConfig
+
+    def _model_settings(self) -> dict[str, Any]:
+        return {**super()._model_settings(), "mask_ratio": float(self.config.mask_ratio),
+                "transform": "mask_itemseq"}
+
+
+__all__ = ["SASRecAdapter", "BERT4RecAdapter", "SASRecConfig", "BERT4RecConfig", "RecBoleSeqConfig"]

@@ -1,0 +1,240 @@
+"""LoRA / QLoRA fine-tuning of a causal LM on (prompt, answer) pairs, with early stopping on a validation AUC.
+
+LoRA adapters come from peft. QLoRA = the base model loaded in 4-bit NF4 by bitsandbytes (see
+:func:`harness.backbones.load_backbone` with ``quantization="4bit"``), then ``prepare_model_for_kbit_training``,
+then LoRA. bitsandbytes 0.50 runs NF4 on CPU too (slow pure-torch kernels, verified by the tests).
+
+The SFT loop is generic: every example is ``prefix + suffix`` (encoded exactly as :mod:`harness.llm_scoring`
+encodes prompts, so training and scoring see the same tokens) followed by the answer tokens; the loss is the
+cross-entropy of the answer tokens only. The caller passes ``validate() -> AUC``; the best adapter (by that AUC)
+is kept, written as safetensors to the checkpoint folder and restored at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from harness.errors import BenchError
+from harness.llm_scoring import encode_prefix, encode_suffix
+from harness.progress import track
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA hyper-parameters (TALLRec's defaults: r=8, alpha=16, dropout=0.05 on q_proj/v_proj)."""
+
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    gradient_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Training loop settings. ``eval_every``: validate every N optimizer steps (0 = once per epoch);
+    ``patience``: validations without improvement before stopping."""
+
+    lr: float = 1e-4
+    epochs: int = 1
+    batch_size: int = 8
+    grad_accum: int = 1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_prefix_tokens: int | None = None
+    append_eos: bool = False
+    eval_every: int = 0
+    patience: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    prefix: str
+    suffix: str
+    answer: str
+
+
+@dataclass
+class SFTResult:
+    steps: int = 0
+    epochs_run: int = 0
+    best_auc: float | None = None
+    best_step: int | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    checkpoint: str | None = None
+    seconds: float = 0.0
+
+
+def apply_lora(model: Any, settings: LoraSettings = LoraSettings(), *, quantized: bool = False) -> Any:
+    """Wrap a causal LM with fresh LoRA adapters (after ``prepare_model_for_kbit_training`` when 4-bit)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
+    elif settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in settings.target_modules if t not in names]
+    if missing:
+        raise BenchError(f"LoRA target_modules {missing} do not exist in {type(model).__name__}; "
+                         f"linear layers here include: {sorted(n for n in names if 'proj' in n or 'attn' in n)[:12]}")
+    cfg = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                     target_modules=list(settings.target_modules), bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, cfg)
+
+
+def encode_example(tokenizer: Any, ex: SFTExample, max_prefix_tokens: int | None = None,
+                   append_eos: bool = False) -> tuple[list[int], int]:
+    """(ids, n_prompt): prompt ids exactly as the scorer builds them, then the answer ids."""
+    prompt = encode_prefix(tokenizer, ex.prefix, max_prefix_tokens) + encode_suffix(tokenizer, ex.suffix)
+    answer = list(tokenizer.encode(ex.answer, add_special_tokens=False))
+    if append_eos and tokenizer.eos_token_id is not None:
+        answer.append(tokenizer.eos_token_id)
+    if not answer:
+        raise BenchError(f"SFT example with an empty answer (answer={ex.answer!r})")
+    return prompt + answer, len(prompt)
+
+
+def _collate(encoded: list[tuple[list[int], int]], pad_id: int):
+    import torch
+
+    L = max(len(ids) for ids, _ in encoded)
+    ids = torch.full((len(encoded), L), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(encoded), L), dtype=torch.long)
+    labels = torch.full((len(encoded), L), -100, dtype=torch.long)
+    for r, (seq, n_prompt) in enumerate(encoded):
+        ids[r, :len(seq)] = torch.tensor(seq)
+        mask[r, :len(seq)] = 1
+        labels[r, n_prompt:len(seq)] = torch.tensor(seq[n_prompt:])
+    return ids, mask, labels
+
+
+def answer_loss(model: Any, ids, mask, labels):
+    """Mean cross-entropy over answer tokens (labels != -100), computed from shifted logits."""
+    import torch
+
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    return torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]),
+                                             shift_labels.reshape(-1), ignore_index=-100)
+
+
+def _trainable_state(model: Any) -> dict[str, Any]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _load_trainable(model: Any, state: dict[str, Any]) -> None:
+    import torch
+
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for n, v in state.items():
+            params[n].copy_(v)
+
+
+def save_trainable(model: Any, folder: str | Path) -> str:
+    """Adapter weights as safetensors: peft's ``save_pretrained`` for peft models, else the trainable tensors."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(str(folder), safe_serialization=True)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({n: t.contiguous().cpu() for n, t in _trainable_state(model).items()},
+                  str(folder / "trainable.safetensors"))
+    return str(folder)
+
+
+def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config: SFTConfig = SFTConfig(), *,
+              validate: Callable[[], float] | None = None, checkpoint_dir: str | Path | None = None,
+              description: str = "fine-tuning") -> SFTResult:
+    """Train the model's trainable parameters on answer-token cross-entropy; early-stop on ``validate()``.
+
+    With ``validate`` the best state (highest AUC) is restored at the end and saved to ``checkpoint_dir``.
+    """
+    import torch
+
+    if not examples:
+        raise BenchError("sft_train: no training examples")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise BenchError("sft_train: the model has no trainable parameters (apply LoRA first)")
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    encoded = [encode_example(tokenizer, ex, config.max_prefix_tokens, config.append_eos) for ex in examples]
+    dev = next(p.device for p in params)
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(encoded) / (config.batch_size * config.grad_accum))
+    result = SFTResult()
+    best_state: dict[str, Any] | None = None
+    bad = 0
+    t0 = time.perf_counter()
+    stop = False
+
+    def run_validation() -> bool:
+        """Validate, keep the best state; True when patience is exhausted."""
+        nonlocal best_state, bad
+        auc = float(validate())  # type: ignore[misc]
+        model.train()
+        result.history.append({"step": result.steps, "epoch": result.epochs_run, "auc": auc,
+                               "loss": float(np.mean(result.losses[-steps_per_epoch:])) if result.losses else float("nan")})
+        log.info("%s: step %d validation AUC %.4f", description, result.steps, auc)
+        if result.best_auc is None or auc > result.best_auc:
+            result.best_auc, result.best_step, bad = auc, result.steps, 0
+            best_state = _trainable_state(model)
+            if checkpoint_dir is not None:
+                result.checkpoint = save_trainable(model, checkpoint_dir)
+            return False
+        bad += 1
+        return bad >= config.patience
+
+    model.train()
+    with track(description, total=steps_per_epoch * config.epochs) as task:
+        for epoch in range(config.epochs):
+            order = rng.permutation(len(encoded))
+            micro = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+            for k in range(0, len(micro), config.grad_accum):
+                group = micro[k:k + config.grad_accum]
+                total = 0.0
+                for mb in group:
+                    ids, mask, labels = _collate([encoded[i] for i in mb], pad)
+                    loss = answer_loss(model, ids.to(dev), mask.to(dev), labels.to(dev)) / len(group)
+                    loss.backward()
+                    total += float(loss.detach())
+                if config.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                result.losses.append(total)
+                result.steps += 1
+                task.advance(1)
+                if validate is not None and config.eval_every and result.steps % config.eval_every == 0:
+                    if run_validation():
+                        stop = True
+                        break
+            result.epochs_run = epoch + 1
+            if stop:
+                break
+            if validate is not None and not config.eval_every and run_validation():
+                break
+    if validate is not None and best_state is not None:
+        _load_trainable(model, best_state)
+    elif checkpoint_dir is not None:
+        result.checkpoint = save_trainable(model, checkpoint_dir)
+    model.eval()
+    result.seconds = time.perf_counter() - t0
+    return result

@@ -1,0 +1,86 @@
+"""Shared fixtures: an isolated cache home and a tiny sequence-file suite built from a planted pattern."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def real_data_root() -> Path | None:
+    env = os.environ.get("MMSR_BENCH_DATA")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
+        if (cand / "amazon-s3rec" / "Beauty.txt").exists():
+            return cand
+    return None
+
+
+requires_real_data = pytest.mark.skipif(
+    real_data_root() is None,
+    reason="real Amazon data not found: set $MMSR_BENCH_DATA or place it at ../shared/data (see its README)")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache home and results store unless it asks otherwise."""
+    home = tmp_path_factory.mktemp("bench_home")
+    monkeypatch.setenv("MMSR_BENCH_HOME", str(home))
+    monkeypatch.setenv("MMSR_BENCH_DB", f"sqlite:///{home / 'results.db'}")
+    yield home
+
+
+def write_tiny_suite(tmp_path: Path, *, n_users: int = 120, n_items: int = 40, candidates: str = "sampled",
+                     n_negatives: int = 19, max_eval_users: int = 0, seed: int = 0) -> Path:
+    """A data root with a sequence file (item i tends to be followed by i+1) and a suite TOML pointing at it."""
+    rng = np.random.default_rng(seed)
+    root = tmp_path / "data"
+    root.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for u in range(1, n_users + 1):
+        start = int(rng.integers(1, n_items + 1))
+        length = int(rng.integers(6, 12))
+        seq = [((start + k - 1) % n_items) + 1 for k in range(length)]
+        if rng.random() < 0.3:
+            seq[int(rng.integers(0, length))] = int(rng.integers(1, n_items + 1))
+        lines.append(" ".join(map(str, [u] + seq)))
+    (root / "tiny.txt").write_text("\n".join(lines) + "\n")
+    items = ["s3rec_item_id\tasin\ttitle\tcategories_json"]
+    items += [f"{i}\tA{i:05d}\tItem {i} &amp; friends\t[[\"Cat\", \"Sub{i % 3}\"]]" for i in range(1, n_items + 1)]
+    (root / "tiny_items.tsv").write_text("\n".join(items) + "\n")
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(f"""
+name = "tiny"
+description = "test suite"
+
+[[datasets]]
+name = "seq"
+source = "sequence"
+path = "tiny.txt"
+items = "tiny_items.tsv"
+
+[preprocess]
+kcore = 0
+
+[protocol]
+candidates = "{candidates}"
+n_negatives = {n_negatives}
+seed = 7
+max_eval_users = {max_eval_users}
+
+[evaluation]
+metrics = ["hr", "ndcg", "recall", "mrr", "auc"]
+cutoffs = [1, 5, 10]
+primary = "ndcg@10"
+""")
+    return suite
+
+
+@pytest.fixture
+def tiny_suite(tmp_path, monkeypatch):
+    path = write_tiny_suite(tmp_path)
+    monkeypatch.setenv("MMSR_BENCH_DATA", str(tmp_path / "data"))
+    return path

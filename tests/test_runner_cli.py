@@ -1,0 +1,147 @@
+"""The runner and the CLI end to end on a tiny frozen suite: determinism, refusals, one clear error line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from harness import adapter, build, runner, suites
+from harness.adapter import Adapter, AdapterConfig, Needs, register
+from harness.cli import _normalize_argv, app
+from harness.errors import BenchError, HashMismatch, MissingModality
+from harness.store import Store
+
+
+@dataclass(frozen=True)
+class SuccessorConfig(AdapterConfig):
+    noise: float = 0.0
+
+
+@register()
+class Successor(Adapter):
+    """Test adapter: learns item -> next-item counts from training data only, with optional seeded noise."""
+
+    name = "test-successor"
+    config_cls = SuccessorConfig
+
+    def fit(self, train, valid):
+        self.counts = np.zeros((train.n_items + 1, train.n_items + 1))
+        for seq in train.sequences:
+            for a, b in zip(seq[:-1], seq[1:]):
+                self.counts[a, b] += 1
+        self.rng = np.random.default_rng(self.seed)
+        self.run_info["fitted_users"] = train.n_users
+        return self
+
+    def score(self, batch):
+        last = np.array([h[-1] for h in batch.histories])
+        base = self.counts[last[:, None], batch.candidates]
+        return base + self.config.noise * self.rng.random(base.shape)
+
+
+@register()
+class NeedsImages(Successor):
+    name = "test-needs-images"
+    needs = Needs(images=True)
+
+
+@pytest.fixture
+def frozen_tiny(tiny_suite):
+    spec = suites.load_suite(str(tiny_suite))
+    suites.write_hashes(spec, "seq", build.materialize(spec, spec.dataset("seq")))
+    return tiny_suite
+
+
+def _req(path, model="test-successor", seeds=(0,), **kw):
+    return runner.RunRequest(suites.load_suite(str(path)), model, ["seq"], list(seeds), kw.pop("overrides", {}), **kw)
+
+
+def test_run_stores_metrics_and_same_seed_gives_same_numbers(frozen_tiny):
+    r1 = runner.execute(_req(frozen_tiny, overrides={"noise": "0.5"}))[0]
+    r2 = runner.execute(_req(frozen_tiny, overrides={"noise": "0.5"}))[0]
+    r3 = runner.execute(_req(frozen_tiny, overrides={"noise": "0.5"}, seeds=(1,)))[0]
+    assert r1.metrics == r2.metrics
+    assert r1.metrics != r3.metrics
+    assert r1.metrics["hr@10"] > 0.5  # the planted successor pattern is learnable
+    store = Store()
+    vec = store.per_user(r1.id)
+    assert len(vec["ndcg@10"]) == r1.n_users == 120
+    assert np.isclose(vec["ndcg@10"].mean(), r1.metrics["ndcg@10"], atol=1e-12)
+    assert r1.config["noise"] == 0.5 and r1.run_info["fitted_users"] == 120
+    assert r1.suite_hash == r2.suite_hash and r1.eval_users_hash
+
+
+def test_several_seeds_share_a_group(frozen_tiny):
+    runs = runner.execute(_req(frozen_tiny, seeds=(0, 1, 2)))
+    assert [r.seed for r in runs] == [0, 1, 2] and len({r.group_id for r in runs}) == 1
+
+
+def test_changed_candidate_byte_refuses_before_fitting(frozen_tiny):
+    spec = suites.load_suite(str(frozen_tiny))
+    path = build.dataset_dir(spec, "seq") / "candidates_test.npy"
+    raw = bytearray(path.read_bytes())
+    raw[200] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(HashMismatch, match="candidates_test.npy"):
+        runner.execute(_req(frozen_tiny))
+    assert Store().runs(status=None) == []
+
+
+def test_missing_modality_refused_before_training(frozen_tiny):
+    with pytest.raises(MissingModality, match="needs item images"):
+        runner.execute(_req(frozen_tiny, model="test-needs-images"))
+
+
+def test_unknown_model_lists_closest():
+    with pytest.raises(BenchError, match="Did you mean: test-successor"):
+        adapter.get("test-sucessor")
+
+
+def test_bad_set_override():
+    with pytest.raises(BenchError, match="no field 'nois'.*Did you mean: noise"):
+        adapter.build("test-successor", {"nois": "1"})
+    with pytest.raises(BenchError, match="cannot parse 'abc'"):
+        adapter.build("test-successor", {"noise": "abc"})
+    with pytest.raises(BenchError, match="expected key=value"):
+        adapter.parse_set_options(["noise"])
+
+
+def test_argv_seed_expansion():
+    assert _normalize_argv(["run", "--seed", "0", "1", "2", "--model", "x"]) == [
+        "run", "--seed", "0", "--seed", "1", "--seed", "2", "--model", "x"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--suite", "nosuch", "--model", "test-successor"], "unknown suite 'nosuch'"),
+    (["run", "--suite", "{suite}", "--model", "nosuch"], "unknown model 'nosuch'"),
+    (["run", "--suite", "{suite}", "--model", "test-successor", "--dataset", "nope"], "no dataset 'nope'"),
+    (["run", "--suite", "{suite}", "--model", "test-successor", "--set", "bad"], "expected key=value"),
+    (["run", "--suite", "{suite}", "--model", "test-successor", "--set", "noise=x"], "cannot parse"),
+    (["leaderboard", "--suite", "{suite}", "--metric", "ndcg"], "needs a cutoff"),
+    (["runs", "show", "99"], "no run with id 99"),
+])
+def test_cli_errors_are_one_line_and_write_nothing(frozen_tiny, args, message):
+    args = [a.replace("{suite}", str(frozen_tiny)) for a in args]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    err = result.stderr if hasattr(result, "stderr") else result.output
+    assert message in " ".join(err.split())
+    assert "Traceback" not in result.output
+    assert Store().runs(status=None) == []
+
+
+def test_cli_run_then_leaderboard_formats(frozen_tiny):
+    cli = CliRunner()
+    res = cli.invoke(app, ["run", "--suite", str(frozen_tiny), "--model", "test-successor", "--seed", "0",
+                           "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    assert "leaderboard: tiny" in res.output
+    md = cli.invoke(app, ["leaderboard", "--suite", "tiny", "--format", "markdown", "--metric", "ndcg@10"])
+    assert md.exit_code == 0 and "| test-successor |" in md.output and "±" in md.output
+    csv = cli.invoke(app, ["leaderboard", "--suite", "tiny", "--format", "csv"])
+    assert csv.output.splitlines()[0].startswith("model,dataset,metric,mean")
+    listing = cli.invoke(app, ["runs", "list"])
+    assert "test-successor" in listing.output

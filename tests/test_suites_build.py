@@ -1,0 +1,138 @@
+"""Suites, materialization, hashing and the refusal to run on a changed artifact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness import build, suites
+from harness.errors import BenchError, HashMismatch, UnknownName
+from tests.conftest import write_tiny_suite
+
+
+def test_every_shipped_suite_loads():
+    files = suites.suite_files()
+    assert {"synth4", "amazon4", "amazon4-full", "amazon4-lite"} <= set(files)
+    for name in files:
+        spec = suites.load_suite(name)
+        assert [d.name for d in spec.datasets] == ["baby", "sports", "beauty", "toys"]
+        assert spec.evaluation.primary in spec.evaluation.names()
+
+
+def test_unknown_suite_names_closest():
+    with pytest.raises(UnknownName, match="amazon4"):
+        suites.load_suite("amazon")
+
+
+def test_bad_suite_file_names_file_and_field(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\n[[datasets]]\nname = "x"\nsource = "ftp"\n')
+    with pytest.raises(BenchError, match=r"bad.toml: field datasets.0.source"):
+        suites.load_suite(str(bad))
+    bad.write_text("name = = 1")
+    with pytest.raises(BenchError, match="bad.toml: invalid TOML"):
+        suites.load_suite(str(bad))
+
+
+def test_unknown_dataset_is_refused(tiny_suite):
+    spec = suites.load_suite(str(tiny_suite))
+    with pytest.raises(UnknownName, match="no dataset 'sq'.*Did you mean: seq"):
+        spec.select("sq")
+
+
+def test_build_is_deterministic_and_candidates_are_valid(tiny_suite):
+    spec = suites.load_suite(str(tiny_suite))
+    ds = spec.dataset("seq")
+    first = build.materialize(spec, ds)
+    second = build.materialize(spec, ds, force=True)
+    assert first == second
+    data = build.load(spec, "seq", allow_unfrozen=True)
+    cands = data.test.candidates
+    assert cands.shape == (len(data.test), 20)
+    _, seqs = build.read_sequences(build.dataset_dir(spec, "seq") / "sequences.tsv")
+    for row, u in enumerate(data.test.users):
+        assert cands[row, 0] == seqs[u][-1] == data.test.targets[row]
+        negs = cands[row, 1:]
+        assert len(set(negs.tolist())) == len(negs)
+        assert not set(negs.tolist()) & set(seqs[u].tolist())  # never an item the user interacted with
+        assert data.valid.targets[row] == seqs[u][-2]
+        np.testing.assert_array_equal(data.train.sequences[u], seqs[u][:-2])
+        np.testing.assert_array_equal(data.test.histories[row], seqs[u][:-1])
+    # validation and test negatives are drawn independently
+    assert not np.array_equal(data.valid.candidates[:, 1:], cands[:, 1:])
+    assert data.items.frame.loc[1, "title"] == "Item 1 & friends"
+
+
+def test_freeze_verify_and_refuse_changed_byte(tiny_suite):
+    spec = suites.load_suite(str(tiny_suite))
+    with pytest.raises(HashMismatch, match="no frozen hashes"):
+        build.load(spec, "seq")
+    hashes = build.materialize(spec, spec.dataset("seq"))
+    suites.write_hashes(spec, "seq", hashes)
+    assert "[hashes.seq]" in tiny_suite.read_text()
+    spec = suites.load_suite(str(tiny_suite))
+    build.load(spec, "seq")  # verifies
+    path = build.dataset_dir(spec, "seq") / "candidates_test.npy"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 1
+    path.write_bytes(bytes(raw))
+    with pytest.raises(HashMismatch, match="candidates_test.npy does not match"):
+        build.load(spec, "seq")
+
+
+def test_candidates_of_a_user_do_not_depend_on_other_users(tmp_path, monkeypatch):
+    """Seeded per suite, dataset and user: dropping half the users leaves the others' candidates unchanged."""
+    out = {}
+    for n in (120, 60):
+        path = write_tiny_suite(tmp_path / str(n), n_users=n)
+        monkeypatch.setenv("MMSR_BENCH_DATA", str(tmp_path / str(n) / "data"))
+        spec = suites.load_suite(str(path))
+        build.materialize(spec, spec.dataset("seq"), force=True)
+        data = build.load(spec, "seq", allow_unfrozen=True)
+        assert data.train.n_items == 40
+        out[n] = data.test.candidates
+    np.testing.assert_array_equal(out[120][:60], out[60])
+
+
+def test_full_ranking_and_eval_user_sample(tmp_path, monkeypatch):
+    path = write_tiny_suite(tmp_path, candidates="full", max_eval_users=50)
+    monkeypatch.setenv("MMSR_BENCH_DATA", str(tmp_path / "data"))
+    spec = suites.load_suite(str(path))
+    build.materialize(spec, spec.dataset("seq"))
+    data = build.load(spec, "seq", allow_unfrozen=True)
+    assert data.test.full_ranking and len(data.test) == 50
+    assert not (build.dataset_dir(spec, "seq") / "candidates_test.npy").exists()
+    for hist, ex, t in zip(data.test.histories, data.test.exclude, data.test.targets):
+        assert t not in ex.tolist() and set(ex.tolist()) <= set(hist.tolist())
+    batch = next(data.test.batches(8))
+    assert batch.candidates.shape == (8, data.test.n_items) and batch.full_ranking
+
+
+def test_popularity_protocol_prefers_popular_items(tmp_path, monkeypatch):
+    path = write_tiny_suite(tmp_path, candidates="popularity", n_users=200, n_items=60)
+    monkeypatch.setenv("MMSR_BENCH_DATA", str(tmp_path / "data"))
+    spec = suites.load_suite(str(path))
+    build.materialize(spec, spec.dataset("seq"))
+    data = build.load(spec, "seq", allow_unfrozen=True)
+    pop = data.train.item_popularity()
+    negs = data.test.candidates[:, 1:].ravel()
+    assert pop[negs].mean() > pop[1:].mean()
+
+
+def test_missing_dataset_says_what_to_fetch():
+    spec = suites.load_suite("amazon4")
+    with pytest.raises(BenchError, match=r"reviews_Baby_5.json.gz.*bench data import amazon4.*--dataset sports,beauty,toys"):
+        build.materialize(spec, spec.dataset("baby"))
+
+
+def test_kcore_and_duplicates(tmp_path):
+    from harness.data import RawDataset
+    import pandas as pd
+
+    raw = RawDataset("x", ["a", "b", "c"], [["1", "1", "2", "3"], ["1", "2", "2", "3"], ["9", "1"]],
+                     pd.DataFrame(index=["1", "2", "3", "9"]))
+    spec = suites.SuiteSpec(name="x", datasets=(suites.DatasetSpec(name="x", source="synth"),),
+                            preprocess=suites.Preprocess(kcore=2, duplicates="drop"))
+    users, seqs, report = build.preprocess(raw, spec)
+    assert users == ["a", "b"] and seqs == [["1", "2", "3"], ["1", "2", "3"]]
+    assert any("2-core" in r for r in report)
