@@ -209,6 +209,67 @@ def leaderboard(
         fail(str(exc))
 
 
+@app.command()
+def compare(
+    a: str = typer.Argument(..., help="Run id, or model name (its latest run per seed on --suite/--dataset)."),
+    b: str = typer.Argument(..., help="Run id or model name: the baseline."),
+    suite: Optional[str] = typer.Option(None, "--suite", "-s"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Comma-separated metrics (default: all stored)."),
+    test: str = typer.Option("t", "--test", help="Test behind the significance flag: t | wilcoxon | perm | bootstrap"),
+    correction: str = typer.Option("holm", "--correction", help="holm | fdr_bh | bonferroni | none"),
+    alpha: float = typer.Option(0.05, "--alpha"),
+    resamples: int = typer.Option(10000, "--resamples", help="Bootstrap and randomization resamples."),
+    format: str = typer.Option("table", "--format", "-f", help="table | json | markdown"),
+    db: Optional[str] = DB_OPTION,
+) -> None:
+    """Paired significance tests between two runs or two models (per-user vectors; several seeds averaged)."""
+    from harness import metrics as mt
+    from harness import significance
+    from harness.store import Store
+
+    _setup()
+    try:
+        names = [m.strip() for m in metric.split(",")] if metric else None
+        for m in names or []:
+            mt.parse_metric(m)
+        cmp = significance.compare(Store(db), a, b, suite=suite, dataset=dataset, metrics=names, test=test,
+                                   correction=correction, alpha=alpha, n_resamples=resamples)
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    if format == "json":
+        print(cmp.to_json())
+        return
+    header = ["metric", cmp.a_label, cmp.b_label, "diff", "rel", "95% CI (boot)", "p t", "p wilcoxon", "p perm",
+              f"p {test} ({correction})", "d", "sig"]
+    rows = [[r.metric, f"{r.mean_a:.4f}", f"{r.mean_b:.4f}", f"{r.diff:+.4f}", f"{r.rel_diff:+.1%}",
+             f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]", f"{r.p_t:.2e}", f"{r.p_wilcoxon:.2e}", f"{r.p_perm:.2e}",
+             f"{r.p_corrected:.2e}", f"{r.cohen_d:+.3f}", "yes" if r.significant else "no"] for r in cmp.rows]
+    title = (f"{cmp.a_label} vs {cmp.b_label} on {cmp.suite}/{cmp.dataset}: {cmp.n_users} users, runs "
+             f"{list(cmp.a_runs)} vs {list(cmp.b_runs)}")
+    if format == "markdown":
+        print(f"**{title}**\n")
+        print("| " + " | ".join(header) + " |")
+        print("|" + "|".join(["---"] * len(header)) + "|")
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+    else:
+        _print_table(header, rows, title=title)
+    if cmp.seed_tests:
+        seed_rows = [[m, t.test, ",".join(map(str, t.seeds)), f"{t.mean_a:.4f}", f"{t.mean_b:.4f}", f"{t.diff:+.4f}",
+                      f"{t.p_value:.2e}"] for m, t in cmp.seed_tests.items()]
+        if format == "markdown":
+            for r in seed_rows:
+                print(f"- across seeds, {r[0]}: {r[1]} over seeds {r[2]}: diff {r[5]}, p = {r[6]}")
+        else:
+            _print_table(["metric", "test", "seeds", "mean a", "mean b", "diff", "p"], seed_rows,
+                         title="across seeds (paired by seed)")
+    console.print(f"[dim]diff = a - b; significance: two-sided {test} test, {correction} correction over "
+                  f"{len(cmp.rows)} metrics, alpha = {alpha}; bootstrap CI and randomization test with "
+                  f"{resamples} resamples[/dim]") if format == "table" else None
+
+
 # ------------------------------------------------------------------------------------------------ models
 @app.command()
 def models() -> None:

@@ -108,7 +108,7 @@ def fmt_cell(c: Cell | None, digits: int = 4) -> str:
     s = f"{c.mean:.{digits}f}"
     if c.n_seeds > 1 and not math.isnan(c.half_width):
         s += f" ± {c.half_width:.{digits}f}"
-    return s + c.marker
+    return s + {"+": " ▲", "-": " ▼"}.get(c.marker, "")
 
 
 def to_rows(board: Board, digits: int = 4) -> tuple[list[str], list[list[str]]]:

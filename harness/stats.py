@@ -180,11 +180,23 @@ def _two_sided_count(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
     return (np.abs(null) >= obs - gamma).sum(axis=0)
 
 
+def _rounding_tol(*arrays: np.ndarray) -> float:
+    """Size below which a spread or mean of differences is rounding noise for values of the arrays' magnitude:
+    (x + 0.1) - x is not exactly 0.1 for every x, and treating that sd ~ 1e-17 as real would give p ~ 0 and
+    d ~ 1e15."""
+    scale = max((float(np.abs(x).max()) for x in arrays if x.size), default=0.0)
+    return 64 * np.finfo(np.float64).eps * max(scale, np.finfo(np.float64).tiny)
+
+
+def _is_constant(sd: float, *arrays: np.ndarray) -> bool:
+    return not np.isfinite(sd) or sd <= _rounding_tol(*arrays)
+
+
 def _ttest(d: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    sd = d.std(ddof=1)
-    if sd == 0 or not np.isfinite(sd):
-        mean = d.mean()
-        return (0.0, 1.0) if mean == 0 else (math.copysign(math.inf, mean), 0.0)
+    sd = float(d.std(ddof=1))
+    if _is_constant(sd, a, b):
+        mean = float(d.mean())
+        return (0.0, 1.0) if abs(mean) <= _rounding_tol(a, b) else (math.copysign(math.inf, mean), 0.0)
     res = sps.ttest_rel(a, b)
     return float(res.statistic), float(res.pvalue)
 
@@ -246,7 +258,7 @@ def _paired_batch(
                 ci_low=float(ci[0, j]),
                 ci_high=float(ci[1, j]),
                 confidence=confidence,
-                cohen_d=float(mean_d[j] / sd) if sd > 0 else 0.0,
+                cohen_d=0.0 if _is_constant(sd, a[:, j], b[:, j]) else float(mean_d[j] / sd),
                 n_boot=n_boot,
                 n_perm=int(flips.shape[0]),
                 perm_exact=exact,
@@ -354,7 +366,10 @@ def seed_summary(values: list[float] | np.ndarray, confidence: float = 0.95) -> 
     mean = float(v.mean())
     if v.size == 1:
         return mean, math.nan
-    sem = float(v.std(ddof=1)) / math.sqrt(v.size)
+    sd = float(v.std(ddof=1))
+    if _is_constant(sd, v):
+        return mean, 0.0
+    sem = sd / math.sqrt(v.size)
     return mean, float(sps.t.ppf(0.5 + confidence / 2, df=v.size - 1) * sem)
 
 
@@ -387,7 +402,7 @@ def across_seed_test(
         raise BenchError(f"Welch's t-test needs >= 2 seeds per system (a: {len(a)}, b: {len(b)})")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise BenchError("across_seed_test got NaN or infinite metric values")
-    if a.std(ddof=1) == 0 and b.std(ddof=1) == 0:
+    if _is_constant(float(a.std(ddof=1)), a) and _is_constant(float(b.std(ddof=1)), b):
         diff = float(a.mean() - b.mean())
         t_stat, p = (0.0, 1.0) if diff == 0 else (math.copysign(math.inf, diff), 0.0)
     else:

@@ -6,7 +6,8 @@ planted signal, and captioning models can be scored against ground truth. Four c
 data (``baby``, ``sports``, ``beauty``, ``toys``), ~2,000 users and ~300 items each, generated in about a second.
 
 Generative model (for one ``(category, seed)``; every random draw comes from ``numpy.random.default_rng`` streams
-spawned from ``SeedSequence([seed, crc32(category), GENERATOR_VERSION])``, so the output is a pure function of its inputs):
+spawned from ``SeedSequence([seed, crc32(category), GENERATOR_VERSION])``, so the output is a pure function of its
+inputs):
 
 Items ``i = 0..n_items-1`` (external id ``SYN<CAT><i:05d>``, e.g. ``SYNTO00042``) have latent attributes
 
@@ -25,7 +26,8 @@ Items ``i = 0..n_items-1`` (external id ``SYN<CAT><i:05d>``, e.g. ``SYNTO00042``
   loop early), drawn independently of every attribute: the ID-only signal.
 
 Users ``u`` (external id ``U<u:05d>``) have a preferred text value T(u) and a preferred colour V(u) (uniform,
-independent) and a length ``L = min_len + Geometric`` with mean ``mean_len``, clipped to ``[min_len, max_len]``.
+independent) and a length ``L = min_len + Geometric`` with mean ``mean_len``, clipped to
+``[min_len, min(max_len, n_items)]``.
 Each step draws the next item from the mixture
 
     P(i | u, prev) ∝ [ p_text  * w(i)·1[t(i)=T(u)]              / Z_t
@@ -38,10 +40,10 @@ with ``p_noise = 1 - p_text - p_image - p_both - p_id`` and each Z normalising i
 Items already in the sequence are removed and the rest renormalised (no repeats, like Amazon 5-core), so the
 successor component only fires when s(prev) is new (if no unseen item has mass left, the step is uniform over unseen
 items). Defaults: p_text = p_image = p_id = 0.20, p_both = 0.30, p_noise = 0.10. Consequences, which
-``tests/test_synth.py`` checks: a user's text value is recoverable only from item text, the colour only from images, the successor only from IDs;
-items matching both preferences get ``p_both`` plus both single-modality masses, so a predictor using text and
-image beats either alone; a transition-counting (ID) predictor beats popularity. On ``toys``/seed 7 the held-out
-last item's HR@10 (full ranking, unseen items) of such counting predictors is about: popularity 0.06, text 0.17,
+``tests/test_synth.py`` checks: a user's text value is recoverable only from item text, the colour only from images,
+the successor only from IDs; items matching both preferences get ``p_both`` plus both single-modality masses, so a
+predictor using text and image beats either alone; a transition-counting (ID) predictor beats popularity. On
+``toys``/seed 7 the held-out last item's HR@10 (full ranking, unseen items) of such counting predictors is about: popularity 0.06, text 0.17,
 image 0.16, text+image 0.25, transitions 0.32.
 
 Images (``image_size`` square PNG, default 64) are drawn at 4x with Pillow and downsampled with LANCZOS: a
@@ -225,8 +227,8 @@ class SynthConfig:
             raise bad("min_len", "must be an integer >= 3 (leave-one-out needs train, valid and test items)")
         if not isinstance(self.max_len, int) or self.max_len < self.min_len:
             raise bad("max_len", f"must be an integer >= min_len ({self.min_len})")
-        if self.max_len > self.n_items:
-            raise bad("max_len", f"must be <= n_items ({self.n_items}); sequences never repeat an item")
+        if self.min_len > self.n_items:
+            raise bad("min_len", f"must be <= n_items ({self.n_items}); sequences never repeat an item")
         if not self.min_len <= self.mean_len <= self.max_len:
             raise bad("mean_len", f"must lie in [min_len, max_len] = [{self.min_len}, {self.max_len}]")
         if not 0.0 <= self.popularity_sigma <= 3.0:
@@ -297,7 +299,8 @@ def _simulate_users(items: _Items, rng: np.random.Generator, cfg: SynthConfig,
         extra = rng.geometric(1.0 / (extra_mean + 1.0), cfg.n_users) - 1
     else:
         extra = np.zeros(cfg.n_users, dtype=np.int64)
-    lengths = np.clip(cfg.min_len + extra, cfg.min_len, cfg.max_len)
+    # sequences never repeat an item, so no sequence can be longer than n_items
+    lengths = np.clip(cfg.min_len + extra, cfg.min_len, min(cfg.max_len, cfg.n_items))
 
     w = items.popularity / items.popularity.sum()
 
@@ -508,7 +511,8 @@ def generate(category: str, seed: int, image_dir: Path, config: SynthConfig = Sy
     try:
         image_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise BenchError(f"cannot create the synth4 image folder {image_dir}: {exc}; pass a writable image_dir") from exc
+        raise BenchError(f"cannot create the synth4 image folder {image_dir}: {exc}; "
+                         "pass a writable image_dir") from exc
     image_dir = image_dir.resolve()
     rows: dict[str, dict[str, object]] = {}
     for i in order:

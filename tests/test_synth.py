@@ -193,3 +193,12 @@ def test_planted_signal(toys: tuple[RawDataset, pd.DataFrame, pd.DataFrame]) -> 
     assert hr["text"] > hr["pop"] + 0.04 and hr["image"] > hr["pop"] + 0.04, hr
     assert hr["text+image"] > max(hr["text"], hr["image"]) + 0.05, hr
     assert hr["id"] > hr["pop"] + 0.10, hr
+
+
+def test_tiny_catalogue(tmp_path: Path) -> None:
+    """Fewer items than max_len: sequences are capped at n_items (no repeats) instead of failing."""
+    cfg = SynthConfig(n_users=40, n_items=12, image_size=16)
+    ds = generate("baby", 0, tmp_path, cfg)
+    lens = [len(s) for s in ds.sequences]
+    assert min(lens) >= cfg.min_len and max(lens) <= cfg.n_items
+    assert all(len(set(s)) == len(s) for s in ds.sequences)
