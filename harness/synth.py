@@ -43,8 +43,8 @@ items). Defaults: p_text = p_image = p_id = 0.20, p_both = 0.30, p_noise = 0.10.
 ``tests/test_synth.py`` checks: a user's text value is recoverable only from item text, the colour only from images,
 the successor only from IDs; items matching both preferences get ``p_both`` plus both single-modality masses, so a
 predictor using text and image beats either alone; a transition-counting (ID) predictor beats popularity. On
-``toys``/seed 7 the held-out last item's HR@10 (full ranking, unseen items) of such counting predictors is about: popularity 0.06, text 0.17,
-image 0.16, text+image 0.25, transitions 0.32.
+``toys``/seed 7 the held-out last item's HR@10 (full ranking, unseen items) of such counting predictors is about:
+popularity 0.06, text 0.17, image 0.16, text+image 0.25, transitions 0.32.
 
 Images (``image_size`` square PNG, default 64) are drawn at 4x with Pillow and downsampled with LANCZOS: a
 near-white background, the product's shape filled with the item's colour (small jitter in hue, saturation,
