@@ -306,6 +306,8 @@ def verify(suite: SuiteSpec, dataset: str, *, allow_unfrozen: bool = False, chec
     """Re-hash a dataset's artifacts against the spec; raise :class:`HashMismatch` naming the first bad file."""
     out = dataset_dir(suite, dataset)
     frozen = suite.hashes.get(dataset)
+    if not (out / "build.json").exists():
+        raise HashMismatch(f"suite {suite.name!r} dataset {dataset!r} is not built: run `bench suite build {suite.name}`")
     if not frozen and not allow_unfrozen:
         raise HashMismatch(
             f"dataset {dataset!r} of suite {suite.name!r} has no frozen hashes in {suite.path}: run "

@@ -2,57 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from harness import adapter, build, runner, suites
-from harness.adapter import Adapter, AdapterConfig, Needs, register
 from harness.cli import _normalize_argv, app
 from harness.errors import BenchError, HashMismatch, MissingModality
 from harness.store import Store
-
-
-@dataclass(frozen=True)
-class SuccessorConfig(AdapterConfig):
-    noise: float = 0.0
-
-
-@register()
-class Successor(Adapter):
-    """Test adapter: learns item -> next-item counts from training data only, with optional seeded noise."""
-
-    name = "test-successor"
-    config_cls = SuccessorConfig
-
-    def fit(self, train, valid):
-        self.counts = np.zeros((train.n_items + 1, train.n_items + 1))
-        for seq in train.sequences:
-            for a, b in zip(seq[:-1], seq[1:]):
-                self.counts[a, b] += 1
-        self.rng = np.random.default_rng(self.seed)
-        self.run_info["fitted_users"] = train.n_users
-        return self
-
-    def score(self, batch):
-        last = np.array([h[-1] for h in batch.histories])
-        base = self.counts[last[:, None], batch.candidates]
-        return base + self.config.noise * self.rng.random(base.shape)
-
-
-@register()
-class NeedsImages(Successor):
-    name = "test-needs-images"
-    needs = Needs(images=True)
-
-
-@pytest.fixture
-def frozen_tiny(tiny_suite):
-    spec = suites.load_suite(str(tiny_suite))
-    suites.write_hashes(spec, "seq", build.materialize(spec, spec.dataset("seq")))
-    return tiny_suite
 
 
 def _req(path, model="test-successor", seeds=(0,), **kw):
