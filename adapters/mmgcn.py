@@ -265,7 +265,7 @@ class MMGCN(Adapter):
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
-                    total += float(loss) * len(idx)
+                    total += loss.item() * len(idx)
                 self._cache_rep(adj)
                 score = evaluate_split(self.score, valid, cfg.valid_metric, cfg.eval_batch_size)
                 log.debug("mmgcn epoch %d loss %.4f valid %s %.4f", epoch, total / len(users), cfg.valid_metric,

@@ -323,10 +323,13 @@ def heatmap_figure(df: pd.DataFrame, dataset: str, base: str, metrics: list[str]
 def comparison(store: Store, a_id: int, b_id: int, *, test: str = "t", correction: str = "holm",
                alpha: float = 0.05, n_resamples: int = 2000):
     """``bench compare A B`` for two run ids, plus both runs' per-user vectors (for the plots)."""
-    comp = compare(store, str(a_id), str(b_id), test=test, correction=correction, alpha=alpha,
-                   n_resamples=n_resamples)
-    names = [r.metric for r in comp.rows]
-    return comp, store.per_user(a_id, names), store.per_user(b_id, names)
+    from harness.leaderboard import _metric_order
+
+    va, vb = store.per_user(a_id), store.per_user(b_id)
+    names = sorted(set(va) & set(vb), key=_metric_order)
+    comp = compare(store, str(a_id), str(b_id), metrics=names or None, test=test, correction=correction,
+                   alpha=alpha, n_resamples=n_resamples)
+    return comp, va, vb
 
 
 def comparison_frame(comp) -> pd.DataFrame:

@@ -261,7 +261,7 @@ def _pretrain(model, tokenizer, texts: Sequence[str], spec: PretrainSpec) -> flo
         out.loss.backward()
         opt.step()
         opt.zero_grad()
-        loss_val = float(out.loss)
+        loss_val = float(out.loss.detach())
         if step % 50 == 0:
             log.info("tiny backbone pretraining step %d/%d loss %.3f", step, spec.steps, loss_val)
     model.eval()

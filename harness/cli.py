@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import shutil
@@ -170,8 +171,11 @@ def _leaderboard(suite: str, datasets: list[str] | None, metric: Optional[str], 
 
         footer = significance.mark_board(store, board, against, alpha=alpha, test=test, correction=correction)
     if fmt == "table":
-        header, rows = lb.to_rows(board)
-        _print_table(header, rows, title=f"leaderboard: {suite}")
+        for d in board.datasets:  # one table per dataset reads better in a terminal than one wide table
+            sub = dataclasses.replace(board, datasets=[d],
+                                      models=[m for m in board.models if (m, d, board.metrics[0]) in board.cells])
+            header, rows = lb.to_rows(sub)
+            _print_table(header, rows, title=f"leaderboard: {suite} / {d}")
         for n in board.notes + ([footer] if footer else []):
             console.print(f"[dim]{n}[/dim]")
     elif fmt == "markdown":

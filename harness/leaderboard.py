@@ -70,7 +70,8 @@ def build_board(store: Store, suite: str, datasets: list[str] | None = None, met
     if datasets:
         runs = [r for r in runs if r.dataset in datasets]
     runs, notes = latest_runs(runs)
-    ds = sorted({r.dataset for r in runs}) if not datasets else [d for d in datasets if any(r.dataset == d for r in runs)]
+    present = {r.dataset for r in runs}
+    ds = [d for d in (datasets or _suite_order(suite, present)) if d in present]
     all_metrics = sorted({m for r in runs for m in r.metrics}, key=_metric_order)
     ms = [m for m in (metrics or all_metrics)]
     cells: dict[tuple[str, str, str], Cell] = {}
@@ -89,6 +90,18 @@ def build_board(store: Store, suite: str, datasets: list[str] | None = None, met
         models.sort(key=lambda mo: -np.nanmean([board_val(cells, mo, d, key_metric) for d in ds] or [np.nan])
                     if any((mo, d, key_metric) in cells for d in ds) else math.inf)
     return Board(suite, ds, ms, models, cells, notes)
+
+
+def _suite_order(suite: str, present: set[str]) -> list[str]:
+    """Datasets in the suite spec's order where the spec is known, else alphabetical."""
+    from harness.errors import BenchError
+    from harness.suites import load_suite
+
+    try:
+        order = [d.name for d in load_suite(suite).datasets]
+    except BenchError:
+        order = []
+    return [d for d in order if d in present] + sorted(present - set(order))
 
 
 def board_val(cells, model, dataset, metric) -> float:

@@ -147,8 +147,9 @@ def _bootstrap_means(d: np.ndarray, n_boot: int, rng: np.random.Generator) -> np
     out = np.empty((n_boot, d.shape[1]))
     row = 0
     for size in _chunks(n_boot, n):
-        idx = rng.integers(0, n, size=(size, n))
-        idx += (np.arange(size, dtype=np.int64) * n)[:, None]
+        dtype = np.int32 if size * n < 2**31 else np.int64  # int32 draws are ~3x faster than int64
+        idx = rng.integers(0, n, size=(size, n), dtype=dtype)
+        idx += (np.arange(size, dtype=dtype) * n)[:, None]
         counts = np.bincount(idx.ravel(), minlength=size * n).reshape(size, n).astype(np.float64)
         out[row : row + size] = counts @ d / n
         row += size
@@ -299,11 +300,11 @@ def compare_metrics(
     per_user_a: dict[str, np.ndarray],
     per_user_b: dict[str, np.ndarray],
     metrics: list[str] | None = None,
-    *,
     test: str = "t",
     correction: str = "holm",
     alpha: float = 0.05,
     seed: int = 0,
+    *,
     n_boot: int = 10_000,
     n_perm: int = 10_000,
     confidence: float = 0.95,

@@ -1,0 +1,39 @@
+"""The mmsr-bench dashboard: ``streamlit run dashboard/app.py`` with ``$MMSR_BENCH_DB`` naming the results store
+(``bench dashboard [--db URL] [--port N]`` does this). The store is opened read-only."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+if str(Path(__file__).resolve().parent.parent) not in sys.path:  # `streamlit run` puts only dashboard/ on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dashboard import queries as q
+from dashboard import ui
+
+PAGES_DIR = Path(__file__).resolve().parent / "app_pages"
+PAGES = [("leaderboard.py", "Leaderboard", ":material/leaderboard:"),
+         ("ablations.py", "Ablations", ":material/grid_on:"),
+         ("compare.py", "Compare", ":material/compare_arrows:"),
+         ("runs.py", "Runs", ":material/list:"),
+         ("hallucination.py", "Hallucination", ":material/visibility:")]
+
+st.set_page_config(page_title="mmsr-bench", page_icon=":material/leaderboard:", layout="wide")
+
+url = q.db_url_from_env()
+try:
+    state = q.store_state(url)
+except Exception as exc:  # noqa: BLE001 - an unreadable store is shown as a message, never a traceback
+    st.title("mmsr-bench leaderboard")
+    st.warning(f"Cannot read the results store `{url}`: {exc}")
+    st.stop()
+if state != "ready":
+    ui.empty_state(url, state)
+    st.stop()
+
+nav = st.navigation([st.Page(PAGES_DIR / f, title=t, icon=i, default=(n == 0))
+                     for n, (f, t, i) in enumerate(PAGES)])
+nav.run()

@@ -1,0 +1,61 @@
+"""Ablations page: relative change of every variant of a base model (same family prefix, or the base's runs with a
+variant tag such as "blank:0.2") per metric and dataset, with paired-test significance on the cells."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import queries as q
+from dashboard import ui
+from harness import stats
+
+ctx = ui.context()
+st.title("Ablations")
+runs = ctx.completed
+if runs.empty:
+    st.info("No completed runs yet.")
+    st.stop()
+
+c1, c2, c3 = st.columns([1, 1, 2])
+with c1:
+    suite = ui.pick("Suite", sorted(runs["suite"].unique()), key="ab_suite")
+in_suite = runs[runs["suite"] == suite]
+models = sorted(in_suite[in_suite["variant"] == ""]["model"].unique())
+
+
+def n_variants(base: str) -> int:
+    prefix = q.family_prefix(base)
+    return (sum(1 for m in models if m != base and m.startswith(prefix))
+            + in_suite[(in_suite["model"] == base) & (in_suite["variant"] != "")]["variant"].nunique())
+
+
+default_base = max(models, key=n_variants) if models else None
+with c2:
+    base = ui.pick("Base model", models, key="ab_base", default=default_base)
+with c3:
+    prefix = st.text_input("Variant prefix", value=q.family_prefix(base), key=f"ab_prefix_{base}",
+                           help="Models whose name starts with this prefix are the base's variants.")
+all_metrics = ui.metric_names(ctx.url, ctx.token, suite)
+default_metrics = [m for m in ("hr@10", "ndcg@10", "mrr") if m in all_metrics] or all_metrics[:3]
+m1, m2, m3 = st.columns([2, 1, 1])
+with m1:
+    metrics = ui.pick_many("Metrics", all_metrics, key="ab_metrics", default=default_metrics)
+test = m2.selectbox("Test", list(stats.TESTS), key="ab_test")
+alpha = m3.select_slider("alpha", options=[0.001, 0.01, 0.05, 0.1], value=0.05, key="ab_alpha")
+if not metrics:
+    st.info("Pick at least one metric.")
+    st.stop()
+
+with ui.guard():
+    with st.spinner("testing every variant against the base..."):
+        df = ui.ablation(ctx.url, ctx.token, suite, base, prefix, tuple(metrics), test, alpha)
+    if df.empty:
+        st.info(f"No variants of `{base}` on {suite}: no other model starts with `{prefix}` and no run of `{base}` "
+                f"carries a variant tag (e.g. `blank:0.2`).")
+        st.stop()
+    st.caption(f"Cell = (variant - {base}) / {base} in percent; * = significant ({test} test on per-user values, "
+               f"seeds averaged, Holm correction across the metrics, alpha = {alpha}).")
+    for dataset in sorted(df["dataset"].unique()):
+        st.plotly_chart(q.heatmap_figure(df, dataset, base, metrics), key=f"ab_heat_{dataset}")
+    with st.expander("Table"):
+        st.dataframe(df, hide_index=True, key="ab_table")

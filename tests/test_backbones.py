@@ -1,0 +1,113 @@
+"""Backbones: tiny build -> save -> from_pretrained round trip, clear errors for missing weights, Yes/No single
+tokens, and LoRA / 4-bit QLoRA fine-tuning that actually lowers the answer loss."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from harness.backbones import Backbone, PretrainSpec, build_tiny, load_backbone, weights_sha256
+from harness.errors import BenchError
+from harness.finetune import LoraSettings, SFTConfig, SFTExample, apply_lora, save_trainable, sft_train
+from harness.llm_scoring import answer_token_id
+
+TEXTS = [f"{c} {k} number {i}" for i, (c, k) in enumerate(
+    (c, k) for c in ("red", "blue", "green", "black") for k in ("shoe", "hat", "ball", "cup", "sock"))]
+
+
+def _logits(bb: Backbone, text: str) -> torch.Tensor:
+    ids = torch.tensor([bb.tokenizer(text).input_ids])
+    with torch.no_grad():
+        return bb.model(input_ids=ids).logits
+
+
+def test_tiny_round_trip_same_logits_and_hash():
+    a = load_backbone("tiny-llama", texts=TEXTS, device="cpu")
+    assert a.random_init and a.pretrained_on is None and a.quantized is None
+    assert (a.path and json.loads(open(f"{a.path}/mmsr_backbone.json").read())["name"] == "tiny-llama")
+    # Loading the saved folder *as a folder* goes through the same from_pretrained path and gives the same model.
+    b = load_backbone(a.path, device="cpu")
+    assert not b.random_init and b.weights_sha256 == a.weights_sha256 == weights_sha256(a.path)
+    text = "red shoe number 0 and blue hat"
+    assert torch.allclose(_logits(a, text), _logits(b, text), atol=1e-6)
+    assert a.tokenizer(text).input_ids == b.tokenizer(text).input_ids
+    # Building again with the same corpus reuses the cache; another corpus gives another backbone.
+    assert build_tiny("tiny-llama", TEXTS) == build_tiny("tiny-llama", list(TEXTS))
+    assert build_tiny("tiny-llama", TEXTS[:-1]) != build_tiny("tiny-llama", TEXTS)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen2"])
+def test_yes_no_are_single_tokens(name):
+    bb = load_backbone(name, texts=TEXTS, device="cpu")
+    ids = {answer_token_id(bb.tokenizer, w) for w in ("Yes", "No", " Yes", " No")}
+    assert len(ids) == 4
+    assert bb.tokenizer("x").input_ids[0] == bb.tokenizer.bos_token_id
+
+
+def test_pretraining_is_part_of_identity_and_recorded():
+    a = load_backbone("tiny-llama", texts=TEXTS, pretrain=PretrainSpec(steps=20, batch_size=8), device="cpu")
+    b = load_backbone("tiny-llama", texts=TEXTS, device="cpu")
+    assert a.path != b.path and a.weights_sha256 != b.weights_sha256
+    assert not a.random_init and a.pretrained_on.startswith("item-text:")
+    info = a.run_info()
+    assert info["backbone_sha256"] == a.weights_sha256 and info["backbone_random_init"] is False
+
+
+def test_missing_folder_and_unknown_hub_id_errors(tmp_path):
+    with pytest.raises(BenchError, match="does not exist"):
+        load_backbone(str(tmp_path / "no-such-model"), device="cpu")
+    with pytest.raises(BenchError, match="huggingface-cli download some-org/some-llm"):
+        load_backbone("some-org/some-llm", device="cpu")
+    with pytest.raises(BenchError, match="not supported"):
+        load_backbone("tiny-llama", texts=TEXTS, quantization="3bit", device="cpu")
+
+
+def _examples() -> list[SFTExample]:
+    words = ["red", "blue", "green", "black"]
+    return [SFTExample("History: shoe\n", f"Target: {w}\nAnswer:", "Yes" if w in ("red", "blue") else "No")
+            for w in words * 6]
+
+
+@pytest.mark.parametrize("quantization", [None, "4bit"])
+def test_lora_and_qlora_lower_the_loss(quantization, tmp_path):
+    torch.manual_seed(0)
+    bb = load_backbone("tiny-llama", texts=TEXTS, quantization=quantization, device="cpu")
+    if quantization:
+        import bitsandbytes as bnb
+
+        assert any(isinstance(m, bnb.nn.Linear4bit) for m in bb.model.modules())
+    model = apply_lora(bb.model, LoraSettings(rank=8, alpha=16, dropout=0.0,
+                                              target_modules=("q_proj", "k_proj", "v_proj", "o_proj")),
+                       quantized=quantization is not None)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert 0 < n_train < sum(p.numel() for p in model.parameters())
+    res = sft_train(model, bb.tokenizer, _examples(), SFTConfig(lr=3e-3, epochs=8, batch_size=8),
+                    checkpoint_dir=tmp_path / "ckpt")
+    assert np.mean(res.losses[-3:]) < np.mean(res.losses[:3]) - 0.5
+    assert (tmp_path / "ckpt" / "adapter_model.safetensors").exists()
+
+
+def test_early_stopping_restores_best_state(tmp_path):
+    bb = load_backbone("tiny-llama", texts=TEXTS, device="cpu")
+    model = apply_lora(bb.model, LoraSettings(dropout=0.0))
+    seen = []
+    aucs = iter([0.6, 0.9, 0.7, 0.65, 0.5, 0.4])
+
+    def validate() -> float:
+        seen.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+        return next(aucs)
+
+    res = sft_train(model, bb.tokenizer, _examples(), SFTConfig(lr=1e-2, epochs=6, batch_size=8, patience=2),
+                    validate=validate, checkpoint_dir=tmp_path / "c")
+    assert res.best_auc == 0.9 and res.epochs_run == 4  # stops after two non-improving validations
+    best = seen[1]
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p.detach(), best[n])
+    frozen = load_backbone("tiny-llama", texts=TEXTS, device="cpu").model.requires_grad_(False)
+    with pytest.raises(BenchError, match="no trainable"):
+        sft_train(frozen, bb.tokenizer, _examples())
+    assert save_trainable(model, tmp_path / "again")

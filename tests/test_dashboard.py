@@ -1,0 +1,260 @@
+"""The dashboard pages under streamlit.testing.v1.AppTest against a fixture store (several models, seeds, two
+datasets, model variants, perturbation runs, a failed run, a hallucination artifact), the empty states, and the
+pure query helpers behind the pages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import dashboard
+from dashboard import queries as q
+from dashboard.fixture import FixtureSpec, build_fixture_store
+from harness.errors import BenchError
+from harness.store import Artifact, Run, Store
+
+APP = str(Path(dashboard.__file__).resolve().parent / "app.py")
+SPEC = FixtureSpec(skill=(("pop", 0.15), ("sasrec", 0.40), ("mllm-srec-qlora", 0.55), ("mllm-srec-text", 0.45)),
+                   seeds=(0, 1), perturbations=("blank:0.2", "blank:0.5"), n_users=150)
+TIMEOUT = 90
+
+
+@pytest.fixture(scope="module")
+def fixture_url(tmp_path_factory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('dash') / 'results.db'}"
+    build_fixture_store(url, SPEC)
+    return url
+
+
+def _app(monkeypatch, url: str, page: str | None = None) -> AppTest:
+    monkeypatch.setenv("MMSR_BENCH_DB", url)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.value for e in at.exception]
+    if page:
+        at.switch_page(f"app_pages/{page}.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _styled(at: AppTest, idx: int = 0) -> tuple[pd.DataFrame, str]:
+    """A Styler-backed st.dataframe's display text and CSS."""
+    styler = at.dataframe[idx].proto.arrow_data.styler
+    return pa.ipc.open_stream(styler.display_values).read_all().to_pandas(), styler.styles
+
+
+def _means(url: str, dataset: str, metric: str) -> dict[str, float]:
+    """Expected leaderboard means straight from the stored runs (untagged, completed), independent of build_board."""
+    out: dict[str, list[float]] = {}
+    for r in Store(url).runs(suite=SPEC.suite, dataset=dataset):
+        if r.variant == "":
+            out.setdefault(r.model, []).append(r.metrics[metric])
+    return {m: float(np.mean(v)) for m, v in out.items()}
+
+
+# ---------------------------------------------------------------------------------------------- empty states
+
+
+def test_missing_store_shows_the_command_and_creates_nothing(monkeypatch, tmp_path):
+    db = tmp_path / "absent.db"
+    at = _app(monkeypatch, f"sqlite:///{db}")
+    assert "No results store" in at.info[0].value
+    assert "bench run --suite synth4 --model pop" in at.code[0].value
+    assert not db.exists()  # read-only: the dashboard never creates the store
+
+
+def test_store_without_runs_shows_the_command(monkeypatch, tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    Store(url)  # tables, no runs
+    at = _app(monkeypatch, url)
+    assert "has no runs yet" in at.info[0].value
+    assert at.code[0].value.startswith("bench run --suite synth4 --model pop")
+
+
+# ----------------------------------------------------------------------------------------------------- pages
+
+
+def test_leaderboard_values_best_bold_markers_and_downloads(monkeypatch, fixture_url):
+    at = _app(monkeypatch, fixture_url)
+    assert at.title[0].value == "Leaderboard"
+    assert at.selectbox(key="lb_suite").value == "synth4"
+    assert at.multiselect(key="lb_datasets").value == ["beauty", "toys"]
+    assert at.multiselect(key="lb_metrics").value == ["hr@10", "ndcg@10", "mrr"]
+    text, css = _styled(at)
+    assert set(text.index) == {"pop", "sasrec", "mllm-srec-qlora", "mllm-srec-text"}
+    expected = _means(fixture_url, "toys", "ndcg@10")
+    for model, mean in expected.items():
+        assert text.loc[model, "toys/ndcg@10"].startswith(f"{mean:.4f} ± ")  # two seeds -> a CI
+    best_row = list(text.index).index(max(expected, key=expected.get))
+    col = list(text.columns).index("toys/ndcg@10")
+    assert f"row{best_row}_col{col}" in css.split("{")[0] and "font-weight: bold" in css
+    assert [b.label for b in at.get("download_button")] == ["CSV", "Markdown", "LaTeX", "JSON"]
+    assert len(at.get("plotly_chart")) == 1
+
+    at.selectbox(key="lb_against").set_value("sasrec").run()
+    assert not at.exception
+    text, _ = _styled(at)
+    assert text.loc["sasrec"].map(lambda s: "▲" not in s and "▼" not in s).all()
+    assert text.loc["pop", "beauty/hr@10"].endswith("▼")  # 0.15 vs 0.40 hit rate on 150 users
+    assert text.loc["mllm-srec-qlora", "beauty/hr@10"].endswith("▲")
+    assert any("significantly better/worse than sasrec" in c.value for c in at.caption)
+
+    at.multiselect(key="lb_datasets").set_value(["beauty"]).run()
+    text, _ = _styled(at)
+    assert list(text.columns) == ["hr@10", "ndcg@10", "mrr"]
+
+
+def test_ablations_heatmaps_and_significance(monkeypatch, fixture_url):
+    at = _app(monkeypatch, fixture_url, "ablations")
+    assert at.selectbox(key="ab_base").value == "mllm-srec-qlora"
+    assert at.text_input(key="ab_prefix_mllm-srec-qlora").value == "mllm-srec-"
+    assert len(at.get("plotly_chart")) == 2  # one heatmap per dataset
+    table = at.dataframe[0].value
+    assert set(table["variant"]) == {"mllm-srec-text", "mllm-srec-qlora [blank:0.2]", "mllm-srec-qlora [blank:0.5]"}
+    row = table[(table["dataset"] == "beauty") & (table["variant"] == "mllm-srec-text")
+                & (table["metric"] == "hr@10")].iloc[0]
+    base = _means(fixture_url, "beauty", "hr@10")
+    assert row["rel_change"] == pytest.approx(base["mllm-srec-text"] / base["mllm-srec-qlora"] - 1, rel=1e-9)
+    assert table["significant"].dtype == bool and table["p_corrected"].between(0, 1).all()
+
+    at.selectbox(key="ab_base").set_value("pop").run()
+    assert not at.exception
+    assert "No variants of `pop`" in at.info[0].value
+
+
+def test_compare_table_and_plots(monkeypatch, fixture_url):
+    at = _app(monkeypatch, fixture_url, "compare")
+    a, b = at.selectbox(key="cmp_a").value, at.selectbox(key="cmp_b").value
+    assert a != b
+    frame = at.dataframe[0].value
+    assert list(frame["metric"]) == ["hr@10", "ndcg@10", "mrr", "auc"]
+    store = Store(fixture_url)
+    va, vb = store.per_user(a), store.per_user(b)
+    got = frame.set_index("metric").loc["ndcg@10"]
+    assert got["diff"] == pytest.approx(float(va["ndcg@10"].mean() - vb["ndcg@10"].mean()), abs=1e-12)
+    assert got["n"] == SPEC.n_users
+    assert len(at.get("plotly_chart")) == 2
+    at.selectbox(key="cmp_test").set_value("wilcoxon").run()
+    assert not at.exception and at.dataframe[0].value["p_value"].equals(at.dataframe[0].value["p_wilcoxon"])
+
+
+def test_runs_filters_detail_and_diff(monkeypatch, fixture_url):
+    at = _app(monkeypatch, fixture_url, "runs")
+    n_all = len(Store(fixture_url).runs(status=None))
+    assert at.dataframe[0].value.shape[0] == n_all
+    assert {"config_hash", "fit_seconds", "peak_memory_mb", "host", "status", "ndcg@10"} <= set(
+        at.dataframe[0].value.columns)
+    at.multiselect(key="runs_status").set_value(["failed"]).run()
+    table = at.dataframe[0].value
+    assert list(table["model"]) == ["gptrec"] and list(table["status"]) == ["failed"]
+    assert any("CUDA out of memory" in w.value for w in at.warning)  # the failed run's detail
+
+    at.multiselect(key="runs_status").set_value([]).run()
+    at.multiselect(key="runs_model").set_value(["sasrec"]).run()
+    ids = list(at.dataframe[0].value["id"])
+    assert len(ids) == 2 * len(SPEC.seeds)
+    at.selectbox(key="runs_detail").set_value(ids[0]).run()
+    pop_run = next(r.id for r in Store(fixture_url).runs(model="pop"))
+    at.selectbox(key=f"runs_diff_{ids[0]}").set_value(pop_run).run()
+    diff = at.dataframe[1].value
+    assert {"model", "config.model"} <= set(diff["key"])
+    assert diff.set_index("key").loc["model"].tolist() == ["sasrec", "pop"]
+
+
+def test_hallucination_distances_and_perturbation_curves(monkeypatch, fixture_url):
+    at = _app(monkeypatch, fixture_url, "hallucination")
+    summary = at.dataframe[0].value
+    arts = Store(fixture_url).artifacts(kind="hallucination")
+    assert len(summary) == len(arts) == 2
+    payload = json.loads(arts[0].payload_json)
+    assert summary.iloc[0]["flagged_share"] == pytest.approx(payload["flagged_share"])
+    assert [m.label for m in at.metric][:2] == ["flagged share", "threshold"]
+    curves = at.dataframe[1].value
+    blank = curves[(curves["dataset"] == "beauty") & (curves["kind"] == "blank")].sort_values("share")
+    assert list(blank["share"]) == [0.0, 0.2, 0.5]
+    assert blank.iloc[0]["mean"] == pytest.approx(_means(fixture_url, "beauty", "ndcg@10")["mllm-srec-qlora"])
+    assert len(at.get("plotly_chart")) == 3  # one histogram + one curve per dataset
+
+
+def test_hallucination_empty_state_and_bad_artifact(monkeypatch, tmp_path):
+    url = f"sqlite:///{tmp_path / 'plain.db'}"
+    store = build_fixture_store(url, FixtureSpec(skill=(("pop", 0.2),), seeds=(0,), datasets=("beauty",),
+                                                 perturbations=(), n_users=50, hallucination=False,
+                                                 failed_run=False))
+    at = _app(monkeypatch, url, "hallucination")
+    assert "No hallucination analyses" in at.info[0].value
+    assert "No perturbation runs yet" in at.info[1].value
+
+    store.add_artifact(Artifact(suite="synth4", dataset="beauty", model="pop", kind="hallucination",
+                                payload_json=json.dumps({"dataset": "beauty", "distances": "oops", "threshold": 1,
+                                                         "flagged_share": 0.1})))
+    at = _app(monkeypatch, url, "hallucination")
+    assert "field 'distances' must be a list of numbers" in at.warning[0].value
+
+
+def test_every_page_on_a_store_with_only_a_failed_run(monkeypatch, tmp_path):
+    url = f"sqlite:///{tmp_path / 'failed.db'}"
+    Store(url).add_run(Run(group_id="g", suite="synth4", suite_hash="h", dataset="beauty", model="gptrec",
+                           status="failed", error="boom"))
+    at = _app(monkeypatch, url)
+    assert "No completed runs" in at.info[0].value
+    for page in ("ablations", "compare", "runs", "hallucination"):
+        at.switch_page(f"app_pages/{page}.py").run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def test_readonly_url_and_state(tmp_path):
+    db = tmp_path / "r.db"
+    url = f"sqlite:///{db}"
+    assert q.readonly_url(url) == f"sqlite:///file:{db}?mode=ro&uri=true"
+    assert q.readonly_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert q.store_state(url) == "missing"
+    Store(url)
+    assert q.store_state(url) == "empty"
+    Store(url).add_run(Run(group_id="g", suite="s", suite_hash="h", dataset="d", model="m"))
+    assert q.store_state(url) == "ready"
+    with pytest.raises(Exception):  # mode=ro: a write through the dashboard's store fails
+        q.open_store(url).add_run(Run(group_id="g", suite="s", suite_hash="h", dataset="d", model="m"))
+    assert len(Store(url).runs()) == 1
+
+
+def test_small_parsers():
+    assert q.family_prefix("mllm-srec-qlora") == "mllm-srec-"
+    assert q.family_prefix("sasrec") == "sasrec-"
+    assert q.parse_variant("blank:0.2") == ("blank", 0.2)
+    assert q.parse_variant("swap:.5") == ("swap", 0.5)
+    assert q.parse_variant("") is None and q.parse_variant("lora-r16") is None
+    assert q.flatten({"a": {"b": 1, "c": [1, 2]}, "d": {}}) == {"a.b": 1, "a.c": "[1, 2]", "d": "{}"}
+
+
+def test_parse_hallucination_names_artifact_and_field():
+    art = Artifact(id=7, suite="s", dataset="d", model="m", kind="hallucination",
+                   payload_json=json.dumps({"dataset": "d", "distances": [0.1, 0.5], "threshold": 0.4,
+                                            "flagged_share": 0.5, "auroc": None}))
+    p = q.parse_hallucination(art)
+    assert p.distances == (0.1, 0.5) and p.mismatched == () and p.auroc is None
+    art.payload_json = json.dumps({"dataset": "d", "distances": [0.1], "flagged_share": 0.5})
+    with pytest.raises(BenchError, match=r"artifact 7 .*'threshold'"):
+        q.parse_hallucination(art)
+    art.payload_json = "{not json"
+    with pytest.raises(BenchError, match="not JSON"):
+        q.parse_hallucination(art)
+
+
+def test_launch_command_is_loopback_headless_and_checks_the_port():
+    cmd = dashboard.streamlit_command(8599)
+    joined = " ".join(cmd)
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboard/app.py")
+    for flag in ("--server.headless true", "--server.address 127.0.0.1", "--server.port 8599",
+                 "--browser.gatherUsageStats false"):
+        assert flag in joined
+    with pytest.raises(BenchError, match="--port 0"):
+        dashboard.launch(None, 0)
