@@ -454,6 +454,45 @@ def data_import(suite: str, from_: Path = typer.Option(..., "--from", help="Fold
         fail(str(exc))
 
 
+@data_app.command("images")
+def data_images(
+    suite: str = typer.Option(..., "--suite", "-s"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
+    offline: bool = typer.Option(False, "--offline", help="Only use local files and images already cached."),
+) -> None:
+    """Resolve and verify every item image of a suite's datasets (downloading URLs once) and report coverage."""
+    from harness import build, images, suites
+
+    _setup()
+    try:
+        spec = suites.load_suite(suite)
+        rows = []
+        for d in spec.select(dataset):
+            data = build.load(spec, d.name)
+            frame = data.items.frame
+            report = images.resolve_images(frame, f"{suite}-{d.name}", allow_network=not offline)
+            failed = ", ".join(f"{n} {r}" for r, n in sorted(report.failed.items())) or "-"
+            rows.append([d.name, str(report.n_items), str(report.ok), str(report.missing), failed,
+                         f"{report.coverage:.1%}"])
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    _print_table(["dataset", "items", "usable", "no reference", "failed", "coverage"], rows,
+                 title=f"item images: {suite}")
+
+
+@app.command()
+def dashboard(db: Optional[str] = DB_OPTION, port: int = typer.Option(8501, "--port")) -> None:
+    """Serve the Streamlit leaderboard on http://127.0.0.1:PORT, reading the results store read-only."""
+    import dashboard as dash
+
+    _setup()
+    try:
+        raise typer.Exit(dash.launch(db, port))
+    except BenchError as exc:
+        fail(str(exc))
+
+
 def _normalize_argv(argv: list[str]) -> list[str]:
     """Allow ``--seed 0 1 2`` (as researchers type it) by expanding it to ``--seed 0 --seed 1 --seed 2``."""
     out: list[str] = []
