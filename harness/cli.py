@@ -388,6 +388,9 @@ def suite_build(name: str, dataset: Optional[str] = typer.Option(None, "--datase
             state = "matches the frozen hashes" if frozen == out[d] else (
                 "NOT frozen in the spec" if not frozen else "[red]differs from the frozen hashes[/red]")
             console.print(f"{name}/{d}: {build.dataset_dir(spec, d)} ({state})")
+            info = json.loads((build.dataset_dir(spec, d) / "build.json").read_text())
+            for line in info.get("report", []):
+                console.print(f"  [dim]{line}[/dim]")
     except BenchError as exc:
         fail(str(exc))
 

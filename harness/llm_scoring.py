@@ -37,11 +37,14 @@ log = logging.getLogger(__name__)
 class ScoringOptions:
     """Batching knobs. ``max_rows``: candidate rows per suffix forward (bounds memory: rows x (prefix+suffix)
     keys/values per layer); ``users_per_batch``: prefixes run together; ``max_prefix_tokens``: left-truncate
-    longer prefixes (keeping the first special token) so prompts fit the model."""
+    longer prefixes (keeping the first special token) so prompts fit the model; ``pack_tokens``: pack up to this
+    many suffix tokens of one user into a single row with a block-diagonal 4-D mask (0 = one candidate per row).
+    ``max_rows`` counts packed rows when packing."""
 
     max_rows: int = 128
     users_per_batch: int = 4
     max_prefix_tokens: int | None = None
+    pack_tokens: int = 256
 
 
 # --------------------------------------------------------------------------------------------- tokenisation
@@ -158,8 +161,12 @@ def prefix_shared_reduce(model: Any, prefix_ids: Sequence[Sequence[int]], suffix
             prefix_cache = _out_cache(out)
             last_logits = out.logits[:, -1, :].float()
             del out
-            rows = [(i, j) for i, u in enumerate(group) for j in range(len(suffix_ids[u]))]
             plen_t = torch.tensor(plens, dtype=torch.long)
+            if options.pack_tokens > 0:
+                _run_packed(lm, cache_kw, dev, group, suffix_ids, prefix_cache, last_logits, pmask, plen_t, reduce,
+                            pad_id, options, results)
+                continue
+            rows = [(i, j) for i, u in enumerate(group) for j in range(len(suffix_ids[u]))]
             for r0 in range(0, len(rows), max(1, options.max_rows)):
                 chunk = rows[r0:r0 + max(1, options.max_rows)]
                 owner = torch.tensor([i for i, _ in chunk], dtype=torch.long)
@@ -184,6 +191,73 @@ def prefix_shared_reduce(model: Any, prefix_ids: Sequence[Sequence[int]], suffix
                     results[group[i]][j] = v
                 del o, cache
     return results
+
+
+def _run_packed(lm, cache_kw, dev, group, suffix_ids, prefix_cache, last_logits, pmask, plen_t, reduce, pad_id,
+                options: ScoringOptions, results: list[np.ndarray]) -> None:
+    """Pack several candidates' suffixes into one row per user ("tree attention"): a custom 4-D mask lets each
+    suffix see its user's prefix and, causally, only itself; positions restart at the prefix length for every
+    suffix. The prefix cache is then repeated per packed row (a few) instead of per candidate (hundreds), which
+    removes most key/value copying."""
+    import torch
+
+    # rows: (owner, [(j, start, len), ...]) with at most pack_tokens suffix tokens each (one long suffix may exceed)
+    rows: list[tuple[int, list[tuple[int, int, int]]]] = []
+    for i, u in enumerate(group):
+        cur: list[tuple[int, int, int]] = []
+        used = 0
+        for j, sfx in enumerate(suffix_ids[u]):
+            n = len(sfx)
+            if n == 0:
+                raise BenchError("an empty candidate suffix; every suffix must hold at least one token")
+            if cur and used + n > options.pack_tokens:
+                rows.append((i, cur))
+                cur, used = [], 0
+            cur.append((j, used, n))
+            used += n
+        if cur:
+            rows.append((i, cur))
+    pmax = pmask.shape[1]
+    eager = getattr(lm.config, "_attn_implementation", "sdpa") == "eager"
+    for r0 in range(0, len(rows), max(1, options.max_rows)):
+        chunk = rows[r0:r0 + max(1, options.max_rows)]
+        q = max(sum(n for _, _, n in segs) for _, segs in chunk)
+        owner = torch.tensor([i for i, _ in chunk], dtype=torch.long)
+        ids = torch.full((len(chunk), q), pad_id, dtype=torch.long)
+        pos = torch.zeros((len(chunk), q), dtype=torch.long)
+        allow = torch.zeros((len(chunk), q, pmax + q), dtype=torch.bool)
+        allow[:, :, :pmax] = pmask[owner][:, None, :].bool()
+        cands: list[tuple[int, int, int, int, int]] = []  # (row, start, len, owner, j)
+        for r, (i, segs) in enumerate(chunk):
+            for j, st, n in segs:
+                ids[r, st:st + n] = torch.tensor(list(suffix_ids[group[i]][j]), dtype=torch.long)
+                pos[r, st:st + n] = plen_t[i] + torch.arange(n)
+                allow[r, st:st + n, pmax + st:pmax + st + n] = torch.tril(torch.ones(n, n, dtype=torch.bool))
+                cands.append((r, st, n, i, j))
+            end = sum(n for _, _, n in segs)
+            if end < q:  # padding queries: let them see themselves so no softmax row is empty
+                idx = torch.arange(end, q)
+                allow[r, idx, pmax + idx] = True
+        mask = allow[:, None]
+        if eager:
+            mask = torch.zeros(mask.shape, dtype=last_logits.dtype).masked_fill(~mask, torch.finfo(last_logits.dtype).min)
+        cache = copy.deepcopy(prefix_cache)
+        cache.batch_select_indices(owner.to(dev))
+        o = lm(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True,
+               **{cache_kw: cache})
+        logits = o.logits
+        del o, cache
+        smax = max(n for _, _, n, _, _ in cands)
+        rr = torch.tensor([c[0] for c in cands])
+        st = torch.tensor([c[1] for c in cands])
+        lens = torch.tensor([c[2] for c in cands])
+        gidx = (st[:, None] + torch.arange(smax)[None, :]).clamp(max=q - 1)
+        sub = logits[rr[:, None].to(dev), gidx.to(dev)].float()  # (n_cands, smax, V)
+        sids = ids[rr[:, None], gidx].masked_fill(torch.arange(smax)[None, :] >= lens[:, None], pad_id)
+        own = torch.tensor([c[3] for c in cands])
+        vals = reduce(sub, sids.to(dev), lens.to(dev), last_logits[own.to(dev)]).double().cpu().numpy()
+        for (_, _, _, i, j), v in zip(cands, vals):
+            results[group[i]][j] = v
 
 
 def _yes_no_reducer(yes_id: int, no_id: int) -> Reducer:

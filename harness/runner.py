@@ -145,25 +145,35 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
     sha, dirty = code_version()
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    log.info("fitting %s on %s/%s (seed %d)", req.model, data.suite.name, data.dataset, seed)
-    model.fit(data.train, data.valid)
-    fit_s = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    per_user = score_split(model, data.test, names, batch_size=getattr(model.config, "batch_size", 256),
-                           description=f"scoring {data.dataset}")
-    score_s = time.perf_counter() - t1
+    config_text = json.dumps(_config_dict(model), sort_keys=True)
+
+    def record(status: str, **fields) -> Run:
+        return Run(
+            group_id=group_id, suite=data.suite.name, suite_hash=data.fingerprint, dataset=data.dataset,
+            model=req.model, variant=req.variant, config_json=config_text,
+            config_hash=hashlib.sha256(config_text.encode()).hexdigest(), seed=seed, code_version=sha,
+            code_dirty=dirty, packages_json=json.dumps(package_versions()), host=platform.node(), device=device,
+            started_at=started, finished_at=datetime.now(timezone.utc), status=status,
+            peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, n_users=len(data.test),
+            eval_users_hash=data.eval_users_hash, run_info_json=json.dumps(model.run_info, default=str), **fields)
+
+    fit_s = score_s = 0.0
+    try:
+        log.info("fitting %s on %s/%s (seed %d)", req.model, data.suite.name, data.dataset, seed)
+        model.fit(data.train, data.valid)
+        fit_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        per_user = score_split(model, data.test, names, batch_size=getattr(model.config, "batch_size", 256),
+                               description=f"scoring {data.dataset}")
+        score_s = time.perf_counter() - t1
+    except BaseException as exc:
+        # A failed or interrupted run is recorded without any metric (its own transaction), then re-raised.
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        fit_s = fit_s or time.perf_counter() - t0
+        store.add_run(record(status, error=f"{type(exc).__name__}: {exc}"[:2000], fit_seconds=fit_s))
+        raise
     agg = metrics.aggregate(per_user)
-    config = _config_dict(model)
-    config_text = json.dumps(config, sort_keys=True)
-    run = Run(
-        group_id=group_id, suite=data.suite.name, suite_hash=data.fingerprint, dataset=data.dataset, model=req.model,
-        variant=req.variant, config_json=config_text, config_hash=hashlib.sha256(config_text.encode()).hexdigest(),
-        seed=seed, code_version=sha, code_dirty=dirty, packages_json=json.dumps(package_versions()),
-        host=platform.node(), device=device, started_at=started, finished_at=datetime.now(timezone.utc),
-        status="completed", fit_seconds=fit_s, score_seconds=score_s,
-        peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, n_users=len(data.test),
-        eval_users_hash=data.eval_users_hash, metrics_json=json.dumps(agg),
-        run_info_json=json.dumps(model.run_info, default=str))
+    run = record("completed", fit_seconds=fit_s, score_seconds=score_s, metrics_json=json.dumps(agg))
     return store.add_run(run, per_user)
 
 

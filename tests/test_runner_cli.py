@@ -102,3 +102,20 @@ def test_cli_run_then_leaderboard_formats(frozen_tiny):
     assert csv.output.splitlines()[0].startswith("model,dataset,metric,mean")
     listing = cli.invoke(app, ["runs", "list"])
     assert "test-successor" in listing.output
+
+
+def test_a_crashing_adapter_leaves_a_failed_record_without_metrics(frozen_tiny, monkeypatch):
+    from tests.conftest import Successor
+
+    def boom(self, batch):
+        raise RuntimeError("scoring exploded")
+
+    monkeypatch.setattr(Successor, "score", boom)
+    with pytest.raises(RuntimeError):
+        runner.execute(_req(frozen_tiny))
+    store = Store()
+    assert store.runs() == []  # nothing completed
+    failed = store.runs(status="failed")
+    assert len(failed) == 1 and "scoring exploded" in failed[0].error and failed[0].metrics == {}
+    with pytest.raises(BenchError, match="no per-user metric vectors"):
+        store.per_user(failed[0].id)
