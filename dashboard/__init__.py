@@ -18,7 +18,7 @@ def streamlit_command(port: int, *, address: str = "127.0.0.1") -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(APP),
             "--server.headless", "true", "--server.address", address, "--server.port", str(int(port)),
             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-            "--global.developmentMode", "false"]
+            "--global.developmentMode", "false", "--client.toolbarMode", "viewer"]
 
 
 def launch(db_url: str | None, port: int) -> int:

@@ -3,7 +3,7 @@
 Everything reads the results store through :class:`harness.store.Store` opened read-only, and every table comes
 from the harness' own builders (:func:`harness.leaderboard.build_board`, :func:`harness.significance.compare`,
 :func:`harness.significance.mark_board`) so the dashboard can never disagree with ``bench leaderboard`` or
-``bench compare``. The Streamlit layer (:mod:`dashboard.cache`) wraps these functions in ``st.cache_data`` keyed
+``bench compare``. The Streamlit layer (:mod:`dashboard.ui`) wraps these functions in ``st.cache_data`` keyed
 on :meth:`Store.last_change`.
 """
 
@@ -95,7 +95,18 @@ def runs_frame(store: Store) -> pd.DataFrame:
                    run_info_json=r.run_info_json)
         rows.append(row)
     df = pd.DataFrame(rows, columns=RUN_COLUMNS + ["metrics_json", "config_json", "packages_json", "run_info_json"])
+    df["label"] = run_labels(df)
     return df
+
+
+def run_labels(runs: pd.DataFrame) -> pd.Series:
+    """'#12 sasrec [blank:0.2] synth4/beauty seed 0' per run: the runs' names in pickers (vectorized)."""
+    if runs.empty:
+        return pd.Series([], dtype=object, index=runs.index)
+    variant = runs["variant"].map(lambda v: f" [{v}]" if v else "")
+    status = runs["status"].map(lambda s: "" if s == "completed" else f" ({s})")
+    return ("#" + runs["id"].astype(str) + " " + runs["model"] + variant + " " + runs["suite"] + "/"
+            + runs["dataset"] + " seed " + runs["seed"].astype(str) + status)
 
 
 def metric_names(runs: pd.DataFrame) -> list[str]:
@@ -108,11 +119,17 @@ def metric_names(runs: pd.DataFrame) -> list[str]:
     return sorted(names, key=_metric_order)
 
 
-def run_label(row: pd.Series | dict) -> str:
-    """"#12 sasrec [blank:0.2] synth4/beauty seed 0" - a run's name in pickers."""
-    variant = f" [{row['variant']}]" if row["variant"] else ""
-    status = "" if row["status"] == "completed" else f" ({row['status']})"
-    return f"#{row['id']} {row['model']}{variant} {row['suite']}/{row['dataset']} seed {row['seed']}{status}"
+def default_pair(runs: pd.DataFrame, metric: str = "ndcg@10") -> tuple[int | None, int | None]:
+    """A telling default for the Compare page: the best untagged run on ``metric`` against the best run of another
+    model with the same seed (None where there is no such run)."""
+    plain = runs[(runs["variant"] == "") & (runs["status"] == "completed")]
+    if plain.empty:
+        return None, None
+    score = plain["metrics_json"].map(lambda t: json.loads(t).get(metric, -math.inf))
+    ranked = plain.assign(_score=score).sort_values(["_score", "id"], ascending=False)
+    a = ranked.iloc[0]
+    rest = ranked[(ranked["model"] != a["model"]) & (ranked["seed"] == a["seed"])]
+    return int(a["id"]), (int(rest.iloc[0]["id"]) if not rest.empty else None)
 
 
 def runs_table(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
@@ -197,10 +214,23 @@ def styled_board(board: Board, digits: int = 4):
         return [BEST_STYLE if best.get(col.name) == idx else "" for idx in col.index]
 
     styler = num.style.apply(highlight, axis=0)
+    # Styler.format hands a formatter the value only: one value -> text lookup per column, and a per-cell
+    # formatter just for cells whose mean ties with another model's but whose text (CI, marker) differs.
     for col in num.columns:
+        lookup: dict[object, str] = {}
+        clashes = []
         for idx in num.index:
+            key = _key(num.at[idx, col])
+            if lookup.setdefault(key, text.at[idx, col]) != text.at[idx, col]:
+                clashes.append(idx)
+        styler = styler.format(lambda v, lookup=lookup: lookup[_key(v)], subset=[col])
+        for idx in clashes:
             styler = styler.format(lambda _v, s=text.at[idx, col]: s, subset=pd.IndexSlice[[idx], [col]])
     return styler
+
+
+def _key(v: object) -> object:
+    return "nan" if pd.isna(v) else float(v)
 
 
 def bar_figure(board: Board, metric: str) -> go.Figure:
@@ -241,46 +271,58 @@ class AblationCell:
     significant: bool
 
 
+MAX_VARIANTS = 40
+
+
 def ablation(store: Store, suite: str, base: str, prefix: str, metrics: list[str], *, test: str = "t",
-             alpha: float = 0.05, n_resamples: int = 1000) -> list[AblationCell]:
+             alpha: float = 0.05, n_resamples: int = 1000,
+             max_variants: int = MAX_VARIANTS) -> tuple[list[AblationCell], list[str]]:
     """Relative change of every variant against ``base`` per dataset and metric, with the corrected p of a paired
-    per-user test. Model variants go through :func:`harness.significance.compare` (latest run per seed, seeds
-    averaged per user); perturbation variants of the base (runs with a ``variant`` tag) through the same building
-    blocks (check_comparable, seed_averaged, stats.compare_metrics), as ``compare`` resolves names to untagged
-    runs only."""
+    per-user test; returns the cells and notes (variants left out).
+
+    The statistics are those of :func:`harness.significance.compare` (same resolution of a model name to its latest
+    untagged run per seed, same comparability checks, per-user vectors averaged over seeds, same
+    ``stats.compare_metrics`` call), computed from one load of the suite's runs with the base's vectors loaded once
+    per dataset instead of one ``compare`` call (and one full scan of the runs table) per variant; perturbation
+    variants (runs of the base with a tag such as "blank:0.2") are resolved the same way by tag."""
     runs = store.runs(suite=suite)
     variant_models = sorted({r.model for r in runs if r.model != base and r.model.startswith(prefix)
                              and r.variant == ""})
+    notes = []
+    if len(variant_models) > max_variants:
+        notes.append(f"{len(variant_models)} models start with {prefix!r}; the first {max_variants} are shown "
+                     f"(narrow the prefix to see others)")
+        variant_models = variant_models[:max_variants]
     datasets = sorted({r.dataset for r in runs if r.model == base and r.variant == ""})
     cells: list[AblationCell] = []
     for dataset in datasets:
-        base_runs, _ = latest_runs([r for r in runs if r.model == base and r.dataset == dataset and r.variant == ""])
+        here = [r for r in runs if r.dataset == dataset]
+        base_runs = _resolve(here, base, "")
         ms = [m for m in metrics if all(m in r.metrics for r in base_runs)]
         if not ms:
             continue
-        for vm in variant_models:
-            if not any(r.model == vm and r.dataset == dataset for r in runs):
+        base_vecs = seed_averaged(store, base_runs, ms)
+        jobs = [(vm, _resolve(here, vm, "")) for vm in variant_models]
+        jobs += [(f"{base} [{tag}]", _resolve(here, base, tag))
+                 for tag in sorted({r.variant for r in here if r.model == base and r.variant})]
+        for label, var_runs in jobs:
+            if not var_runs:
                 continue
-            try:
-                comp = compare(store, vm, base, suite=suite, dataset=dataset, metrics=ms, test=test, alpha=alpha,
-                               n_resamples=n_resamples)
-            except BenchError as exc:
-                log.warning("ablation: %s vs %s on %s skipped: %s", vm, base, dataset, exc)
-                continue
-            cells += [_ablation_cell(dataset, vm, row) for row in comp.rows]
-        tags = sorted({r.variant for r in runs if r.model == base and r.dataset == dataset and r.variant})
-        for tag in tags:
-            var_runs, _ = latest_runs([r for r in runs if r.model == base and r.dataset == dataset
-                                       and r.variant == tag])
             try:
                 check_comparable(var_runs, base_runs)
-                rows = stats.compare_metrics(seed_averaged(store, var_runs, ms), seed_averaged(store, base_runs, ms),
-                                             ms, test=test, alpha=alpha, n_boot=n_resamples, n_perm=n_resamples)
+                rows = stats.compare_metrics(seed_averaged(store, var_runs, ms), base_vecs, ms, test=test,
+                                             alpha=alpha, n_boot=n_resamples, n_perm=n_resamples)
             except BenchError as exc:
-                log.warning("ablation: %s [%s] on %s skipped: %s", base, tag, dataset, exc)
+                notes.append(f"{label} on {dataset} left out: {exc}")
                 continue
-            cells += [_ablation_cell(dataset, f"{base} [{tag}]", row) for row in rows]
-    return cells
+            cells += [_ablation_cell(dataset, label, row) for row in rows]
+    return cells, notes
+
+
+def _resolve(runs: list[Run], model: str, variant: str) -> list[Run]:
+    """significance.resolve on an already loaded list: the latest run per seed of ``model`` with tag ``variant``."""
+    picked, _ = latest_runs([r for r in runs if r.model == model and r.variant == variant])
+    return sorted(picked, key=lambda r: r.seed)
 
 
 def _ablation_cell(dataset: str, variant: str, row: stats.MetricComparison) -> AblationCell:
@@ -480,5 +522,6 @@ def curve_figure(df: pd.DataFrame, dataset: str, metric: str) -> go.Figure:
                                  error_y=dict(type="data", array=g["half_width"].fillna(0.0).tolist(),
                                               visible=True)))
     fig.update_layout(title=f"{dataset}: {metric} against perturbation share", xaxis_title="perturbed share",
+                      showlegend=True, legend_title="model · perturbation",
                       yaxis_title=metric, height=380, margin=dict(l=40, r=20, t=60, b=40))
     return fig

@@ -118,8 +118,9 @@ def board(url: str, token: str, suite: str, datasets: tuple[str, ...], metrics: 
 
 @st.cache_data(**CACHE)
 def ablation(url: str, token: str, suite: str, base: str, prefix: str, metrics: tuple[str, ...], test: str,
-             alpha: float) -> pd.DataFrame:
-    return q.ablation_frame(q.ablation(store_for(url), suite, base, prefix, list(metrics), test=test, alpha=alpha))
+             alpha: float) -> tuple[pd.DataFrame, list[str]]:
+    cells, notes = q.ablation(store_for(url), suite, base, prefix, list(metrics), test=test, alpha=alpha)
+    return q.ablation_frame(cells), notes
 
 
 @st.cache_data(**CACHE)

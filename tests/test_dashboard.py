@@ -17,6 +17,8 @@ import dashboard
 from dashboard import queries as q
 from dashboard.fixture import FixtureSpec, build_fixture_store
 from harness.errors import BenchError
+from harness.leaderboard import build_board, to_markdown
+from harness.significance import compare
 from harness.store import Artifact, Run, Store
 
 APP = str(Path(dashboard.__file__).resolve().parent / "app.py")
@@ -95,6 +97,8 @@ def test_leaderboard_values_best_bold_markers_and_downloads(monkeypatch, fixture
     assert f"row{best_row}_col{col}" in css.split("{")[0] and "font-weight: bold" in css
     assert [b.label for b in at.get("download_button")] == ["CSV", "Markdown", "LaTeX", "JSON"]
     assert len(at.get("plotly_chart")) == 1
+    board = build_board(Store(fixture_url), "synth4", ["beauty", "toys"], ["hr@10", "ndcg@10", "mrr"])
+    assert at.code[0].value.strip() == to_markdown(board).strip()  # the harness exporter, shown as exported
 
     at.selectbox(key="lb_against").set_value("sasrec").run()
     assert not at.exception
@@ -107,6 +111,16 @@ def test_leaderboard_values_best_bold_markers_and_downloads(monkeypatch, fixture
     at.multiselect(key="lb_datasets").set_value(["beauty"]).run()
     text, _ = _styled(at)
     assert list(text.columns) == ["hr@10", "ndcg@10", "mrr"]
+
+
+def test_leaderboard_reference_from_the_query_string(monkeypatch, fixture_url):
+    monkeypatch.setenv("MMSR_BENCH_DB", fixture_url)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["against"] = "pop"
+    at.run()
+    assert not at.exception and at.selectbox(key="lb_against").value == "pop"
+    text, _ = _styled(at)
+    assert text.loc["mllm-srec-qlora", "beauty/hr@10"].endswith("▲")
 
 
 def test_ablations_heatmaps_and_significance(monkeypatch, fixture_url):
@@ -130,7 +144,8 @@ def test_ablations_heatmaps_and_significance(monkeypatch, fixture_url):
 def test_compare_table_and_plots(monkeypatch, fixture_url):
     at = _app(monkeypatch, fixture_url, "compare")
     a, b = at.selectbox(key="cmp_a").value, at.selectbox(key="cmp_b").value
-    assert a != b
+    ra, rb = Store(fixture_url).run(a), Store(fixture_url).run(b)
+    assert ra.model != rb.model and ra.seed == rb.seed and ra.variant == rb.variant == ""  # a telling default
     frame = at.dataframe[0].value
     assert list(frame["metric"]) == ["hr@10", "ndcg@10", "mrr", "auc"]
     store = Store(fixture_url)
@@ -209,6 +224,33 @@ def test_every_page_on_a_store_with_only_a_failed_run(monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def test_ablation_statistics_equal_significance_compare(fixture_url):
+    store = Store(fixture_url)
+    cells, notes = q.ablation(store, "synth4", "mllm-srec-qlora", "mllm-srec-", ["hr@10", "mrr"], test="wilcoxon")
+    assert notes == []
+    comp = compare(store, "mllm-srec-text", "mllm-srec-qlora", suite="synth4", dataset="toys",
+                   metrics=["hr@10", "mrr"], test="wilcoxon", n_resamples=1000)
+    mine = {c.metric: c for c in cells if c.dataset == "toys" and c.variant == "mllm-srec-text"}
+    for row in comp.rows:
+        assert mine[row.metric].p_corrected == row.p_corrected
+        assert mine[row.metric].rel_change == row.rel_diff and mine[row.metric].significant == row.significant
+    capped, notes = q.ablation(store, "synth4", "mllm-srec-qlora", "mllm-srec-", ["hr@10"], max_variants=0)
+    assert {c.variant for c in capped} == {"mllm-srec-qlora [blank:0.2]", "mllm-srec-qlora [blank:0.5]"}
+    assert "the first 0 are shown" in notes[0]
+
+
+def test_styled_board_keeps_each_cells_text_when_means_tie(fixture_url):
+    import dataclasses
+
+    board = build_board(Store(fixture_url), "synth4", ["beauty"], ["hr@10"])
+    m0, m1 = board.models[:2]
+    c0 = board.cells[(m0, "beauty", "hr@10")]
+    board.cells[(m1, "beauty", "hr@10")] = dataclasses.replace(board.cells[(m1, "beauty", "hr@10")],
+                                                                 mean=c0.mean, half_width=0.5)
+    html = q.styled_board(board).to_html()
+    assert f"{c0.mean:.4f} ± {c0.half_width:.4f}" in html and f"{c0.mean:.4f} ± 0.5000" in html
 
 
 def test_readonly_url_and_state(tmp_path):

@@ -3,6 +3,7 @@ variant tag such as "blank:0.2") per metric and dataset, with paired-test signif
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import queries as q
@@ -23,10 +24,12 @@ in_suite = runs[runs["suite"] == suite]
 models = sorted(in_suite[in_suite["variant"] == ""]["model"].unique())
 
 
+tags = in_suite[in_suite["variant"] != ""].groupby("model")["variant"].nunique().to_dict()
+families = pd.Series([q.family_prefix(m) for m in models], dtype=object).value_counts().to_dict()
+
+
 def n_variants(base: str) -> int:
-    prefix = q.family_prefix(base)
-    return (sum(1 for m in models if m != base and m.startswith(prefix))
-            + in_suite[(in_suite["model"] == base) & (in_suite["variant"] != "")]["variant"].nunique())
+    return families.get(q.family_prefix(base), 1) - 1 + tags.get(base, 0)
 
 
 default_base = max(models, key=n_variants) if models else None
@@ -48,7 +51,9 @@ if not metrics:
 
 with ui.guard():
     with st.spinner("testing every variant against the base..."):
-        df = ui.ablation(ctx.url, ctx.token, suite, base, prefix, tuple(metrics), test, alpha)
+        df, notes = ui.ablation(ctx.url, ctx.token, suite, base, prefix, tuple(metrics), test, alpha)
+    for note in notes:
+        st.caption(note)
     if df.empty:
         st.info(f"No variants of `{base}` on {suite}: no other model starts with `{prefix}` and no run of `{base}` "
                 f"carries a variant tag (e.g. `blank:0.2`).")

@@ -22,15 +22,17 @@ with c1:
 with c2:
     dataset = ui.pick("Dataset", sorted(runs[runs["suite"] == suite]["dataset"].unique()), key="cmp_dataset")
 pool = runs[(runs["suite"] == suite) & (runs["dataset"] == dataset)].sort_values("id", ascending=False)
-labels = {int(r["id"]): q.run_label(r) for _, r in pool.iterrows()}
+labels = dict(zip(pool["id"].astype(int), pool["label"]))
 ids = list(labels)
 if len(ids) < 2:
     st.info(f"Only one run on {suite}/{dataset}; a comparison needs two.")
     st.stop()
+default_a, default_b = q.default_pair(pool)
 with c1:
-    a = ui.pick("Run A (under test)", ids, key="cmp_a", format_func=labels.get)
+    a = ui.pick("Run A (under test)", ids, key="cmp_a", default=default_a, format_func=labels.get)
 with c2:
-    b = ui.pick("Run B (baseline)", [i for i in ids if i != a], key="cmp_b", format_func=labels.get)
+    b = ui.pick("Run B (baseline)", [i for i in ids if i != a], key="cmp_b", default=default_b,
+                format_func=labels.get)
 s1, s2, s3 = st.columns(3)
 test = s1.selectbox("Test", list(stats.TESTS), key="cmp_test")
 correction = s2.selectbox("Correction", list(stats.CORRECTIONS), key="cmp_correction")

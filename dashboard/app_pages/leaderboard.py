@@ -34,6 +34,7 @@ with c3:
 with c1:
     models = sorted(in_suite[in_suite["dataset"].isin(datasets)]["model"].unique())
     against = ui.pick("Significance against", ["(none)"] + models, key="lb_against",
+                      default=st.query_params.get("against"),
                       help="Mark cells significantly better (▲) or worse (▼) than this model (paired per-user test, "
                            "Holm correction across the shown metrics).")
 if not datasets or not metrics:
@@ -57,13 +58,14 @@ with ui.guard():
     chart_metric = ui.pick("Chart metric", board.metrics, key="lb_chart_metric")
     st.plotly_chart(q.bar_figure(board, chart_metric), key="lb_chart")
 
-    with st.expander("As exported (Markdown)"):
-        st.markdown(to_markdown(board) + (f"\n\n_{footer}_" if footer else ""))
+    markdown = to_markdown(board) + (f"\n\n_{footer}_\n" if footer else "\n")
+    with st.expander("Markdown (as exported: best bold, second underlined)"):
+        st.code(markdown, language="markdown")
     st.caption("Downloads")
     stem = f"leaderboard_{suite}"
     ui.download_row([
         ("CSV", to_csv(board), f"{stem}.csv", "text/csv"),
-        ("Markdown", to_markdown(board) + (f"\n\n_{footer}_\n" if footer else "\n"), f"{stem}.md", "text/markdown"),
+        ("Markdown", markdown, f"{stem}.md", "text/markdown"),
         ("LaTeX", board_to_latex(board, footer=footer), f"{stem}.tex", "application/x-tex"),
         ("JSON", to_json(board), f"{stem}.json", "application/json"),
     ])

@@ -49,7 +49,8 @@ if sel.empty:
     st.stop()
 
 st.subheader("Run detail")
-labels = {int(r["id"]): q.run_label(r) for _, r in sel.sort_values("id", ascending=False).iterrows()}
+ordered = sel.sort_values("id", ascending=False)
+labels = dict(zip(ordered["id"].astype(int), ordered["label"]))
 run_id = ui.pick("Run", list(labels), key="runs_detail", format_func=labels.get)
 with ui.guard():
     run = ui.run_detail(ctx.url, ctx.token, run_id)
@@ -71,9 +72,9 @@ with ui.guard():
              "suite_hash": run.suite_hash, "eval_users_hash": run.eval_users_hash, "n_users": run.n_users,
              "run_info": run.run_info, "packages": json.loads(run.packages_json or "{}")}, expanded=False)
 
-    others = {int(r["id"]): q.run_label(r) for _, r in runs.sort_values("id", ascending=False).iterrows()
-              if int(r["id"]) != run_id}
-    same_model = [i for i in others if runs.loc[runs["id"] == i, "model"].iloc[0] == run.model]
+    pool = runs[runs["id"] != run_id].sort_values("id", ascending=False)
+    others = dict(zip(pool["id"].astype(int), pool["label"]))
+    same_model = pool.loc[pool["model"] == run.model, "id"].astype(int).tolist()
     if others:
         other = ui.pick("Diff against", list(others), key=f"runs_diff_{run_id}",
                         default=(same_model or list(others))[0], format_func=others.get)

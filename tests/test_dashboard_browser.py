@@ -1,0 +1,87 @@
+"""The dashboard in a real browser: `streamlit run dashboard/app.py` (the command of `bench dashboard`) on a free
+loopback port against a fixture store, every page loaded in headless Chromium (Debian's chromium +
+chromium-driver via selenium), rendered content checked, no error shown, a screenshot of each page saved."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dashboard import screenshots as ss
+from dashboard.fixture import FixtureSpec, build_fixture_store
+from harness.store import Store
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(ss.browser_missing() is not None, reason=str(ss.browser_missing()))]
+
+SPEC = FixtureSpec(skill=(("pop", 0.15), ("sasrec", 0.40), ("mllm-srec-qlora", 0.55), ("mllm-srec-text", 0.45)),
+                   seeds=(0, 1), perturbations=("blank:0.2", "blank:0.5"), n_users=150)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('dash_browser') / 'results.db'}"
+    build_fixture_store(url, SPEC)
+    with ss.serve(url, timeout=60) as base, ss.chromium() as driver:
+        yield url, base, driver
+
+
+def _no_error_shown(driver, text: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    assert "Traceback" not in text and "Error" not in text, text[:2000]
+    assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+
+
+def test_leaderboard_in_the_browser(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    url, base, driver = browser
+    text = ss.load_page(driver, base, ss.PAGES[0], query="?against=sasrec")
+    _no_error_shown(driver, text)
+    assert "significantly better/worse than sasrec" in text
+    # the interactive grid exposes its cells to assistive technology: model names and the stored means
+    cells = [c.get_attribute("textContent") for c in
+             driver.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"] [role="gridcell"]')]
+    runs = [r for r in Store(url).runs(dataset="beauty", model="mllm-srec-qlora") if r.variant == ""]
+    expected = float(np.mean([r.metrics["hr@10"] for r in runs]))
+    row = cells.index("mllm-srec-qlora")
+    assert float(cells[row + 1]) == pytest.approx(expected, abs=1e-12)  # first column: beauty/hr@10
+    assert {"pop", "sasrec", "mllm-srec-text"} <= set(cells)
+    # the exported Markdown shown on the page carries the CI and the markers
+    code = " ".join(e.get_attribute("textContent") for e in driver.find_elements(By.CSS_SELECTOR, "code"))
+    assert f"**{expected:.4f} ± " in code and "▲" in code and "▼" in code
+    assert driver.find_elements(By.CSS_SELECTOR, '[data-testid="stPlotlyChart"] .main-svg')
+    assert ss.full_page_screenshot(driver, tmp_path / "leaderboard.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("page", ss.PAGES[1:], ids=lambda p: p.name)
+def test_other_pages_in_the_browser(browser, tmp_path, page):
+    url, base, driver = browser
+    text = ss.load_page(driver, base, page)
+    _no_error_shown(driver, text)
+    expect = {"ablations": ["mllm-srec-text", "mllm-srec-qlora [blank:0.2]", "relative change against"],
+              "compare": ["Run A (under test)", "per-user ndcg@10", "Metric for the plots"],
+              "runs": ["Run detail", "gptrec", "CUDA out of memory (simulated)", "Diff against"],
+              "hallucination": ["flagged share", "against perturbation share", "mllm-srec-qlora · blank"]}[page.name]
+    for snippet in expect:
+        assert snippet in text, (page.name, snippet)
+    if page.name == "hallucination":
+        payload = json.loads(Store(url).artifacts(kind="hallucination")[0].payload_json)
+        assert f"{100 * payload['flagged_share']:.1f}%" in text
+    assert ss.full_page_screenshot(driver, tmp_path / f"{page.name}.png").stat().st_size > 10_000
+
+
+def test_missing_store_in_the_browser(tmp_path):
+    db = tmp_path / "absent.db"
+    with ss.serve(f"sqlite:///{db}", timeout=60) as base, ss.chromium() as driver:
+        driver.get(base + "/")
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(driver, 45, poll_frequency=0.25).until(
+            lambda d: "bench run --suite synth4 --model pop" in d.find_element(By.TAG_NAME, "body").text)
+        _no_error_shown(driver, driver.find_element(By.TAG_NAME, "body").text)
+    assert not db.exists()
