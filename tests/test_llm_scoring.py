@@ -47,16 +47,15 @@ def _check(model, tok, options: ScoringOptions) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    import os
-
-    os.environ["MMSR_BENCH_HOME"] = str(tmp_path_factory.mktemp("home"))
+def tiny():
     return load_backbone("tiny-llama", texts=TEXTS, device="cpu")
 
 
 @pytest.mark.parametrize("options", [ScoringOptions(max_rows=4, users_per_batch=3),
-                                     ScoringOptions(max_rows=128, users_per_batch=1),
-                                     ScoringOptions(max_rows=7, users_per_batch=4)])
+                                     ScoringOptions(max_rows=128, users_per_batch=1, pack_tokens=0),
+                                     ScoringOptions(max_rows=7, users_per_batch=4, pack_tokens=0),
+                                     ScoringOptions(max_rows=2, users_per_batch=2, pack_tokens=20)],
+                         ids=["packed", "unpacked-1user", "unpacked-chunks", "small-packs"])
 def test_prefix_sharing_equals_naive(tiny, options):
     _check(tiny.model, tiny.tokenizer, options)
 
@@ -75,13 +74,14 @@ def test_prefix_sharing_equals_naive_under_lora(tiny):
                 p.normal_(0, 0.2)
     model.train()  # the scorer must switch dropout off and restore the mode
     _check(model, tiny.tokenizer, ScoringOptions(max_rows=5, users_per_batch=2))
+    _check(model, tiny.tokenizer, ScoringOptions(max_rows=5, users_per_batch=2, pack_tokens=0))
     assert model.training
     model.unload()
 
 
 def test_prefix_sharing_equals_naive_4bit():
     bb = load_backbone("tiny-llama", texts=TEXTS, quantization="4bit", device="cpu")
-    _check(bb.model, bb.tokenizer, ScoringOptions(max_rows=6, users_per_batch=3))
+    _check(bb.model, bb.tokenizer, ScoringOptions(max_rows=6, users_per_batch=3, pack_tokens=40))
 
 
 def test_string_front_end_and_probabilities(tiny):
