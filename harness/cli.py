@@ -117,6 +117,8 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
     db: Optional[str] = DB_OPTION,
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: CUDA if present)."),
+    perturb: Optional[str] = typer.Option(None, "--perturb", help="blank:0.2 | noise:0.2 | swap:0.2 — perturb a share "
+                                          "of item images; the run is stored with this as its variant."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Fit model(s) on a suite's training data and score them on the shared, frozen test candidates."""
@@ -129,12 +131,16 @@ def run(
         names = [d.name for d in spec.select(dataset)]
         overrides = adapter.parse_set_options(set_)
         model_names = [m.strip() for m in model.split(",") if m.strip()]
+        if perturb:
+            from harness import perturb as perturb_mod
+
+            perturb_mod.parse(perturb)  # a malformed spec fails before any work
         for m in model_names:  # every name is checked before any work starts
             reg = adapter.get(m)
             if overrides:
                 adapter.parse_overrides(reg.cls.config_cls, overrides)
         for m in model_names:
-            req = runner.RunRequest(spec, m, names, list(dict.fromkeys(seed)), overrides, db, device)
+            req = runner.RunRequest(spec, m, names, list(dict.fromkeys(seed)), overrides, db, device, perturb=perturb)
             done += runner.execute(req, on_result=lambda r: err_console.print(
                 f"[green]stored run {r.id}[/green]: {r.model} on {r.suite}/{r.dataset} seed {r.seed} "
                 f"(fit {r.fit_seconds:.1f}s, score {r.score_seconds:.1f}s)"))
@@ -516,6 +522,19 @@ def _normalize_argv(argv: list[str]) -> list[str]:
                 continue
         i += 1
     return out
+
+
+def _register_extensions() -> None:
+    """Commands that live with their feature (MLLM-SRec analyses) register themselves on the app."""
+    import importlib.util
+
+    if importlib.util.find_spec("harness.cli_mllm") is not None:
+        from harness import cli_mllm
+
+        cli_mllm.register(app)
+
+
+_register_extensions()
 
 
 def main() -> None:

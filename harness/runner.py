@@ -126,6 +126,7 @@ class RunRequest:
     db_url: str | None = None
     device: str | None = None
     variant: str = ""
+    perturb: str | None = None  # e.g. "blank:0.2": run on items whose images are perturbed; stored as the variant
 
 
 def _config_dict(model: Adapter) -> dict:
@@ -135,6 +136,8 @@ def _config_dict(model: Adapter) -> dict:
 
 def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: Store) -> Run:
     device = auto_device(req.device)
+    if req.perturb and not req.variant:
+        req = dataclasses.replace(req, variant=req.perturb)
     reg = adapter_mod.get(req.model)
     check_needs(reg.cls.needs, data, req.model)
     seed_everything(seed)
@@ -177,6 +180,18 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
     return store.add_run(run, per_user)
 
 
+def perturbed(data: SuiteData, spec: str) -> SuiteData:
+    """The same split with a share of item images blanked, noised or swapped (robustness analysis). The perturbed
+    images are derived deterministically from the suite seed and written under the cache."""
+    from harness import perturb
+
+    if not data.items.has("image"):
+        raise MissingModality(f"--perturb {spec}: dataset {data.dataset!r} has no item images to perturb")
+    out = cache_dir("perturbed", data.suite.name, data.dataset, spec.replace(":", "-"))
+    items = perturb.apply_to_items(data.items, spec, seed=data.suite.protocol.seed, out_dir=out)
+    return dataclasses.replace(data, items=items, train=dataclasses.replace(data.train, items=items))
+
+
 def execute(req: RunRequest, *, on_result=None) -> list[Run]:
     """Run a model on the requested datasets and seeds. Every dataset is verified before any fitting starts."""
     store = Store(req.db_url)
@@ -188,6 +203,8 @@ def execute(req: RunRequest, *, on_result=None) -> list[Run]:
         with progress.track(f"verifying {req.suite.name}/{name}", total=None):
             data = build.load(req.suite, name)
         check_needs(reg.cls.needs, data, req.model)
+        if req.perturb:
+            data = perturbed(data, req.perturb)
         loaded.append(data)
     group_id = uuid.uuid4().hex[:12]
     results = []
