@@ -43,7 +43,7 @@ from harness.adapter import Adapter, AdapterConfig, Needs, register
 from harness.data import ITEM_TEXT_FIELDS, EvalSplit, ScoreBatch, TrainData
 from harness.errors import BenchError
 from harness.features import FeatureMatrix, FeatureSpec, item_features, parse_modalities
-from harness.metrics import RankCounts, aggregate, evaluate_scores, per_user_metrics, rank_counts, rank_counts_full
+from harness.metrics import RankCounts, aggregate, evaluate_scores, per_user_metrics, rank_counts_full
 from harness.progress import track
 
 log = logging.getLogger(__name__)
@@ -67,16 +67,21 @@ def evaluate_split(score_fn: Callable[[ScoreBatch], np.ndarray], split: EvalSpli
 
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
-    """Limit torch's intra-op threads while fitting (0 = leave as is); restored afterwards."""
-    if n <= 0:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
+    """Training context: torch intra-op threads limited to ``n`` (0 = leave as is) and autograd anomaly detection
+    off (importing RecBole turns it on globally, which makes every backward pass several times slower); both
+    restored afterwards."""
+    old_threads = torch.get_num_threads()
+    old_anomaly = (torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled())
+    if old_anomaly[0]:
+        log.debug("autograd anomaly detection is on (RecBole enables it on import); off while training")
+    torch.autograd.set_detect_anomaly(False)
+    if n > 0:
+        torch.set_num_threads(n)
     try:
         yield
     finally:
-        torch.set_num_threads(old)
+        torch.set_num_threads(old_threads)
+        torch.autograd.set_detect_anomaly(*old_anomaly)
 
 
 def needs_for(modalities: tuple[str, ...]) -> Needs:

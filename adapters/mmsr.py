@@ -27,6 +27,9 @@ Deviations (CPU budget / harness contract), all configurable:
   settings so that a 2,000-user dataset trains in minutes on 2 CPU cores.
 - The update gate mixes the two orders softly (per node softmax) rather than a hard choice; this matches the
   authors' released code (``asy_mask`` fusion), not a discrete asynchronous schedule.
+- Scores are scaled cosines (``logit_scale`` = 12, as in NISER) instead of raw inner products: with the fusion
+  layer on both sides, raw inner products start near a saddle (all logits ~0) and CE training started slowly on
+  CPU budgets; ``--set logit_scale=0`` restores the plain inner product.
 - The ``id`` modality is always on (item nodes carry ID embeddings, as in the paper); ``modalities`` selects the
   feature modalities (``text``, ``image``). Image features come from a randomly initialised open_clip tower unless
   ``clip_weights`` is given; ``run_info["random_init"]`` records it.
@@ -74,6 +77,7 @@ class MMSRConfig(AdapterConfig):
     l2: float = 1e-5
     epochs: int = 60
     patience: int = 5
+    logit_scale: float = 12.0  # scores = scale * cosine(sequence, item); 0 = plain inner product
     valid_metric: str = "ndcg@10"
     modalities: str = "id,text,image"
     text_encoder: str = "all-MiniLM-L6-v2"
@@ -131,14 +135,9 @@ class _DualAttentionLayer(nn.Module):
         for p in (self.wq, self.wk, self.wv):
             nn.init.xavier_uniform_(p.view(-1, dim))
 
-    def _typed(self, h: torch.Tensor, types: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        # per-node-type projection; ``types`` (N,) is the same for every sequence (fixed slot layout)
-        out = torch.zeros_like(h)
-        for t in range(w.shape[0]):
-            sel = types == t
-            if bool(sel.any()):
-                out[:, sel] = h[:, sel] @ w[t]
-        return out
+    def _typed(self, h: torch.Tensor, spans: list[tuple[int, int, int]], w: torch.Tensor) -> torch.Tensor:
+        # per-node-type projection; node types occupy fixed contiguous slot ranges (type, start, end)
+        return torch.cat([h[:, a:b] @ w[t] for t, a, b in spans], 1)
 
     def homo(self, h: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
         logits = torch.full(adj.shape, _NEG, dtype=h.dtype, device=h.device)
@@ -147,8 +146,8 @@ class _DualAttentionLayer(nn.Module):
             logits = torch.where(adj == r, e, logits)
         return torch.matmul(self.drop(torch.softmax(logits, -1)), h)
 
-    def hete(self, h: torch.Tensor, adj: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
-        q, k, v = (self._typed(h, types, w) for w in (self.wq, self.wk, self.wv))
+    def hete(self, h: torch.Tensor, adj: torch.Tensor, spans: list[tuple[int, int, int]]) -> torch.Tensor:
+        q, k, v = (self._typed(h, spans, w) for w in (self.wq, self.wk, self.wv))
         s = torch.matmul(q, k.transpose(1, 2)) / math.sqrt(self.dim)
         mask = torch.zeros_like(adj, dtype=torch.bool)
         for r in HETE:
@@ -156,9 +155,10 @@ class _DualAttentionLayer(nn.Module):
         s = s.masked_fill(~mask, _NEG)
         return torch.matmul(self.drop(torch.softmax(s, -1)), v)
 
-    def forward(self, h: torch.Tensor, adj: torch.Tensor, types: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        late = self.hete(self.homo(h, adj), adj, types)  # sequence first, then cross-modal
-        early = self.homo(self.hete(h, adj, types), adj)  # cross-modal first, then sequence
+    def forward(self, h: torch.Tensor, adj: torch.Tensor, spans: list[tuple[int, int, int]]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        late = self.hete(self.homo(h, adj), adj, spans)  # sequence first, then cross-modal
+        early = self.homo(self.hete(h, adj, spans), adj)  # cross-modal first, then sequence
         both = torch.stack([late, early], -2)  # (B, N, 2, D)
         w = torch.softmax(self.gate(both).squeeze(-1), -1)  # (B, N, 2)
         out = (both * w.unsqueeze(-1)).sum(-2)
@@ -185,6 +185,8 @@ class _MMSRNet(nn.Module):
             self.register_buffer(f"codes_{m}", torch.as_tensor(codes[m]))
         self.pos_emb = nn.Embedding(self.L, d)
         self.type_emb = nn.Embedding(1 + len(self.mods), d)  # 0 item, 1.. modality
+        for emb in (self.pos_emb, self.type_emb):  # same scale as the item/code embeddings (the authors' init)
+            nn.init.normal_(emb.weight, std=1.0 / math.sqrt(d))
         self.inp = nn.Linear(3 * d, d)
         self.layers = nn.ModuleList([_DualAttentionLayer(d, 1 + len(self.mods), cfg.dropout)
                                      for _ in range(cfg.n_layers)])
@@ -194,17 +196,26 @@ class _MMSRNet(nn.Module):
         self.w2 = nn.Linear(d, 1, bias=False)
         self.fusion = nn.Linear(d * (1 + len(self.mods)), d)
         self.drop = nn.Dropout(cfg.dropout)
-        adj, types, pos = self._static_structure()
-        self.register_buffer("base_adj", adj, persistent=False)
-        self.register_buffer("node_types", types, persistent=False)
-        self.register_buffer("node_pos", pos, persistent=False)
+        self._structures: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]] = {}
 
     def codes(self, m: str) -> torch.Tensor:
         return getattr(self, f"codes_{m}")
 
-    def _static_structure(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Relation ids, node types and node positions for a full-length sequence of L slots."""
-        L = self.L
+    def structure(self, L: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
+        """Relation ids, node types, node positions (counted so the last item is at ``max_len - 1``) and
+        per-type slot spans for sequences of ``L`` slots; cached per length (batches are cut to their longest)."""
+        key = L
+        if key not in self._structures:
+            adj, types, pos = self._build_structure(L)
+            spans, start = [(0, 0, L)], L
+            for mi, m in enumerate(self.mods):
+                spans.append((mi + 1, start, start + L * self.k[m]))
+                start += L * self.k[m]
+            self._structures[key] = (adj, types, pos + (self.L - L), spans)
+        adj, types, pos, spans = self._structures[key]
+        return adj.to(device), types.to(device), pos.to(device), spans
+
+    def _build_structure(self, L: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         slots = [(0, t, -1) for t in range(L)]  # (type, position, code slot)
         for mi, m in enumerate(self.mods):
             slots += [(mi + 1, t, j) for t in range(L) for j in range(self.k[m])]
@@ -230,8 +241,8 @@ class _MMSRNet(nn.Module):
 
     def graph(self, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list]:
         """Node ids, node types, node positions, relation matrix and validity for left-padded ``seqs`` (B, L)."""
-        base_adj, types, pos = self.base_adj, self.node_types, self.node_pos
-        B = seqs.shape[0]
+        B, L = seqs.shape
+        base_adj, types, pos, spans = self.structure(L, seqs.device)
         node_vals = [seqs]
         valid = [seqs > 0]
         code_ids = []
@@ -246,7 +257,7 @@ class _MMSRNet(nn.Module):
         pair_ok = valid_t.unsqueeze(2) & valid_t.unsqueeze(1)
         adj = torch.where(pair_ok, adj, torch.zeros_like(adj))
         # shared codes between different positions of the same modality (the paper's merged code nodes)
-        offset = self.L
+        offset = L
         for m, c in zip(self.mods, code_ids):
             n = c.shape[1]
             same = (c.unsqueeze(2) == c.unsqueeze(1)) & (c.unsqueeze(2) > 0)
@@ -256,11 +267,12 @@ class _MMSRNet(nn.Module):
             offset += n
         eye = torch.eye(adj.shape[1], dtype=torch.bool, device=adj.device).unsqueeze(0)
         adj = torch.where(eye, torch.full_like(adj, R_SELF), adj)  # every node (padding too) keeps a self loop
-        return node_vals, types, pos, adj, valid_t
+        return node_vals, types, pos, adj, valid_t, spans
 
     def forward(self, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sequence representation (B, D) and the mean update-gate weights (late, early) for diagnostics."""
-        node_vals, types, pos, adj, valid = self.graph(seqs)
+        seqs = seqs[:, -max(1, int((seqs > 0).sum(1).max())):]  # cut left padding shared by the whole batch
+        node_vals, types, pos, adj, valid, spans = self.graph(seqs)
         B = seqs.shape[0]
         h = [self.item_emb(node_vals[0])] + [self.code_emb[m](v) for m, v in zip(self.mods, node_vals[1:])]
         h = torch.cat(h, 1)
@@ -269,13 +281,13 @@ class _MMSRNet(nn.Module):
         h = self.drop(h) * valid.unsqueeze(-1)
         gates = []
         for layer in self.layers:
-            h, w = layer(h, adj, types)
+            h, w = layer(h, adj, spans)
             h = h * valid.unsqueeze(-1)
             gates.append((w * valid.unsqueeze(-1)).sum((0, 1)) / valid.sum().clamp(min=1))
-        L = self.L
+        L = seqs.shape[1]
         item_h, item_mask = h[:, :L], valid[:, :L].float().unsqueeze(-1)
         mean = (item_h * item_mask).sum(1) / item_mask.sum(1).clamp(min=1.0)
-        nh = torch.tanh(self.w1(torch.cat([self.pos_emb.weight.unsqueeze(0).expand(B, -1, -1), item_h], -1)))
+        nh = torch.tanh(self.w1(torch.cat([self.pos_emb(pos[:L]).unsqueeze(0).expand(B, -1, -1), item_h], -1)))
         nh = torch.sigmoid(self.glu1(nh) + self.glu2(mean).unsqueeze(1))
         beta = self.w2(nh) * item_mask
         parts = [(beta * item_h).sum(1)]
@@ -352,6 +364,7 @@ class MMSR(Adapter):
             codes[m], inits[m] = _cluster_codes(fm, cfg.n_clusters, cfg.codes_per_item, cfg.embedding_size, self.seed)
         self.net = _MMSRNet(train.n_items, codes, inits, cfg).to(self.device)
         X, y = self._examples(train)
+        lengths = (X > 0).sum(1)
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.l2)
         best, best_state, best_epoch, bad, epoch = -1.0, None, -1, 0, 0
         t0 = time.perf_counter()
@@ -359,14 +372,12 @@ class MMSR(Adapter):
         with track(f"mmsr {train.dataset}", total=cfg.epochs) as task:
             for epoch in range(1, cfg.epochs + 1):
                 self.net.train()
-                order = rng.permutation(len(y))
                 total, gsum, nb = 0.0, torch.zeros(2), 0
-                for start in range(0, len(order), cfg.batch_size):
-                    idx = order[start:start + cfg.batch_size]
+                for idx in self._length_buckets(lengths, rng):
                     seqs = torch.as_tensor(X[idx], device=self.device)
                     target = torch.as_tensor(y[idx], device=self.device)
                     rep, gate = self.net(seqs)
-                    logits = rep @ self.net.item_table()[1:].T
+                    logits = self._logits(rep, self.net.item_table()[1:])
                     loss = F.cross_entropy(logits, target - 1)
                     opt.zero_grad()
                     loss.backward()
@@ -396,6 +407,21 @@ class MMSR(Adapter):
             update_gate_late_early=gate_hist[best_epoch - 1] if best_epoch >= 1 else None)
         log.info("mmsr %s: best %s %.4f at epoch %d of %d", train.dataset, cfg.valid_metric, best, best_epoch, epoch)
 
+    def _length_buckets(self, lengths: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """Shuffled batches of similar history length, so a batch pays only for its longest history."""
+        perm = rng.permutation(len(lengths))
+        perm = perm[np.argsort(lengths[perm], kind="stable")]
+        bs = self.config.batch_size
+        batches = [perm[i:i + bs] for i in range(0, len(perm), bs)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _logits(self, rep: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Inner products, or NISER-style scaled cosines (see ``logit_scale``) of shape (B, n_items)."""
+        if self.config.logit_scale > 0:
+            rep = F.normalize(rep, dim=-1) * self.config.logit_scale
+            items = F.normalize(items, dim=-1)
+        return rep @ items.T
+
     def _refresh(self) -> None:
         self.net.eval()
         with torch.no_grad():
@@ -408,10 +434,11 @@ class MMSR(Adapter):
         self.net.eval()
         with torch.no_grad():
             rep, _ = self.net(seqs)
+            full = self._logits(rep, self._items)  # (B, n_items + 1); column 0 is padding
             if batch.full_ranking:
-                return (rep @ self._items[1:].T).cpu().numpy()
+                return full[:, 1:].cpu().numpy()
             cands = torch.as_tensor(np.asarray(batch.candidates, dtype=np.int64), device=self.device)
-            return torch.einsum("bd,bcd->bc", rep, self._items[cands]).cpu().numpy()
+            return torch.gather(full, 1, cands).cpu().numpy()
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,12 @@ def load_builtin_adapters() -> None:
             ep.load()
         except Exception as exc:  # a broken plug-in must not break the harness
             log.warning("could not load adapter entry point %s (%s): %s", ep.name, ep.value, exc)
+    import sys
+
+    if "torch" in sys.modules:
+        # RecBole's sine.py calls torch.autograd.set_detect_anomaly(True) at import time, which checks every
+        # backward pass for NaNs and more than doubles training time for every adapter in the process.
+        sys.modules["torch"].autograd.set_detect_anomaly(False)
 
 
 def registry() -> dict[str, Registration]:
