@@ -117,6 +117,8 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
     db: Optional[str] = DB_OPTION,
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: CUDA if present)."),
+    also: Optional[str] = typer.Option(None, "--also", help="Also score the fitted model on these suites "
+                                       "(comma-separated) when they share the identical split, e.g. amazon4-full."),
     perturb: Optional[str] = typer.Option(None, "--perturb", help="blank:0.2 | noise:0.2 | swap:0.2 — perturb a share "
                                           "of item images; the run is stored with this as its variant."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -131,6 +133,7 @@ def run(
         names = [d.name for d in spec.select(dataset)]
         overrides = adapter.parse_set_options(set_)
         model_names = [m.strip() for m in model.split(",") if m.strip()]
+        also_specs = tuple(suites.load_suite(a.strip()) for a in (also or "").split(",") if a.strip())
         if perturb:
             from harness import perturb as perturb_mod
 
@@ -140,7 +143,8 @@ def run(
             if overrides:
                 adapter.parse_overrides(reg.cls.config_cls, overrides)
         for m in model_names:
-            req = runner.RunRequest(spec, m, names, list(dict.fromkeys(seed)), overrides, db, device, perturb=perturb)
+            req = runner.RunRequest(spec, m, names, list(dict.fromkeys(seed)), overrides, db, device, perturb=perturb,
+                                    also=also_specs)
             done += runner.execute(req, on_result=lambda r: err_console.print(
                 f"[green]stored run {r.id}[/green]: {r.model} on {r.suite}/{r.dataset} seed {r.seed} "
                 f"(fit {r.fit_seconds:.1f}s, score {r.score_seconds:.1f}s)"))
@@ -151,7 +155,8 @@ def run(
     show = [m for m in spec.evaluation.names() if m in (primary, "hr@10", "ndcg@10", "mrr", "auc")] or [primary]
     rows = [[str(r.id), r.model, r.dataset, str(r.seed)] + [f"{r.metrics[m]:.4f}" for m in show] for r in done]
     _print_table(["run", "model", "dataset", "seed"] + show, rows, title=f"this invocation on {spec.name}")
-    _leaderboard(spec.name, names, None, "table", db, None, 0.05, "t", "holm")
+    for sname in [spec.name] + [a.name for a in also_specs]:
+        _leaderboard(sname, names, None, "table", db, None, 0.05, "t", "holm")
 
 
 # ------------------------------------------------------------------------------------------- leaderboard

@@ -127,6 +127,7 @@ class RunRequest:
     device: str | None = None
     variant: str = ""
     perturb: str | None = None  # e.g. "blank:0.2": run on items whose images are perturbed; stored as the variant
+    also: tuple[SuiteSpec, ...] = ()  # other suites on the identical split: score the same fitted model there too
 
 
 def _config_dict(model: Adapter) -> dict:
@@ -134,50 +135,59 @@ def _config_dict(model: Adapter) -> dict:
     return json.loads(json.dumps(cfg, default=str))
 
 
-def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: Store) -> Run:
+def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: Store,
+            also: list[SuiteData] | None = None) -> list[Run]:
+    """Fit once on ``data``'s training split, score its test split, and (``also``) the test splits of other suites
+    built on the identical processed sequences (e.g. amazon4-full beside amazon4). One run is stored per suite;
+    early stopping always used ``data``'s validation split, which each run records."""
     device = auto_device(req.device)
     if req.perturb and not req.variant:
         req = dataclasses.replace(req, variant=req.perturb)
     reg = adapter_mod.get(req.model)
-    check_needs(reg.cls.needs, data, req.model)
     seed_everything(seed)
     model = adapter_mod.build(req.model, req.overrides, seed=seed, device=device,
                               cache_dir=str(cache_dir("models", req.model)))
     check_needs(getattr(model, "effective_needs", reg.cls.needs), data, req.model)
-    names = data.suite.evaluation.names()
     sha, dirty = code_version()
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     config_text = json.dumps(_config_dict(model), sort_keys=True)
 
-    def record(status: str, **fields) -> Run:
+    def record(target: SuiteData, status: str, **fields) -> Run:
+        info = dict(model.run_info, fitted_on_suite=data.suite.name, validation_suite=data.suite.name)
         return Run(
-            group_id=group_id, suite=data.suite.name, suite_hash=data.fingerprint, dataset=data.dataset,
+            group_id=group_id, suite=target.suite.name, suite_hash=target.fingerprint, dataset=target.dataset,
             model=req.model, variant=req.variant, config_json=config_text,
             config_hash=hashlib.sha256(config_text.encode()).hexdigest(), seed=seed, code_version=sha,
             code_dirty=dirty, packages_json=json.dumps(package_versions()), host=platform.node(), device=device,
             started_at=started, finished_at=datetime.now(timezone.utc), status=status,
-            peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, n_users=len(data.test),
-            eval_users_hash=data.eval_users_hash, run_info_json=json.dumps(model.run_info, default=str), **fields)
+            peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, n_users=len(target.test),
+            eval_users_hash=target.eval_users_hash, run_info_json=json.dumps(info, default=str), **fields)
 
-    fit_s = score_s = 0.0
+    fit_s = 0.0
+    scored = []
     try:
         log.info("fitting %s on %s/%s (seed %d)", req.model, data.suite.name, data.dataset, seed)
         model.fit(data.train, data.valid)
         fit_s = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        per_user = score_split(model, data.test, names, batch_size=getattr(model.config, "batch_size", 256),
-                               description=f"scoring {data.dataset}")
-        score_s = time.perf_counter() - t1
+        for target in [data, *(also or [])]:
+            t1 = time.perf_counter()
+            per_user = score_split(model, target.test, target.suite.evaluation.names(),
+                                   batch_size=getattr(model.config, "batch_size", 256),
+                                   description=f"scoring {target.suite.name}/{target.dataset}")
+            scored.append((target, per_user, time.perf_counter() - t1))
     except BaseException as exc:
         # A failed or interrupted run is recorded without any metric (its own transaction), then re-raised.
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         fit_s = fit_s or time.perf_counter() - t0
-        store.add_run(record(status, error=f"{type(exc).__name__}: {exc}"[:2000], fit_seconds=fit_s))
+        store.add_run(record(data, status, error=f"{type(exc).__name__}: {exc}"[:2000], fit_seconds=fit_s))
         raise
-    agg = metrics.aggregate(per_user)
-    run = record("completed", fit_seconds=fit_s, score_seconds=score_s, metrics_json=json.dumps(agg))
-    return store.add_run(run, per_user)
+    out = []
+    for target, per_user, score_s in scored:
+        agg = metrics.aggregate(per_user)
+        run = record(target, "completed", fit_seconds=fit_s, score_seconds=score_s, metrics_json=json.dumps(agg))
+        out.append(store.add_run(run, per_user))
+    return out
 
 
 def perturbed(data: SuiteData, spec: str) -> SuiteData:
@@ -195,23 +205,34 @@ def perturbed(data: SuiteData, spec: str) -> SuiteData:
 def execute(req: RunRequest, *, on_result=None) -> list[Run]:
     """Run a model on the requested datasets and seeds. Every dataset is verified before any fitting starts."""
     store = Store(req.db_url)
-    adapter_mod.get(req.model)  # unknown model -> error before any work
-    reg = adapter_mod.get(req.model)
-    adapter_mod.parse_overrides(reg.cls.config_cls, req.overrides)  # bad --set -> error before any work
+    reg = adapter_mod.get(req.model)  # unknown model -> error before any work
+    # Built once with the user's overrides (constructors are cheap): a bad --set fails here, and the modalities
+    # this configuration really needs (e.g. mmgcn with modalities=id,text) are known before any data work.
+    probe = adapter_mod.build(req.model, req.overrides, device="cpu")
+    needs = getattr(probe, "effective_needs", reg.cls.needs)
     loaded = []
     for name in req.datasets:
         with progress.track(f"verifying {req.suite.name}/{name}", total=None):
             data = build.load(req.suite, name)
-        check_needs(reg.cls.needs, data, req.model)
+        check_needs(needs, data, req.model)
         if req.perturb:
             data = perturbed(data, req.perturb)
-        loaded.append(data)
+        extra = []
+        for other in req.also:
+            with progress.track(f"verifying {other.name}/{name}", total=None):
+                o = build.load(other, name)
+            same = build.sha256_file(o.directory / "sequences.tsv") == build.sha256_file(data.directory / "sequences.tsv")
+            if not same or o.suite.preprocess != req.suite.preprocess:
+                raise BenchError(f"--also {other.name}: its {name} split differs from {req.suite.name}'s, so a model "
+                                 f"fitted on one cannot be scored on the other; run it separately")
+            extra.append(o if not req.perturb else perturbed(o, req.perturb))
+        loaded.append((data, extra))
     group_id = uuid.uuid4().hex[:12]
     results = []
-    for data in loaded:
+    for data, extra in loaded:
         for seed in req.seeds:
-            run = run_one(req, data, seed, group_id, store)
-            results.append(run)
-            if on_result:
-                on_result(run)
+            for run in run_one(req, data, seed, group_id, store, also=extra):
+                results.append(run)
+                if on_result:
+                    on_result(run)
     return results

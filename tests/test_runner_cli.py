@@ -119,3 +119,25 @@ def test_a_crashing_adapter_leaves_a_failed_record_without_metrics(frozen_tiny, 
     assert len(failed) == 1 and "scoring exploded" in failed[0].error and failed[0].metrics == {}
     with pytest.raises(BenchError, match="no per-user metric vectors"):
         store.per_user(failed[0].id)
+
+
+def test_also_scores_the_same_fit_on_a_suite_with_the_identical_split(frozen_tiny, tmp_path):
+    full = tmp_path / "tinyfull.toml"
+    full.write_text(frozen_tiny.read_text().replace('name = "tiny"', 'name = "tinyfull"')
+                    .replace('candidates = "sampled"', 'candidates = "full"').split("[hashes")[0])
+    spec_full = suites.load_suite(str(full))
+    suites.write_hashes(spec_full, "seq", build.materialize(spec_full, spec_full.dataset("seq")))
+    req = runner.RunRequest(suites.load_suite(str(frozen_tiny)), "test-successor", ["seq"], [0], {},
+                            also=(suites.load_suite(str(full)),))
+    sampled, ranked = runner.execute(req)
+    assert (sampled.suite, ranked.suite) == ("tiny", "tinyfull")
+    assert ranked.run_info["validation_suite"] == "tiny" and ranked.fit_seconds == sampled.fit_seconds
+    assert ranked.metrics["hr@10"] <= sampled.metrics["hr@10"] + 1e-12  # full ranking is harder
+    other = tmp_path / "tinyk.toml"
+    other.write_text(frozen_tiny.read_text().replace('name = "tiny"', 'name = "tinyk"').replace("kcore = 0", "kcore = 6")
+                     .split("[hashes")[0])
+    spec_k = suites.load_suite(str(other))
+    suites.write_hashes(spec_k, "seq", build.materialize(spec_k, spec_k.dataset("seq")))
+    with pytest.raises(BenchError, match="split differs"):
+        runner.execute(runner.RunRequest(suites.load_suite(str(frozen_tiny)), "test-successor", ["seq"], [0], {},
+                                         also=(suites.load_suite(str(other)),)))
