@@ -189,6 +189,21 @@ class InMemoryTrainer(Trainer):
             return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=False)
 
 
+@contextlib.contextmanager
+def dataset_warnings_silenced() -> Iterator[None]:
+    """Scoped: silence two warnings RecBole's Dataset raises on pandas 3 / torch 2 for every dataset."""
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        # pandas 3 (copy-on-write): RecBole's _fill_nan calls ``df[col].fillna(..., inplace=True)``, now a no-op
+        # that warns. Harmless here: the adapters write atomic files without missing values (checked there).
+        warnings.filterwarnings("ignore", category=getattr(pd.errors, "ChainedAssignmentError", FutureWarning))
+        # torch 2 + pandas 3: RecBole wraps read-only DataFrame buffers with torch.LongTensor(values) and torch
+        # warns about non-writable arrays; RecBole only reads those tensors (augmentation writes to new ones).
+        warnings.filterwarnings("ignore", category=UserWarning, message=r".*NumPy array is not writable.*")
+        yield
+
+
 class _QuietRecBoleRecords(logging.Filter):
     """Drop RecBole's own INFO/DEBUG records; keep its warnings and errors."""
 
