@@ -1,0 +1,223 @@
+"""Caption hallucination analysis: CLIP cross-modal distance between each item image and its generated caption.
+
+distance(image, caption) = 1 - cosine(CLIP image embedding, CLIP text embedding). The same distance for
+*mismatched* pairs (each image with another item's caption, a random derangement) gives the distribution of
+captions that do not describe the image; the flag threshold is its ``calibration_quantile`` (default the 5th
+percentile): a caption whose distance is at least that is "as far from its image as 95% of wrong captions" and is
+flagged. ``flagged_share`` is the share of flagged generated captions.
+
+Ground truth (synth4): a caption *contradicts* its reference ``image_description`` when it names another colour
+or shape than the reference (or none). ``auroc`` is the area under the ROC curve of the distance separating
+contradicting from agreeing captions (None when only one class occurs).
+
+CLIP: :func:`harness.features.load_clip` with open_clip. Without downloadable weights, a small open_clip config
+(``mmsr-tiny-clip``, registered here) is TRAINED briefly with the symmetric contrastive loss on (image, reference
+description) pairs of the dataset's items, saved as safetensors under ``cache_dir("clip")`` and loaded back through
+``load_clip(weights=...)``; the payload records ``clip_trained_on`` so it can never pass for a pretrained CLIP's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from harness.errors import BenchError
+from harness.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+TINY_CLIP = "mmsr-tiny-clip"
+TINY_CLIP_CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 128, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
+}
+
+
+@dataclass(frozen=True)
+class ClipTrainSpec:
+    steps: int = 200
+    batch_size: int = 32
+    lr: float = 1e-3
+    seed: int = 0
+
+
+def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise 1 - cosine similarity (0 for identical directions, 1 orthogonal, 2 opposite)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    na = np.linalg.norm(a, axis=-1)
+    nb = np.linalg.norm(b, axis=-1)
+    if np.any(na == 0) or np.any(nb == 0):
+        raise BenchError("cosine distance of a zero vector is undefined")
+    return 1.0 - (a * b).sum(-1) / (na * nb)
+
+
+def derangement(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if n < 2:
+        raise BenchError("mismatched pairs need at least 2 captions")
+    while True:
+        perm = rng.permutation(n)
+        if not np.any(perm == np.arange(n)):
+            return perm
+
+
+def threshold_from_mismatched(mismatched: np.ndarray, quantile: float = 0.05) -> float:
+    return float(np.quantile(np.asarray(mismatched, dtype=np.float64), quantile))
+
+
+def contradicts(caption: str, reference: str) -> bool:
+    """True when the caption names another colour or shape than the reference description (synth4 vocabulary)."""
+    from harness.synth import COLOUR_NAMES, SHAPES
+
+    cw, rw = set(caption.lower().split()), set(reference.lower().split())
+    for vocab in (COLOUR_NAMES, SHAPES):
+        ref = rw & set(vocab)
+        if ref and (cw & set(vocab)) != ref:
+            return True
+    return False
+
+
+def auroc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels, dtype=bool)
+    if y.all() or not y.any():
+        return None
+    return float(roc_auc_score(y, np.asarray(scores, dtype=np.float64)))
+
+
+# --------------------------------------------------------------------------------------------------- tiny CLIP
+def register_tiny_clip() -> str:
+    """Make ``mmsr-tiny-clip`` known to open_clip (a JSON config under the cache); returns the encoder name."""
+    import open_clip
+
+    if TINY_CLIP not in open_clip.list_models():
+        path = cache_dir("clip") / f"{TINY_CLIP}.json"
+        path.write_text(json.dumps(TINY_CLIP_CONFIG))
+        open_clip.add_model_config(path)
+    return f"open_clip:{TINY_CLIP}"
+
+
+def _image_tensor(clip, paths: Sequence[str]):
+    import torch
+    from PIL import Image
+
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            out.append(clip.preprocess(im.convert("RGB")))
+    return torch.stack(out)
+
+
+def train_tiny_clip(image_paths: Sequence[str], texts: Sequence[str], spec: ClipTrainSpec = ClipTrainSpec()) -> Path:
+    """Contrastive training of the tiny CLIP on (image, reference text) pairs; returns the safetensors file."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from harness.features import load_clip
+
+    encoder = register_tiny_clip()
+    h = hashlib.sha256(json.dumps({"cfg": TINY_CLIP_CONFIG, "spec": spec.__dict__}, sort_keys=True).encode())
+    for p, t in zip(image_paths, texts):
+        h.update(hashlib.sha256(Path(p).read_bytes()).digest())
+        h.update(t.encode())
+    folder = cache_dir("clip", f"{TINY_CLIP}-{h.hexdigest()[:16]}")
+    target = folder / "open_clip_model.safetensors"
+    if target.exists():
+        return target
+    base = load_clip(encoder, None, "cpu", spec.seed)
+    model = base.model
+    import copy
+
+    model = copy.deepcopy(model)
+    tokenizer = open_clip.get_tokenizer(TINY_CLIP)
+    images = _image_tensor(base, image_paths)
+    tokens = tokenizer(list(texts))
+    rng = np.random.default_rng(spec.seed)
+    torch.manual_seed(spec.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr)
+    model.train()
+    for step in range(spec.steps):
+        idx = torch.as_tensor(rng.choice(len(images), min(spec.batch_size, len(images)), replace=False))
+        img = torch.nn.functional.normalize(model.encode_image(images[idx]), dim=-1)
+        txt = torch.nn.functional.normalize(model.encode_text(tokens[idx]), dim=-1)
+        logits = model.logit_scale.exp() * img @ txt.T
+        # Same texts can occur twice in a batch: targets are every column with the same text (soft labels).
+        same = (tokens[idx][:, None, :] == tokens[idx][None, :, :]).all(-1).float()
+        same = same / same.sum(1, keepdim=True)
+        loss = 0.5 * (torch.nn.functional.cross_entropy(logits, same) + torch.nn.functional.cross_entropy(logits.T, same))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 50 == 0:
+            log.info("tiny CLIP contrastive step %d/%d loss %.3f", step, spec.steps, float(loss.detach()))
+    model.eval()
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(target))
+    (folder / "mmsr_clip.json").write_text(json.dumps({"config": TINY_CLIP_CONFIG, "spec": spec.__dict__,
+                                                         "n_pairs": len(texts), "final_loss": float(loss.detach())}))
+    return target
+
+
+def embed(clip, image_paths: Sequence[str], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    import open_clip
+    import torch
+
+    name = clip.name.split(":", 1)[1]
+    tokenizer = open_clip.get_tokenizer(name)
+    with torch.inference_mode():
+        img = clip.model.encode_image(_image_tensor(clip, image_paths).to(clip.device)).float().cpu().numpy()
+        txt = clip.model.encode_text(tokenizer(list(texts)).to(clip.device)).float().cpu().numpy()
+    return img, txt
+
+
+def analyse(dataset: str, image_paths: Sequence[str], captions: Sequence[str],
+            references: Sequence[str | None] | None = None, *, clip_encoder: str | None = None,
+            clip_weights: str | None = None, clip_spec: ClipTrainSpec = ClipTrainSpec(), quantile: float = 0.05,
+            seed: int = 0) -> dict[str, Any]:
+    """The hallucination payload for one dataset (see the module docstring for every field)."""
+    from harness.features import load_clip
+
+    keep = [i for i, (p, c) in enumerate(zip(image_paths, captions)) if p and c]
+    if len(keep) < 2:
+        raise BenchError(f"{dataset}: fewer than 2 items have both an image and a caption")
+    paths = [image_paths[i] for i in keep]
+    caps = [captions[i] for i in keep]
+    refs = [references[i] for i in keep] if references is not None else None
+    trained_on = None
+    if clip_encoder is None:
+        if not refs or not all(isinstance(r, str) and r for r in refs):
+            raise BenchError(f"{dataset}: no pretrained CLIP given (clip_encoder/clip_weights) and no reference "
+                             "descriptions to train the tiny CLIP on; pass a real open_clip checkpoint")
+        clip_weights = str(train_tiny_clip(paths, refs, clip_spec))
+        clip_encoder = register_tiny_clip()
+        trained_on = f"(image, image_description) pairs of {dataset} ({len(refs)} items, {clip_spec.steps} steps)"
+    clip = load_clip(clip_encoder, clip_weights, "cpu", seed)
+    img, txt = embed(clip, paths, caps)
+    distances = cosine_distance(img, txt)
+    perm = derangement(len(caps), seed)
+    mismatched = cosine_distance(img, txt[perm])
+    thr = threshold_from_mismatched(mismatched, quantile)
+    flagged = distances >= thr
+    payload: dict[str, Any] = {
+        "dataset": dataset, "distances": [round(float(d), 6) for d in distances],
+        "mismatched": [round(float(d), 6) for d in mismatched], "threshold": thr,
+        "threshold_rule": f"{quantile:g} quantile of mismatched distances; flagged = distance >= threshold",
+        "flagged_share": float(flagged.mean()), "auroc": None, "n_items": len(caps),
+        "clip": clip_encoder, "clip_weights_sha256": clip.weights_hash, "clip_random_init": clip.random_init,
+        "clip_trained_on": trained_on or ("checkpoint" if clip_weights else None)}
+    if refs is not None and all(isinstance(r, str) and r for r in refs):
+        bad = [contradicts(c, r) for c, r in zip(caps, refs)]
+        payload.update({"contradicting": int(sum(bad)), "auroc": auroc(bad, distances),
+                        "flagged_share_contradicting": float(flagged[np.array(bad)].mean()) if any(bad) else None,
+                        "flagged_share_agreeing": float(flagged[~np.array(bad)].mean()) if not all(bad) else None})
+    return payload
