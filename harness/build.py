@@ -14,6 +14,7 @@ A run re-hashes every artifact against the suite spec and refuses to start on an
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -83,7 +84,8 @@ def load_source(suite: SuiteSpec, spec: DatasetSpec, out_dir: Path) -> RawDatase
             raise DataError(missing_data_message(suite, spec))
         items = root / spec.items if spec.items else None
         users = root / spec.users if spec.users else None
-        return loaders.load_sequence_file(root / spec.path, items_tsv=items, users_tsv=users, name=spec.name)
+        raw = loaders.load_sequence_file(root / spec.path, items_tsv=items, users_tsv=users, name=spec.name)
+        return enrich_with_meta(raw, suite, spec) if spec.meta else raw
     if spec.source == "amazon2014":
         cat = _amazon_category(spec)
         reviews = raw_dir("amazon2014") / f"reviews_{cat}_5.json.gz"
@@ -97,6 +99,31 @@ def load_source(suite: SuiteSpec, spec: DatasetSpec, out_dir: Path) -> RawDatase
     if not reviews.exists():
         raise DataError(missing_data_message(suite, spec))
     return loaders.load_amazon_2023(reviews, meta if meta.exists() else None, name=spec.name)
+
+
+def enrich_with_meta(raw: RawDataset, suite: SuiteSpec, spec: DatasetSpec) -> RawDataset:
+    """Fill missing item fields (title, brand, categories, description, image URL) from an imported raw Amazon
+    meta file, joined by ASIN. Existing values are kept."""
+    from harness import loaders
+
+    path = raw_dir("amazon2014") / spec.meta
+    if not path.exists():
+        raise DataError(
+            f"dataset {spec.name!r} of suite {suite.name!r} joins {spec.meta} (Amazon Reviews 2014 metadata with "
+            f"titles and image URLs), which is not imported: download it and run `bench data import {suite.name} "
+            f"--from DIR` (copies it into {raw_dir('amazon2014')})")
+    items = raw.items.copy()
+    if "asin" not in items.columns:
+        raise DataError(f"dataset {spec.name!r}: its item table has no asin column to join {spec.meta} on")
+    meta = loaders.read_meta(path, set(items["asin"].dropna().astype(str)))
+    for col in ("title", "brand", "categories", "description", "image"):
+        if col not in items.columns:
+            items[col] = None
+        fill = items["asin"].map(meta[col]) if col in meta.columns else None
+        if fill is not None:
+            empty = items[col].isna() | (items[col].astype(str) == "")
+            items.loc[empty, col] = fill[empty]
+    return dataclasses.replace(raw, items=items, source=f"{raw.source} + {path}")
 
 
 # ------------------------------------------------------------------------------------------------ preprocessing

@@ -294,7 +294,11 @@ def models() -> None:
     _setup()
     rows = []
     for name, reg in adapter.registry().items():
-        needs = [k for k, v in (("text", reg.cls.needs.text), ("images", reg.cls.needs.images)) if v] or ["ids"]
+        try:  # a variant's configuration decides its modalities (e.g. mllm-srec-text needs no images)
+            need = getattr(adapter.build(name), "effective_needs", reg.cls.needs)
+        except BenchError:
+            need = reg.cls.needs
+        needs = [k for k, v in (("text", need.text), ("images", need.images)) if v] or ["ids"]
         rows.append([name, reg.cls.__module__, ",".join(needs), (reg.description or "").split("\n")[0][:70]])
     _print_table(["model", "module", "needs", "description"], rows)
 
@@ -455,11 +459,13 @@ def data_import(suite: str, from_: Path = typer.Option(..., "--from", help="Fold
                 names = [f"reviews_{cat}_5.json.gz", f"meta_{cat}.json.gz", f"reviews_{cat}_5.json", f"meta_{cat}.json"]
             elif d.source == "amazon2023":
                 names = [f"{cat}.jsonl", f"meta_{cat}.jsonl"]
+            elif d.meta:
+                names = [d.meta]
             else:
                 continue
             for n in names:
                 if (from_ / n).exists():
-                    shutil.copy2(from_ / n, build.raw_dir(d.source) / n)
+                    shutil.copy2(from_ / n, build.raw_dir("amazon2014" if d.source == "sequence" else d.source) / n)
                     copied.append(n)
         if not copied:
             fail(f"no raw files for suite {suite!r} found in {from_}; expected e.g. reviews_<Category>_5.json.gz")

@@ -588,3 +588,15 @@ def load_amazon_2023(reviews_jsonl: str | Path, meta_jsonl: str | Path | None = 
     return _load_reviews_dataset(reviews_jsonl, meta_jsonl, name, ("user_id", "parent_asin", "timestamp", "rating"),
                                  "parent_asin", _extract_2023)
 
+
+
+def read_meta(path: str | Path, asins: set[str]) -> pd.DataFrame:
+    """Metadata (title, brand, categories, description, image) of the given ASINs from a raw Amazon 2014/2018
+    ``meta_<Category>.json(.gz)`` or 2023 ``meta_<Category>.jsonl`` file, indexed by ASIN."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist")
+    head = _open_text(path).readline()
+    if "parent_asin" in head:
+        return _read_meta(path, "parent_asin", asins, _extract_2023)
+    return _read_meta(path, "asin", asins, _extract_2014)

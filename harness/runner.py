@@ -79,8 +79,10 @@ def check_needs(needs: Needs, data: SuiteData, model: str) -> None:
     if needs.images and not items.has("image"):
         raise MissingModality(
             f"model {model!r} needs item images, but dataset {data.dataset!r} of suite {data.suite.name!r} has none. "
-            f"Import the raw Amazon meta files (they carry image URLs) with `bench data import {data.suite.name} "
-            f"--from DIR`, then `bench data images --suite {data.suite.name}`, or use --model with a text-only variant.")
+            f"The amazon4-mm suite joins the raw Amazon 2014 meta files (titles and image URLs): download "
+            f"meta_<Category>.json.gz, run `bench data import amazon4-mm --from DIR`, `bench suite freeze amazon4-mm` "
+            f"(review the diff), `bench data images --suite amazon4-mm`, then run on --suite amazon4-mm; or pick a "
+            f"text-only variant (e.g. mllm-srec-text).")
 
 
 def score_split(model: Adapter, split: EvalSplit, names: list[str], batch_size: int = 256,

@@ -64,6 +64,7 @@ class DatasetSpec(_Frozen):
     path: str = ""  # sequence file, relative to the data root
     items: str = ""  # item table TSV, relative to the data root
     users: str = ""  # user table TSV, relative to the data root
+    meta: str = ""  # sequence only: a raw Amazon meta file (imported into the cache) joined by ASIN for text/images
     synth_users: int = 0  # synth only: overrides the generator's default size (0 = default)
     synth_items: int = 0
 

@@ -136,3 +136,21 @@ def test_kcore_and_duplicates(tmp_path):
     users, seqs, report = build.preprocess(raw, spec)
     assert users == ["a", "b"] and seqs == [["1", "2", "3"], ["1", "2", "3"]]
     assert any("2-core" in r for r in report)
+
+
+def test_meta_enrichment_joins_by_asin_and_says_what_to_import(tiny_suite):
+    import gzip
+
+    text = tiny_suite.read_text().replace('items = "tiny_items.tsv"', 'items = "tiny_items.tsv"\nmeta = "meta_Tiny.json.gz"')
+    tiny_suite.write_text(text)
+    spec = suites.load_suite(str(tiny_suite))
+    with pytest.raises(BenchError, match=r"meta_Tiny.json.gz.*bench data import tiny --from DIR"):
+        build.materialize(spec, spec.dataset("seq"))
+    lines = [str({"asin": f"A{i:05d}", "title": f"Meta title {i}", "brand": "Acme",
+                  "imUrl": f"http://img.example/{i}.jpg"}) for i in range(1, 41)]
+    with gzip.open(build.raw_dir("amazon2014") / "meta_Tiny.json.gz", "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    build.materialize(spec, spec.dataset("seq"), force=True)
+    items = build.load(spec, "seq", allow_unfrozen=True).items.frame
+    assert items.loc[3, "title"] == "Item 3 & friends"  # existing text is kept
+    assert items.loc[3, "brand"] == "Acme" and items.loc[3, "image"] == "http://img.example/3.jpg"
