@@ -411,20 +411,9 @@ class MLLMSRec(Adapter):
         self._pref_step = fn
 
     def _validation_set(self, valid: EvalSplit) -> tuple[EvalSplit, np.ndarray]:
-        from adapters.gptrec import valid_subset
+        from adapters.tallrec import pointwise_validation_set
 
-        sub = valid_subset(valid, self.config.valid_users, self.seed)
-        if sub.candidates is not None:
-            return sub, sub.candidates
-        rng = np.random.default_rng(self.seed + 1)
-        rows = []
-        for hist, target in zip(sub.histories, sub.targets):
-            seen = set(np.asarray(hist).tolist()) | {int(target)}
-            pool = np.array([i for i in range(1, sub.n_items + 1) if i not in seen], dtype=np.int64)
-            k = min(self.config.valid_negatives, len(pool))
-            rows.append(np.concatenate([[int(target)], rng.choice(pool, k, replace=False)]))
-        width = min(len(r) for r in rows)
-        return sub, np.stack([r[:width] for r in rows])
+        return pointwise_validation_set(valid, self.config.valid_users, self.config.valid_negatives, self.seed)
 
     # ------------------------------------------------------------------ score
     def _score_lists(self, users: Sequence[int], histories: Sequence[np.ndarray],

@@ -92,6 +92,26 @@ class TALLRecConfig(AdapterConfig):
     batch_size: int = 32
 
 
+
+def pointwise_validation_set(valid: EvalSplit, n_users: int, n_negatives: int, seed: int) -> tuple[EvalSplit, np.ndarray]:
+    """A seeded subsample of validation users and their candidates (target in column 0) for early stopping of
+    costly pointwise models: the shared validation candidates where the suite has them; under full ranking, the
+    target plus ``n_negatives`` items the user has not seen (validation only, never test candidates)."""
+    from adapters.gptrec import valid_subset
+
+    sub = valid_subset(valid, n_users, seed)
+    if sub.candidates is not None:
+        return sub, sub.candidates
+    rng = np.random.default_rng(seed + 1)
+    rows = []
+    for hist, target in zip(sub.histories, sub.targets):
+        seen = set(np.asarray(hist).tolist()) | {int(target)}
+        pool = np.array([i for i in range(1, sub.n_items + 1) if i not in seen], dtype=np.int64)
+        k = min(n_negatives, len(pool))
+        rows.append(np.concatenate([[int(target)], rng.choice(pool, k, replace=False)]))
+    width = min(len(r) for r in rows)
+    return sub, np.stack([r[:width] for r in rows])
+
 @register()
 class TALLRec(Adapter):
     name = "tallrec"
@@ -186,20 +206,7 @@ class TALLRec(Adapter):
         return self
 
     def _validation_set(self, valid: EvalSplit) -> tuple[EvalSplit, np.ndarray]:
-        from adapters.gptrec import valid_subset
-
-        sub = valid_subset(valid, self.config.valid_users, self.seed)
-        if sub.candidates is not None:
-            return sub, sub.candidates
-        rng = np.random.default_rng(self.seed + 1)
-        rows = []
-        for hist, target in zip(sub.histories, sub.targets):
-            seen = set(np.asarray(hist).tolist()) | {int(target)}
-            pool = np.array([i for i in range(1, sub.n_items + 1) if i not in seen], dtype=np.int64)
-            k = min(self.config.valid_negatives, len(pool))
-            rows.append(np.concatenate([[int(target)], rng.choice(pool, k, replace=False)]))
-        width = min(len(r) for r in rows)
-        return sub, np.stack([r[:width] for r in rows])
+        return pointwise_validation_set(valid, self.config.valid_users, self.config.valid_negatives, self.seed)
 
     # ------------------------------------------------------------------ score
     def score(self, batch: ScoreBatch) -> np.ndarray:
