@@ -412,7 +412,7 @@ def load(suite: SuiteSpec, dataset: str, *, build: bool = True, allow_unfrozen: 
         if not build:
             raise BenchError(f"suite {suite.name!r} dataset {dataset!r} is not built: run `bench suite build {suite.name}`")
         materialize(suite, spec)
-    verify(suite, dataset, allow_unfrozen=allow_unfrozen)
+    actual = verify(suite, dataset, allow_unfrozen=allow_unfrozen)
     users, seqs = read_sequences(out / "sequences.tsv")
     items = read_items(out / "items.tsv", out)
     n_items = items.n_items
@@ -429,4 +429,4 @@ def load(suite: SuiteSpec, dataset: str, *, build: bool = True, allow_unfrozen: 
             exclude = [h[h != t] for h, t in zip(hist, targets[:, col])]
         splits[name] = EvalSplit(name, eval_users, hist, targets[:, col], cands, n_items, exclude)
     return SuiteData(suite, dataset, train, splits["valid"], splits["test"], items,
-                     suite.protocol_fingerprint(dataset), sha256_file(out / "eval_users.npy"), out)
+                     suite.protocol_fingerprint(dataset, actual), sha256_file(out / "eval_users.npy"), out)

@@ -96,16 +96,13 @@ class SuiteSpec(_Frozen):
             datasets = [d.strip() for d in datasets.split(",") if d.strip()]
         return [self.dataset(d) for d in datasets]
 
-    def protocol_fingerprint(self, dataset: str) -> str:
-        """Hash of everything that defines one dataset's evaluation: protocol, preprocessing and artifact hashes.
-        Two runs are comparable only when this agrees."""
-        payload = {
-            "suite": self.name,
-            "dataset": self.dataset(dataset).model_dump(),
-            "preprocess": self.preprocess.model_dump(),
-            "protocol": self.protocol.model_dump(),
-            "hashes": self.hashes.get(dataset, {}),
-        }
+    def protocol_fingerprint(self, dataset: str, artifact_hashes: dict[str, str] | None = None) -> str:
+        """Hash of what one dataset's evaluation consumed: the sha256 of every artifact (sequences, items, split,
+        evaluation users, candidates), which already encode preprocessing, split and candidate protocol. Two runs
+        are comparable only when this agrees. Content-based on purpose: a new spec field with a default, or a
+        reworded description, does not make stored runs incomparable."""
+        hashes = artifact_hashes if artifact_hashes is not None else self.hashes.get(dataset, {})
+        payload = {"suite": self.name, "dataset": dataset, "artifacts": dict(sorted(hashes.items()))}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
