@@ -14,7 +14,8 @@ from typing import Iterator, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
 
 from harness import progress as progress_mod
@@ -43,7 +44,8 @@ class RichReporter:
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
+                                 MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                                 transient=False)
         self.depth = 0
 
     @contextlib.contextmanager

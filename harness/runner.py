@@ -89,9 +89,12 @@ def score_split(model: Adapter, split: EvalSplit, names: list[str], batch_size: 
                 description: str = "scoring") -> dict[str, np.ndarray]:
     """Score every evaluation user on the shared candidates and return per-user metric vectors."""
     parts = []
+    t0 = time.perf_counter()
     with progress.track(description, total=len(split)) as task:
-        for batch in split.batches(batch_size):
+        for i, batch in enumerate(split.batches(batch_size)):
             scores = np.asarray(model.score(batch), dtype=np.float64)
+            if i == 0:
+                _announce_estimate(description, len(batch.users), len(split), time.perf_counter() - t0)
             if scores.shape != batch.candidates.shape:
                 raise BenchError(f"{type(model).__name__}.score returned shape {scores.shape}, expected "
                                  f"{batch.candidates.shape}")
@@ -102,6 +105,15 @@ def score_split(model: Adapter, split: EvalSplit, names: list[str], batch_size: 
                 parts.append(metrics.rank_counts(scores))
             task.advance(len(batch.users))
     return metrics.per_user_metrics(metrics.RankCounts.concat(parts), names)
+
+
+def _announce_estimate(description: str, done: int, total: int, seconds: float, threshold: float = 60.0) -> None:
+    """Before a long scoring pass (LLM scorers on CPU), say how long it will take, from the first batch."""
+    if done and total > done:
+        estimate = seconds * total / done
+        if estimate > threshold:
+            log.warning("%s: %d users, about %.0f min at %.1f users/s (estimated from the first batch)",
+                        description, total, estimate / 60, done / max(seconds, 1e-9))
 
 
 def evaluate_valid(model: Adapter, valid: EvalSplit, metric: str = "ndcg@10", batch_size: int = 256,

@@ -141,3 +141,13 @@ def test_also_scores_the_same_fit_on_a_suite_with_the_identical_split(frozen_tin
     with pytest.raises(BenchError, match="split differs"):
         runner.execute(runner.RunRequest(suites.load_suite(str(frozen_tiny)), "test-successor", ["seq"], [0], {},
                                          also=(suites.load_suite(str(other)),)))
+
+
+def test_long_scoring_is_announced_with_an_estimate(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="harness.runner"):
+        runner._announce_estimate("scoring beauty", 8, 1000, 2.0)
+        runner._announce_estimate("scoring tiny", 8, 16, 0.1)
+    assert len(caplog.records) == 1
+    assert "1000 users, about 4 min at 4.0 users/s" in caplog.records[0].getMessage()
