@@ -17,7 +17,7 @@ import numpy as np
 
 from harness import stats
 from harness.errors import BenchError
-from harness.leaderboard import Board, latest_runs
+from harness.leaderboard import Board, _metric_order, latest_runs
 from harness.store import Run, Store
 
 MARK_BETTER, MARK_WORSE = "+", "-"
@@ -93,7 +93,7 @@ def compare(store: Store, a_ref: str, b_ref: str, *, suite: str | None = None, d
     b = resolve(store, b_ref, suite, dataset)
     check_comparable(a, b)
     va, vb = seed_averaged(store, a, metrics), seed_averaged(store, b, metrics)
-    names = metrics or [m for m in va if m in vb]
+    names = metrics or sorted((m for m in va if m in vb), key=_metric_order)
     rows = stats.compare_metrics(va, vb, names, test=test, correction=correction, alpha=alpha, seed=seed,
                                  n_boot=n_resamples, n_perm=n_resamples)
     seed_tests = {}
