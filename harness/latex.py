@@ -73,7 +73,7 @@ def board_to_latex(board: Board, *, digits: int = 4, footer: str = "", caption: 
     lines.append(r"\end{tabular}")
     notes = []
     if footer:
-        notes.append(escape(footer).replace("+/-", r"$\dagger$/$\ddagger$"))
+        notes.append(escape(footer).replace("▲/▼", r"$\dagger$/$\ddagger$"))
     notes += [escape(n) for n in board.notes]
     if notes:
         lines.append(r"\par\smallskip\footnotesize " + " ".join(notes))

@@ -138,5 +138,5 @@ def mark_board(store: Store, board: Board, against: str, *, alpha: float = 0.05,
              "bootstrap": "paired bootstrap test"}
     corr = {"holm": "Holm-Bonferroni", "fdr_bh": "Benjamini-Hochberg", "bonferroni": "Bonferroni",
             "none": "no"}[correction]
-    return (f"+/-: significantly better/worse than {against} (two-sided {names[test]} on per-user values, "
+    return (f"▲/▼: significantly better/worse than {against} (two-sided {names[test]} on per-user values, "
             f"{corr} correction across metrics, alpha = {alpha})")
