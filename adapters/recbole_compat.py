@@ -168,7 +168,7 @@ class InMemoryTrainer(Trainer):
 
     def _save_checkpoint(self, epoch: int, verbose: bool = True, **kwargs: Any) -> None:
         # torch>=2.6 refuses RecBole's pickled checkpoints on torch.load (weights_only); keep the best weights
-        # in memory instead of writing and re-reading a file (never weights_only=False).
+        # in memory instead of writing and re-reading a file (a pickle-enabled torch.load is never used).
         self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         self.best_epoch = epoch
 
