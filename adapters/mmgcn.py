@@ -27,6 +27,8 @@ Deviations (CPU budget / benchmark protocol):
 
 from __future__ import annotations
 
+import abc
+
 import contextlib
 import copy
 import logging
@@ -205,8 +207,37 @@ def _mean_adjacency(n_users: int, n_items: int, users: np.ndarray, items: np.nda
     return torch.sparse_coo_tensor(idx, torch.as_tensor(vals), (n, n)).coalesce()
 
 
+class FeatureAdapter(Adapter):
+    """What MMGCN and MMSR share: the configured modalities, the needs they imply, cached item features built
+    before training (so a missing modality refuses before any work), and the thread budget while training."""
+
+    def __init__(self, config, *, seed: int = 0, device: str = "cpu", cache_dir: str = "") -> None:
+        super().__init__(config, seed=seed, device=device, cache_dir=cache_dir)
+        self.modalities = parse_modalities(config.modalities)
+
+    @property
+    def effective_needs(self) -> Needs:
+        return needs_for(self.modalities)
+
+    def recorded_modalities(self, feats: dict[str, FeatureMatrix]) -> list[str]:
+        return list(self.modalities)
+
+    def fit(self, train: TrainData, valid: EvalSplit) -> "FeatureAdapter":
+        cfg = self.config
+        feats = build_features(train, self.modalities, cfg, self.device, self.seed)  # may raise MissingModality
+        self.run_info.update(feature_run_info(feats), modalities=self.recorded_modalities(feats),
+                             early_stopping_split="valid", valid_metric=cfg.valid_metric)
+        with torch_threads(cfg.threads):
+            self._fit(train, valid, feats)
+        return self
+
+    @abc.abstractmethod
+    def _fit(self, train: TrainData, valid: EvalSplit, feats: dict[str, FeatureMatrix]) -> None:
+        """Train on ``train`` with the built features; early-stop on ``valid``."""
+
+
 @register()
-class MMGCN(Adapter):
+class MMGCN(FeatureAdapter):
     """Multi-modal graph convolution on the training user-item graph; BPR; inner-product scoring."""
 
     name = "mmgcn"
@@ -216,22 +247,8 @@ class MMGCN(Adapter):
 
     def __init__(self, config: MMGCNConfig, *, seed: int = 0, device: str = "cpu", cache_dir: str = "") -> None:
         super().__init__(config, seed=seed, device=device, cache_dir=cache_dir)
-        self.modalities = parse_modalities(config.modalities)
         self.net: _MMGCNNet | None = None
         self._rep: np.ndarray | None = None
-
-    @property
-    def effective_needs(self) -> Needs:
-        return needs_for(self.modalities)
-
-    def fit(self, train: TrainData, valid: EvalSplit) -> "MMGCN":
-        cfg: MMGCNConfig = self.config
-        feats = build_features(train, self.modalities, cfg, self.device, self.seed)  # may raise MissingModality
-        self.run_info.update(feature_run_info(feats), modalities=list(self.modalities),
-                             early_stopping_split="valid", valid_metric=cfg.valid_metric)
-        with torch_threads(cfg.threads):
-            self._fit(train, valid, feats)
-        return self
 
     def _fit(self, train: TrainData, valid: EvalSplit, feats: dict[str, FeatureMatrix]) -> None:
         cfg: MMGCNConfig = self.config

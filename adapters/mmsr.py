@@ -48,11 +48,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters.mmgcn import build_features, evaluate_split, feature_run_info, needs_for, torch_threads
-from harness.adapter import Adapter, AdapterConfig, Needs, register
+from adapters.mmgcn import FeatureAdapter, evaluate_split
+from harness.adapter import AdapterConfig, Needs, register
 from harness.data import ITEM_TEXT_FIELDS, EvalSplit, ScoreBatch, TrainData
 from harness.errors import BenchError
-from harness.features import FeatureMatrix, parse_modalities
+from harness.features import FeatureMatrix
 from harness.progress import track
 
 log = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ def _left_pad(seqs: list[np.ndarray], L: int) -> np.ndarray:
 
 
 @register()
-class MMSR(Adapter):
+class MMSR(FeatureAdapter):
     """Graph-based adaptive multimodal fusion for sequential recommendation (dual attention + update gate)."""
 
     name = "mmsr"
@@ -327,22 +327,11 @@ class MMSR(Adapter):
 
     def __init__(self, config: MMSRConfig, *, seed: int = 0, device: str = "cpu", cache_dir: str = "") -> None:
         super().__init__(config, seed=seed, device=device, cache_dir=cache_dir)
-        self.modalities = parse_modalities(config.modalities)
         self.net: _MMSRNet | None = None
         self._items: torch.Tensor | None = None
 
-    @property
-    def effective_needs(self) -> Needs:
-        return needs_for(self.modalities)
-
-    def fit(self, train: TrainData, valid: EvalSplit) -> "MMSR":
-        cfg: MMSRConfig = self.config
-        feats = build_features(train, self.modalities, cfg, self.device, self.seed)  # may raise MissingModality
-        self.run_info.update(feature_run_info(feats), modalities=["id", *feats], early_stopping_split="valid",
-                             valid_metric=cfg.valid_metric)
-        with torch_threads(cfg.threads):
-            self._fit(train, valid, feats)
-        return self
+    def recorded_modalities(self, feats: dict[str, FeatureMatrix]) -> list[str]:
+        return ["id", *feats]
 
     def _examples(self, train: TrainData) -> tuple[np.ndarray, np.ndarray]:
         L = self.config.max_len
