@@ -360,22 +360,16 @@ class MLLMSRec(Adapter):
 
         pairs = train.pointwise_pairs(negatives_per_positive=1, seed=self.seed,
                                       max_history=max(1, c.pref_history, c.max_history))
-        n_groups = len(pairs) // 2
-        if n_groups == 0:
-            raise BenchError(f"mllm-srec: no training pairs in {train.dataset} (every user has < 2 training items)")
-        rng = np.random.default_rng(self.seed)
-        groups = np.arange(n_groups)
-        if c.max_pairs and 2 * n_groups > c.max_pairs:
-            groups = np.sort(rng.choice(n_groups, max(1, c.max_pairs // 2), replace=False))
+        from adapters.tallrec import balanced_subsample
+
         examples = []
-        for g in groups:
-            for hist, pair in pairs[2 * g:2 * g + 2]:
-                answer = "Yes." if pair.label == 1 else "No."
-                if c.cot:  # the reasoning is a training target too; at scoring time it is forced
-                    examples.append(SFTExample(self.prefix(pair.user, hist), build_suffix(self.target_text(pair.item)),
-                                               self.reasoning(hist, pair.item) + answer))
-                else:
-                    examples.append(SFTExample(self.prefix(pair.user, hist), self.suffix(hist, pair.item), answer))
+        for hist, pair in balanced_subsample(pairs, c.max_pairs, self.seed, f"mllm-srec on {train.dataset}"):
+            answer = "Yes." if pair.label == 1 else "No."
+            if c.cot:  # the reasoning is a training target too; at scoring time it is forced
+                examples.append(SFTExample(self.prefix(pair.user, hist), build_suffix(self.target_text(pair.item)),
+                                           self.reasoning(hist, pair.item) + answer))
+            else:
+                examples.append(SFTExample(self.prefix(pair.user, hist), self.suffix(hist, pair.item), answer))
         t_prompts = time.perf_counter() - t0 - t_items
 
         vsplit, vcands = self._validation_set(valid)

@@ -93,6 +93,18 @@ class TALLRecConfig(AdapterConfig):
 
 
 
+def balanced_subsample(pairs: list, max_pairs: int, seed: int, where: str) -> list:
+    """At most ``max_pairs`` of the harness's (positive, negative) pairs, drawn as whole groups so the sample
+    stays balanced, in their original order; seeded. Raises when there is no pair at all."""
+    n_groups = len(pairs) // 2
+    if n_groups == 0:
+        raise BenchError(f"{where}: no training pairs (every user has < 2 training items)")
+    groups = np.arange(n_groups)
+    if max_pairs and 2 * n_groups > max_pairs:
+        groups = np.sort(np.random.default_rng(seed).choice(n_groups, max(1, max_pairs // 2), replace=False))
+    return [p for g in groups for p in pairs[2 * g:2 * g + 2]]
+
+
 def pointwise_validation_set(valid: EvalSplit, n_users: int, n_negatives: int, seed: int) -> tuple[EvalSplit, np.ndarray]:
     """A seeded subsample of validation users and their candidates (target in column 0) for early stopping of
     costly pointwise models: the shared validation candidates where the suite has them; under full ranking, the
@@ -172,18 +184,10 @@ class TALLRec(Adapter):
         self.model = apply_lora(bb.model, settings, quantized=bb.quantized is not None)
 
         pairs = train.pointwise_pairs(negatives_per_positive=1, seed=self.seed, max_history=max(1, c.max_history))
-        n_groups = len(pairs) // 2
-        if n_groups == 0:
-            raise BenchError(f"tallrec: no training pairs in {train.dataset} (every user has < 2 training items)")
-        rng = np.random.default_rng(self.seed)
-        groups = np.arange(n_groups)
-        if c.max_pairs and 2 * n_groups > c.max_pairs:
-            groups = np.sort(rng.choice(n_groups, max(1, c.max_pairs // 2), replace=False))
         examples = []
-        for g in groups:
-            for hist, pair in pairs[2 * g:2 * g + 2]:
-                examples.append(SFTExample(build_prefix(self._hist_titles(hist)), self._suffix_cache[pair.item],
-                                           c.yes if pair.label == 1 else c.no))
+        for hist, pair in balanced_subsample(pairs, c.max_pairs, self.seed, f"tallrec on {train.dataset}"):
+            examples.append(SFTExample(build_prefix(self._hist_titles(hist)), self._suffix_cache[pair.item],
+                                       c.yes if pair.label == 1 else c.no))
 
         vsplit, vcands = self._validation_set(valid)
 
