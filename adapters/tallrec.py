@@ -76,6 +76,8 @@ class TALLRecConfig(AdapterConfig):
     epochs: int = 2
     train_batch_size: int = 16
     grad_accum: int = 1
+    #: Weight of the two-way Yes/No loss at the answer (harness.finetune); 0 = the paper's plain LM loss.
+    decision_loss: float = 0.0
     max_pairs: int = 4000
     max_history: int = 10
     max_title_chars: int = 60
@@ -195,9 +197,12 @@ class TALLRec(Adapter):
             scores = np.stack(self._score_lists(vsplit.histories, vcands))
             return aggregate(evaluate_scores(scores, ["auc"]))["auc"]
 
+        from harness.llm_scoring import answer_token_id
+
         sft = SFTConfig(lr=c.lr, epochs=c.epochs, batch_size=c.train_batch_size, grad_accum=c.grad_accum,
                         max_prefix_tokens=c.max_prefix_tokens, eval_every=c.eval_every, patience=c.patience,
-                        seed=self.seed)
+                        seed=self.seed, decision_weight=c.decision_loss,
+                        decision_tokens=(answer_token_id(self.tokenizer, c.yes), answer_token_id(self.tokenizer, c.no)))
         ckpt = cache_dir("checkpoints", "tallrec", f"{train.dataset}-{bb.weights_sha256[:12]}-s{self.seed}")
         result = sft_train(self.model, self.tokenizer, examples, sft, validate=validate, checkpoint_dir=ckpt,
                            description="tallrec LoRA tuning")

@@ -121,7 +121,7 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator[object]:
     opts.add_argument(f"--user-data-dir={profile}")
     opts.add_argument(f"--window-size={width},{height}")
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(30)
+    driver.set_page_load_timeout(120)
     try:
         yield driver
     finally:
@@ -129,7 +129,7 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator[object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def load_page(driver, base: str, page: PageSpec, timeout: float = 45.0, query: str = "") -> str:
+def load_page(driver, base: str, page: PageSpec, timeout: float = 120.0, query: str = "") -> str:
     """Open a page and wait (bounded) until its script finished, its title is shown and its charts are drawn;
     returns the page's visible text."""
     from selenium.webdriver.common.by import By

@@ -78,10 +78,13 @@ def template_summary(parts: Sequence[tuple[str, str]], max_chars: int = 160,
 
     Short on purpose (title + caption by default): brand, category and the distinguishing description words
     repeat the title, and every candidate's summary is scored, so its length drives the scoring cost. With
-    image only, the caption alone is the summary."""
+    image only, the caption alone is the summary. Lower-cased, like the preference's keywords: a small
+    tokenizer gives "Coconut" and "coconut" different tokens, and a tiny recommender must see the *same* token in
+    the preference and in the target to learn to match them (measured on synth4: a word-match probe reaches AUC
+    0.99 in 500 LoRA steps when both sides are lower-case, 0.68 when the target keeps the title's capitals)."""
     chosen = [(k, v) for k, v in parts if k in fields] or list(parts[:1])
     text = ". ".join(v if k == "Title" else f"{k}: {v}" for k, v in chosen) or "(no content)"
-    return text[:max_chars].rstrip()
+    return text[:max_chars].rstrip().lower()
 
 
 # ----------------------------------------------------------------------------------------------- LLM generation

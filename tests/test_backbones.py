@@ -111,3 +111,28 @@ def test_early_stopping_restores_best_state(tmp_path):
     with pytest.raises(BenchError, match="no trainable"):
         sft_train(frozen, bb.tokenizer, _examples())
     assert save_trainable(model, tmp_path / "again")
+
+
+def test_decision_loss_is_the_two_way_cross_entropy_at_the_answer_word():
+    """LM loss + weight x CE over the (Yes, No) logits at the position that predicts the answer word, found after
+    a chain of thought too (the last answer label equal to Yes or No)."""
+    from harness.finetune import _collate, answer_loss, encode_example
+
+    bb = load_backbone("tiny-llama", texts=TEXTS, device="cpu")
+    tok = bb.tokenizer
+    yes, no = answer_token_id(tok, "Yes"), answer_token_id(tok, "No")
+    examples = [SFTExample("red shoe number 1\n", "Target: red hat\n", "Yes."),
+                SFTExample("blue cup number 2\n", "Target: green sock\n", "reasoning red ball\nNo.")]
+    enc = [encode_example(tok, ex) for ex in examples]
+    ids, mask, labels = _collate(enc, tok.pad_token_id)
+    lm = float(answer_loss(bb.model, ids, mask, labels))
+    both = float(answer_loss(bb.model, ids, mask, labels, (yes, no), 0.5))
+    with torch.no_grad():
+        logits = bb.model(input_ids=ids, attention_mask=mask).logits.float()
+    expected = []
+    for r, (seq, n_prompt) in enumerate(enc):
+        pos = max(j for j in range(n_prompt, len(seq)) if seq[j] in (yes, no))  # the answer word's index
+        two = logits[r, pos - 1, [yes, no]]
+        expected.append(float(-torch.log_softmax(two, 0)[0 if seq[pos] == yes else 1]))
+    assert both == pytest.approx(lm + 0.5 * float(np.mean(expected)), rel=1e-5)
+    assert float(answer_loss(bb.model, ids, mask, labels, (yes, no), 0.0)) == pytest.approx(lm, rel=1e-6)

@@ -24,7 +24,7 @@ SPEC = FixtureSpec(skill=(("pop", 0.15), ("sasrec", 0.40), ("mllm-srec-qlora", 0
 def browser(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('dash_browser') / 'results.db'}"
     build_fixture_store(url, SPEC)
-    with ss.serve(url, timeout=60) as base, ss.chromium() as driver:
+    with ss.serve(url, timeout=120) as base, ss.chromium() as driver:
         yield url, base, driver
 
 
@@ -76,12 +76,12 @@ def test_other_pages_in_the_browser(browser, tmp_path, page):
 
 def test_missing_store_in_the_browser(tmp_path):
     db = tmp_path / "absent.db"
-    with ss.serve(f"sqlite:///{db}", timeout=60) as base, ss.chromium() as driver:
+    with ss.serve(f"sqlite:///{db}", timeout=120) as base, ss.chromium() as driver:
         driver.get(base + "/")
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.ui import WebDriverWait
 
-        WebDriverWait(driver, 45, poll_frequency=0.25).until(
+        WebDriverWait(driver, 120, poll_frequency=0.25).until(
             lambda d: "bench run --suite synth4 --model pop" in d.find_element(By.TAG_NAME, "body").text)
         _no_error_shown(driver, driver.find_element(By.TAG_NAME, "body").text)
     assert not db.exists()
