@@ -52,17 +52,17 @@ def missing_data_message(suite: SuiteSpec, spec: DatasetSpec) -> str:
     others = [d.name for d in suite.datasets if d.name != spec.name]
     if spec.source == "sequence":
         what = f"{spec.path} (and {spec.items})" if spec.items else spec.path
-        where = "the data root ($MMSR_BENCH_DATA, or ../shared/data next to the repository)"
+        where = "put it in the data root ($MMSR_BENCH_DATA, or ../shared/data next to the repository)"
     elif spec.source == "amazon2014":
         cat = _amazon_category(spec)
         what = f"reviews_{cat}_5.json.gz and meta_{cat}.json.gz (Amazon Reviews 2014, McAuley et al.)"
-        where = f"`bench data import {suite.name} --from DIR` (copies them into {raw_dir('amazon2014')})"
+        where = f"put them in a folder DIR and run `bench data import {suite.name} --from DIR` (copies them into {raw_dir('amazon2014')})"
     else:
         cat = _amazon_category(spec)
         what = f"{cat}.jsonl and meta_{cat}.jsonl (Amazon Reviews 2023)"
-        where = f"`bench data import {suite.name} --from DIR` (copies them into {raw_dir('amazon2023')})"
+        where = f"put them in a folder DIR and run `bench data import {suite.name} --from DIR` (copies them into {raw_dir('amazon2023')})"
     alt = f" To run the others: --dataset {','.join(others)}." if others else ""
-    return f"dataset {spec.name!r} of suite {suite.name!r} is missing: download {what} and put it in {where}.{alt}"
+    return f"dataset {spec.name!r} of suite {suite.name!r} is missing: download {what}, then {where}.{alt}"
 
 
 def load_source(suite: SuiteSpec, spec: DatasetSpec, out_dir: Path) -> RawDataset:

@@ -550,8 +550,16 @@ def _register_extensions() -> None:
 _register_extensions()
 
 
+def _terminate_as_interrupt(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    """SIGTERM (batch schedulers, `kill`) ends a run like Ctrl-C: the run is recorded as interrupted."""
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+
 def main() -> None:
+    import signal
+
     sys.argv = [sys.argv[0]] + _normalize_argv(sys.argv[1:])
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     app()
 
 

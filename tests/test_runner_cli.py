@@ -121,6 +121,29 @@ def test_a_crashing_adapter_leaves_a_failed_record_without_metrics(frozen_tiny, 
         store.per_user(failed[0].id)
 
 
+def test_sigterm_mid_run_leaves_an_interrupted_record(frozen_tiny, monkeypatch):
+    """`kill` (SIGTERM, what batch schedulers send) ends a run like Ctrl-C: recorded as interrupted, no metrics."""
+    import os
+    import signal
+
+    from harness.cli import _terminate_as_interrupt
+    from tests.conftest import Successor
+
+    def killed(self, batch):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("the SIGTERM handler should have raised")
+
+    monkeypatch.setattr(Successor, "score", killed)
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner.execute(_req(frozen_tiny))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    interrupted = Store().runs(status="interrupted")
+    assert len(interrupted) == 1 and interrupted[0].metrics == {} and "signal 15" in interrupted[0].error
+
+
 def test_also_scores_the_same_fit_on_a_suite_with_the_identical_split(frozen_tiny, tmp_path):
     full = tmp_path / "tinyfull.toml"
     full.write_text(frozen_tiny.read_text().replace('name = "tiny"', 'name = "tinyfull"')
