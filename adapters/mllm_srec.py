@@ -49,6 +49,12 @@ variant (``mllm-srec-text`` needs no images), which the runner checks before any
 
 CPU budget knobs: ``max_pairs`` training pairs, ``valid_users`` validation users, ``vlm_steps`` VLM training
 steps; captions are cached per image content. Defaults target 2 CPU cores (see the report for measured times).
+Status on ``tiny-*`` backbones (CPU): the Yes/No recommender does **not** learn the planted match on synth4 within
+CPU budgets (validation AUC 0.48-0.56 after up to 1,750 LoRA steps on 20,000 pairs; the keyword-overlap oracle of
+the same prompts reaches 0.65), so tiny-backbone MLLM-SRec numbers are a smoke test of the pipeline, not the
+method's quality. Measured causes and what helped: ``benchmarks/yes_no_learnability.py`` (label noise and the
+number of distinct words slow a tiny LM's word matching), lower-cased summaries (same tokens as the preference),
+lr 1e-3 and the two-way decision loss (``decision_loss``). With a real checkpoint on a GPU none of this applies.
 """
 
 from __future__ import annotations
