@@ -385,11 +385,8 @@ class MLLMSRec(Adapter):
             scores = np.stack(self._score_lists(vsplit.users, vsplit.histories, vcands))
             return aggregate(evaluate_scores(scores, ["auc"]))["auc"]
 
-        from harness.llm_scoring import answer_token_id
-
-        decision = (answer_token_id(self.tokenizer, "Yes"), answer_token_id(self.tokenizer, "No"))
         sft = SFTConfig(lr=c.lr, epochs=c.epochs, batch_size=c.train_batch_size, max_prefix_tokens=c.max_prefix_tokens,
-                        eval_every=c.eval_every, patience=c.patience, seed=self.seed, decision_tokens=decision,
+                        eval_every=c.eval_every, patience=c.patience, seed=self.seed, decision_words=("Yes", "No"),
                         decision_weight=c.decision_loss)
         name = self.registered_name
         ckpt = cache_dir("checkpoints", name, f"{train.dataset}-{bb.weights_sha256[:12]}-s{self.seed}")

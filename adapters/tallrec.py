@@ -197,12 +197,9 @@ class TALLRec(Adapter):
             scores = np.stack(self._score_lists(vsplit.histories, vcands))
             return aggregate(evaluate_scores(scores, ["auc"]))["auc"]
 
-        from harness.llm_scoring import answer_token_id
-
         sft = SFTConfig(lr=c.lr, epochs=c.epochs, batch_size=c.train_batch_size, grad_accum=c.grad_accum,
                         max_prefix_tokens=c.max_prefix_tokens, eval_every=c.eval_every, patience=c.patience,
-                        seed=self.seed, decision_weight=c.decision_loss,
-                        decision_tokens=(answer_token_id(self.tokenizer, c.yes), answer_token_id(self.tokenizer, c.no)))
+                        seed=self.seed, decision_weight=c.decision_loss, decision_words=(c.yes, c.no))
         ckpt = cache_dir("checkpoints", "tallrec", f"{train.dataset}-{bb.weights_sha256[:12]}-s{self.seed}")
         result = sft_train(self.model, self.tokenizer, examples, sft, validate=validate, checkpoint_dir=ckpt,
                            description="tallrec LoRA tuning")

@@ -36,7 +36,7 @@ import torch
 from harness import build, suites
 from harness.backbones import PretrainSpec, load_backbone
 from harness.finetune import LoraSettings, SFTConfig, SFTExample, apply_lora, sft_train
-from harness.llm_scoring import answer_token_id, yes_no_scores
+from harness.llm_scoring import yes_no_scores
 
 ALL_PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -102,9 +102,8 @@ def main() -> None:
         s = yes_no_scores(model, tok, [ex.prefix for ex in valid], [[ex.suffix] for ex in valid], output="logit")
         return float(roc_auc_score(y, np.array([row[0] for row in s])))
 
-    decision = (answer_token_id(tok, "Yes"), answer_token_id(tok, "No"))
     cfg = SFTConfig(lr=args.lr, epochs=args.epochs, batch_size=16, eval_every=args.eval_every, patience=1000,
-                    seed=args.seed, decision_tokens=decision, decision_weight=args.decision_loss)
+                    seed=args.seed, decision_words=("Yes", "No"), decision_weight=args.decision_loss)
     t0 = time.perf_counter()
     res = sft_train(model, tok, train, cfg, validate=validate, description="probe")
     print(f"{len(vocab)} candidate words; positives in training {np.mean([e.answer == 'Yes.' for e in train]):.2f}")

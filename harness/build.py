@@ -56,11 +56,13 @@ def missing_data_message(suite: SuiteSpec, spec: DatasetSpec) -> str:
     elif spec.source == "amazon2014":
         cat = _amazon_category(spec)
         what = f"reviews_{cat}_5.json.gz and meta_{cat}.json.gz (Amazon Reviews 2014, McAuley et al.)"
-        where = f"put them in a folder DIR and run `bench data import {suite.name} --from DIR` (copies them into {raw_dir('amazon2014')})"
+        where = (f"put them in a folder DIR and run `bench data import {suite.name} --from DIR` "
+                 f"(copies them into {raw_dir('amazon2014')})")
     else:
         cat = _amazon_category(spec)
         what = f"{cat}.jsonl and meta_{cat}.jsonl (Amazon Reviews 2023)"
-        where = f"put them in a folder DIR and run `bench data import {suite.name} --from DIR` (copies them into {raw_dir('amazon2023')})"
+        where = (f"put them in a folder DIR and run `bench data import {suite.name} --from DIR` "
+                 f"(copies them into {raw_dir('amazon2023')})")
     alt = f" To run the others: --dataset {','.join(others)}." if others else ""
     return f"dataset {spec.name!r} of suite {suite.name!r} is missing: download {what}, then {where}.{alt}"
 

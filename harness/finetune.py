@@ -9,7 +9,7 @@ encodes prompts, so training and scoring see the same tokens) followed by the an
 cross-entropy of the answer tokens only. The caller passes ``validate() -> AUC``; the best adapter (by that AUC)
 is kept, written as safetensors to the checkpoint folder and restored at the end.
 
-Decision loss (``decision_weight`` > 0, with ``decision_tokens=(yes_id, no_id)``): adds a two-way cross-entropy on
+Decision loss (``decision_weight`` > 0, with ``decision_words=("Yes", "No")``): adds a two-way cross-entropy on
 the (Yes, No) logits at the position that predicts the answer word (the last answer label equal to either id, so it
 also finds the answer after a chain of thought). Why: the scorer reads exactly p(Yes)/(p(Yes)+p(No)), and a tiny
 backbone with tied, small-norm embeddings cannot raise p(Yes)+p(No) against a 4,096-token vocabulary, so the plain
@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from harness.errors import BenchError
-from harness.llm_scoring import encode_prefix, encode_suffix
+from harness.llm_scoring import answer_token_id, encode_prefix, encode_suffix
 from harness.progress import track
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class SFTConfig:
     eval_every: int = 0
     patience: int = 2
     seed: int = 0
-    decision_tokens: tuple[int, int] | None = None
+    decision_words: tuple[str, str] | None = None  # (yes, no) answer words, each one token
     decision_weight: float = 0.0
 
 
@@ -198,6 +198,8 @@ def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config
     torch.manual_seed(config.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     encoded = [encode_example(tokenizer, ex, config.max_prefix_tokens, config.append_eos) for ex in examples]
+    decision = (tuple(answer_token_id(tokenizer, w) for w in config.decision_words)
+                if config.decision_words and config.decision_weight > 0 else None)
     dev = next(p.device for p in params)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(encoded) / (config.batch_size * config.grad_accum))
@@ -234,7 +236,7 @@ def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config
                 total = 0.0
                 for mb in group:
                     ids, mask, labels = _collate([encoded[i] for i in mb], pad)
-                    loss = answer_loss(model, ids.to(dev), mask.to(dev), labels.to(dev), config.decision_tokens,
+                    loss = answer_loss(model, ids.to(dev), mask.to(dev), labels.to(dev), decision,
                                        config.decision_weight) / len(group)
                     loss.backward()
                     total += float(loss.detach())
