@@ -87,6 +87,8 @@ def load_source(suite: SuiteSpec, spec: DatasetSpec, out_dir: Path) -> RawDatase
         items = root / spec.items if spec.items else None
         users = root / spec.users if spec.users else None
         raw = loaders.load_sequence_file(root / spec.path, items_tsv=items, users_tsv=users, name=spec.name)
+        if spec.item_text:
+            raw = join_item_text(raw, root / spec.item_text, spec)
         return enrich_with_meta(raw, suite, spec) if spec.meta else raw
     if spec.source == "amazon2014":
         cat = _amazon_category(spec)
@@ -101,6 +103,36 @@ def load_source(suite: SuiteSpec, spec: DatasetSpec, out_dir: Path) -> RawDatase
     if not reviews.exists():
         raise DataError(missing_data_message(suite, spec))
     return loaders.load_amazon_2023(reviews, meta if meta.exists() else None, name=spec.name)
+
+
+def join_item_text(raw: RawDataset, path: Path, spec: DatasetSpec) -> RawDataset:
+    """Make an item-text file's text (e.g. Sports' derived descriptors) every item's ``title``, joined by item id.
+
+    All titles are replaced, never mixed with others, so a run's recorded ``item_text_source`` describes every
+    item. Where both files carry an ASIN they must agree (a wrong pairing would silently attach another item's
+    text). Items without a row get no title, with a warning.
+    """
+    from harness import loaders
+
+    text = loaders.read_item_text_tsv(path)
+    items = raw.items.copy()
+    if "asin" in items.columns:
+        mine = items["asin"].reindex(text.index)
+        clash = mine.notna() & text["asin"].notna() & (mine != text["asin"])
+        if clash.any():
+            ext = clash[clash].index[0]
+            raise DataError(f"{path} line {int(text.loc[ext, 'line'])}: item {ext} has asin {text.loc[ext, 'asin']!r} "
+                            f"but dataset {spec.name!r}'s item table says {mine[ext]!r}; use the item text file that "
+                            "belongs to this dataset")
+    if "title" in items.columns and items["title"].notna().any():
+        log.info("%s: %s replaces the item table's titles", spec.name, path)
+    titles = text["text"].reindex(items.index)
+    n_missing = int(titles.isna().sum())
+    if n_missing:
+        log.warning("%s: %d of %d items have no row in %s (e.g. %s); they have no title", spec.name, n_missing,
+                    len(items), path, ", ".join(map(str, titles.index[titles.isna()][:5])))
+    items["title"] = titles.astype(object).where(titles.notna(), None)
+    return dataclasses.replace(raw, items=items, source=f"{raw.source} + {path} ({spec.item_text_kind})")
 
 
 def enrich_with_meta(raw: RawDataset, suite: SuiteSpec, spec: DatasetSpec) -> RawDataset:
@@ -187,7 +219,8 @@ def _item_order(ext_ids: set[str]) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------- candidates
 def _user_rng(suite: SuiteSpec, dataset: str, user: str, split: str) -> np.random.Generator:
-    """Seeded per suite, dataset, user and split, so a user's candidates never change when others do."""
+    """Seeded per protocol seed, dataset, user and split (not the suite name), so a user's candidates never change
+    when others do, and a sampled suite (amazon4-lite, synth4-lite) gives each user its full suite's candidates."""
     parts = [suite.protocol.seed, zlib.crc32(dataset.encode()), zlib.crc32(user.encode()), zlib.crc32(split.encode())]
     return np.random.default_rng(parts)
 
@@ -379,6 +412,12 @@ class SuiteData:
     fingerprint: str
     eval_users_hash: str
     directory: Path
+
+
+def item_text_source(data: SuiteData) -> str:
+    """What the dataset's item text is (``titles``, ``derived-descriptors (...)`` or ``none``), stored with every
+    run so that numbers on derived text are never read as numbers on raw titles."""
+    return data.suite.dataset(data.dataset).item_text_source(data.items.has("title"))
 
 
 def read_sequences(path: Path) -> tuple[list[str], list[np.ndarray]]:

@@ -267,6 +267,60 @@ def read_items_tsv(path: str | Path) -> pd.DataFrame:
     return frame[[c for c in ITEM_TABLE_COLUMNS if c in frame.columns]]
 
 
+#: Accepted text columns of an item-text TSV (:func:`read_item_text_tsv`), in order of preference.
+ITEM_TEXT_COLUMNS = ("descriptor", "title")
+
+
+def read_item_text_tsv(path: str | Path) -> pd.DataFrame:
+    """Read an item-text TSV (``amazon-joined/*_item_descriptors.tsv``: ``s3rec_item_id, asin, descriptor``).
+
+    Returns a frame indexed by external item id with ``text`` (html-unescaped, stripped), ``asin`` (None when the
+    file has no asin column) and ``line`` (the row's line number, for error messages). Every row must carry text:
+    an item without any is left out of the file rather than given an empty cell, so that a gap is visible. A missing
+    file, a header without an id or text column, a non-integer or duplicate id or an empty text cell raise DataError
+    naming the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: item text file not found; check the suite's item_text path (relative to the data "
+                        "root)")
+    header, rows = _read_tsv(path)
+    id_col = next((c for c in ("s3rec_item_id", "item_id") if c in header), None)
+    text_col = next((c for c in ITEM_TEXT_COLUMNS if c in header), None)
+    if id_col is None or text_col is None:
+        raise DataError(f"{path} line 1: expected columns s3rec_item_id (or item_id) and one of "
+                        f"{', '.join(ITEM_TEXT_COLUMNS)}; header is {header}")
+    id_idx, text_idx = header.index(id_col), header.index(text_col)
+    asin_idx = header.index("asin") if "asin" in header else None
+    ids: list[str] = []
+    texts: list[str] = []
+    asins: list[str | None] = []
+    lines: list[int] = []
+    first_line: dict[str, int] = {}
+    for lineno, fields in rows:
+        raw_id = fields[id_idx].strip()
+        if not _INT_TOKEN.fullmatch(raw_id):
+            raise DataError(f"{path} line {lineno}: {id_col}={raw_id!r} is not a non-negative integer")
+        ext = _canon_int(raw_id)
+        if ext in first_line:
+            raise DataError(f"{path} line {lineno}: duplicate {id_col} {ext} (first on line {first_line[ext]}); "
+                            "keep one row per item")
+        first_line[ext] = lineno
+        text = _clean_text(fields[text_idx])
+        if text is None:
+            raise DataError(f"{path} line {lineno}: empty {text_col} for {id_col} {ext}; give it text or drop the row")
+        ids.append(ext)
+        texts.append(text)
+        asins.append((fields[asin_idx].strip() or None) if asin_idx is not None else None)
+        lines.append(lineno)
+    if not ids:
+        raise DataError(f"{path}: header but no rows; expected one row per item")
+    frame = pd.DataFrame({"text": pd.Series(texts, dtype=object), "asin": pd.Series(asins, dtype=object),
+                          "line": np.asarray(lines, dtype=np.int64)})
+    frame.index = pd.Index(ids, dtype=object, name="ext_id")
+    return frame
+
+
 def read_users_tsv(path: str | Path) -> dict[str, str]:
     """Map external (S3-Rec) user id -> reviewerID from ``amazon-joined/*_users.tsv``."""
     path = Path(path)

@@ -168,7 +168,8 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
     config_text = json.dumps(_config_dict(model), sort_keys=True)
 
     def record(target: SuiteData, status: str, **fields) -> Run:
-        info = dict(model.run_info, fitted_on_suite=data.suite.name, validation_suite=data.suite.name)
+        info = dict(model.run_info, fitted_on_suite=data.suite.name, validation_suite=data.suite.name,
+                    item_text_source=build.item_text_source(data))  # the text the model was fitted on
         return Run(
             group_id=group_id, suite=target.suite.name, suite_hash=target.fingerprint, dataset=target.dataset,
             model=req.model, variant=req.variant, config_json=config_text,

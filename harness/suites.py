@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import tomlkit
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import BenchError, UnknownName
 from harness.metrics import metric_names, parse_metric
@@ -67,6 +67,32 @@ class DatasetSpec(_Frozen):
     meta: str = ""  # sequence only: a raw Amazon meta file (imported into the cache) joined by ASIN for text/images
     synth_users: int = 0  # synth only: overrides the generator's default size (0 = default)
     synth_items: int = 0
+    # sequence only: a TSV (item id, asin, descriptor) under the data root whose text becomes every item's title,
+    # for datasets with no titles offline (Sports). ``item_text_kind`` says what that text is, and runs record it
+    # (``item_text_note`` says more), because numbers on derived text are not comparable with runs on raw titles.
+    item_text: str = ""
+    item_text_kind: Literal["title", "derived-descriptor"] = "title"
+    item_text_note: str = ""
+
+    @model_validator(mode="after")
+    def _check_item_text(self) -> "DatasetSpec":
+        if self.item_text and self.source != "sequence":
+            raise ValueError(f"dataset {self.name!r}: item_text joins by the sequence file's item ids, so it needs "
+                             f"source = \"sequence\" (not {self.source!r})")
+        if self.item_text and self.meta:
+            raise ValueError(f"dataset {self.name!r}: item_text and meta both supply titles; use one of them")
+        if not self.item_text and (self.item_text_kind != "title" or self.item_text_note):
+            raise ValueError(f"dataset {self.name!r}: item_text_kind/item_text_note describe an item_text file, "
+                             "but item_text is not set")
+        return self
+
+    def item_text_source(self, has_titles: bool) -> str:
+        """What a run's item text is, for its record: derived descriptors must never pass for Amazon titles."""
+        if self.item_text_kind == "derived-descriptor":
+            return f"derived-descriptors ({self.item_text_note or self.item_text})"
+        if not has_titles:
+            return "none"
+        return f"titles ({self.item_text})" if self.item_text else "titles"
 
 
 class SuiteSpec(_Frozen):

@@ -14,7 +14,7 @@ import pytest
 from harness.data import RawDataset
 from harness.errors import DataError, UnknownName
 from harness.loaders import (find_data_root, format_categories, load_amazon_2014, load_amazon_2023, load_s3rec,
-                             load_sequence_file, read_items_tsv, read_users_tsv)
+                             load_sequence_file, read_item_text_tsv, read_items_tsv, read_users_tsv)
 
 
 def write(path: Path, text: str, gz: bool = False) -> Path:
@@ -128,6 +128,39 @@ def test_items_tsv_malformed(tmp_path: Path, text: str, line: int, needle: str) 
     with pytest.raises(DataError) as err:
         read_items_tsv(path)
     assert "bad_items.tsv" in str(err.value) and f"line {line}:" in str(err.value) and needle in str(err.value)
+
+
+def test_item_text_tsv_happy_path(tmp_path: Path) -> None:
+    path = write(tmp_path / "d_item_descriptors.tsv",
+                 "s3rec_item_id\tasin\tdescriptor\n01\tA1\tkirkland  trail sock \n\n2\t\tgun &amp; rod rack\n")
+    frame = read_item_text_tsv(path)
+    assert list(frame.index) == ["1", "2"]
+    assert frame.loc["1", "text"] == "kirkland  trail sock" and frame.loc["2", "text"] == "gun & rod rack"
+    assert frame.loc["1", "asin"] == "A1" and frame.loc["2", "asin"] is None
+    assert frame["line"].tolist() == [2, 4]  # blank lines still count
+
+
+@pytest.mark.parametrize("text, where, needle", [
+    ("s3rec_item_id\tasin\tdescriptor\n1\tA\tx\n1\tB\ty\n", "line 3:", "duplicate s3rec_item_id 1"),
+    ("s3rec_item_id\tasin\tdescriptor\nx\tA\tsock\n", "line 2:", "not a non-negative integer"),
+    ("s3rec_item_id\tasin\tdescriptor\n1\tA\tsock\n2\tB\t\n", "line 3:", "empty descriptor for s3rec_item_id 2"),
+    ("s3rec_item_id\tasin\tdescriptor\n1\tA\tsock\tred\n", "line 2:", "4 tab-separated fields"),
+    ("s3rec_item_id\tasin\ttext_id\n1\tA\tsock\n", "line 1:", "one of descriptor, title"),
+    ("asin\tdescriptor\nA\tsock\n", "line 1:", "s3rec_item_id (or item_id)"),
+    ("s3rec_item_id\tasin\tdescriptor\n", "", "header but no rows"),
+    ("", "", "empty file"),
+])
+def test_item_text_tsv_malformed(tmp_path: Path, text: str, where: str, needle: str) -> None:
+    path = write(tmp_path / "bad_descriptors.tsv", text)
+    with pytest.raises(DataError) as err:
+        read_item_text_tsv(path)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(str(path)) and where in msg and needle in msg
+
+
+def test_item_text_tsv_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"nope\.tsv: item text file not found.*item_text"):
+        read_item_text_tsv(tmp_path / "nope.tsv")
 
 
 def test_format_categories() -> None:

@@ -12,7 +12,7 @@ from tests.conftest import write_tiny_suite
 
 def test_every_shipped_suite_loads():
     files = suites.suite_files()
-    assert {"synth4", "amazon4", "amazon4-full", "amazon4-lite"} <= set(files)
+    assert {"synth4", "synth4-lite", "amazon4", "amazon4-full", "amazon4-lite"} <= set(files)
     for name in files:
         spec = suites.load_suite(name)
         assert [d.name for d in spec.datasets] == ["baby", "sports", "beauty", "toys"]
@@ -154,3 +154,82 @@ def test_meta_enrichment_joins_by_asin_and_says_what_to_import(tiny_suite):
     items = build.load(spec, "seq", allow_unfrozen=True).items.frame
     assert items.loc[3, "title"] == "Item 3 & friends"  # existing text is kept
     assert items.loc[3, "brand"] == "Acme" and items.loc[3, "image"] == "http://img.example/3.jpg"
+
+
+@pytest.mark.parametrize("dataset", ["baby", "sports", "beauty", "toys"])
+def test_synth4_lite_is_a_300_user_sample_of_synth4_with_the_same_candidates(dataset):
+    """Both suites load against their frozen hashes; the lite users are 300 of synth4's, each with synth4's split
+    and candidates (seeded per protocol seed, dataset, user and split, not per suite), so numbers are comparable."""
+    full, lite = (build.load(suites.load_suite(n), dataset) for n in ("synth4", "synth4-lite"))
+    assert lite.suite.protocol.model_copy(update={"max_eval_users": 0}) == full.suite.protocol
+    assert len(full.test) == full.train.n_users == 2000 and len(lite.test) == 300
+    assert len(set(lite.test.users.tolist())) == 300 and set(lite.test.users.tolist()) <= set(full.test.users.tolist())
+    row = {u: i for i, u in enumerate(full.test.users.tolist())}
+    idx = np.asarray([row[u] for u in lite.test.users.tolist()])
+    for split in ("valid", "test"):
+        a, b = getattr(full, split), getattr(lite, split)
+        np.testing.assert_array_equal(b.targets, a.targets[idx])
+        np.testing.assert_array_equal(b.candidates, a.candidates[idx])
+        assert all(np.array_equal(h, a.histories[i]) for h, i in zip(b.histories, idx))
+    assert lite.suite.hashes[dataset]["sequences.tsv"] == full.suite.hashes[dataset]["sequences.tsv"]
+    assert lite.suite.hashes[dataset]["items.tsv"] == full.suite.hashes[dataset]["items.tsv"]
+    assert lite.fingerprint != full.fingerprint  # a different evaluation: runs never mix on the leaderboard
+
+
+def _with_item_text(tiny_suite, text: str, extra: str = 'item_text_kind = "derived-descriptor"\n'
+                    'item_text_note = "test descriptors; not titles"\n'):
+    (tiny_suite.parent / "data" / "tiny_descriptors.tsv").write_text(text)
+    toml = tiny_suite.read_text().replace('items = "tiny_items.tsv"',
+                                          f'items = "tiny_items.tsv"\nitem_text = "tiny_descriptors.tsv"\n{extra}')
+    tiny_suite.write_text(toml)
+    return suites.load_suite(str(tiny_suite))
+
+
+def test_item_text_replaces_every_title_and_is_recorded_with_runs(tiny_suite):
+    from harness import runner
+
+    rows = "".join(f"{i}\tA{i:05d}\tdescriptor of item {i}\n" for i in range(1, 41) if i != 7)
+    spec = _with_item_text(tiny_suite, "s3rec_item_id\tasin\tdescriptor\n" + rows)
+    suites.write_hashes(spec, "seq", build.materialize(spec, spec.dataset("seq")))
+    spec = suites.load_suite(str(tiny_suite))
+    data = build.load(spec, "seq")
+    titles = data.items.frame["title"]
+    assert titles[3] == "descriptor of item 3" and titles[7] is None  # no mixing with the item table's titles
+    assert not titles.dropna().str.contains("friends").any()
+    source = build.item_text_source(data)
+    assert source == "derived-descriptors (test descriptors; not titles)"
+    run = runner.execute(runner.RunRequest(spec, "test-successor", ["seq"], [0], {}))[0]
+    assert run.run_info["item_text_source"] == source
+
+
+def test_item_text_source_without_item_text(frozen_tiny):
+    spec = suites.load_suite(str(frozen_tiny))
+    assert build.item_text_source(build.load(spec, "seq")) == "titles"
+    assert spec.dataset("seq").item_text_source(has_titles=False) == "none"
+
+
+def test_item_text_asin_mismatch_and_missing_file_name_the_file(tiny_suite):
+    spec = _with_item_text(tiny_suite, "s3rec_item_id\tasin\tdescriptor\n1\tA00001\tsock\n2\tB99999\track\n")
+    with pytest.raises(BenchError) as err:
+        build.materialize(spec, spec.dataset("seq"))
+    msg = str(err.value)
+    assert "tiny_descriptors.tsv line 3: item 2 has asin 'B99999'" in msg and "A00002" in msg and "\n" not in msg
+    (tiny_suite.parent / "data" / "tiny_descriptors.tsv").unlink()
+    with pytest.raises(BenchError, match=r"tiny_descriptors.tsv: item text file not found"):
+        build.materialize(spec, spec.dataset("seq"))
+
+
+@pytest.mark.parametrize("fields, needle", [
+    ('item_text = "d.tsv"\nmeta = "meta_X.json.gz"', "item_text and meta both supply titles"),
+    ('item_text_kind = "derived-descriptor"', "item_text is not set"),
+    ('item_text = "d.tsv"\nitem_text_kind = "summary"', "field datasets.0.item_text_kind"),
+])
+def test_item_text_spec_is_checked(tmp_path, fields, needle):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'name = "bad"\n[[datasets]]\nname = "x"\nsource = "sequence"\npath = "x.txt"\n{fields}\n')
+    with pytest.raises(BenchError, match=needle) as err:
+        suites.load_suite(str(bad))
+    assert str(err.value).startswith(f"{bad}: field datasets.0")
+    bad.write_text('name = "bad"\n[[datasets]]\nname = "x"\nsource = "synth"\nitem_text = "d.tsv"\n')
+    with pytest.raises(BenchError, match='needs source = "sequence"'):
+        suites.load_suite(str(bad))
