@@ -86,6 +86,8 @@ class MLLMSRecConfig(AdapterConfig):
     allow_hub: bool = False
     pretrain_steps: int = 300  # tiny backbones only: causal-LM pretraining on the item summaries
     quantization: str = "4bit"  # "4bit" = QLoRA | "none" = LoRA
+    #: "auto" = every weight for an unquantized tiny-* backbone, LoRA otherwise (harness.trainable) | "lora" | "full"
+    train_mode: str = "auto"
     cot: bool = False
     modalities: str = "text+image"
     history_mode: str = "preference"
@@ -337,14 +339,16 @@ class MLLMSRec(Adapter):
         import torch
 
         from harness.backbones import PretrainSpec, load_backbone
-        from harness.finetune import LoraSettings, SFTConfig, SFTExample, apply_lora, sft_train
+        from harness.finetune import LoraSettings, SFTConfig, SFTExample, sft_train
         from harness.paths import cache_dir
+        from harness.trainable import prepare_trainable, resolve_train_mode
         from harness.summaries import KeywordPreference, item_summaries, llm_preference_step
 
         c = self.config
         if c.threads:
             torch.set_num_threads(c.threads)
         t0 = time.perf_counter()
+        mode = resolve_train_mode(c.train_mode, c.backbone, c.quantization, self.registered_name)
         self._prepare_items(train)
         t_items = time.perf_counter() - t0
         corpus = [s for s in self.summaries[1:]] if self.summaries else [
@@ -363,7 +367,7 @@ class MLLMSRec(Adapter):
         settings = LoraSettings(rank=c.lora_rank, alpha=c.lora_alpha, dropout=c.lora_dropout,
                                 target_modules=tuple(c.target_modules))
         torch.manual_seed(self.seed)
-        self.model = apply_lora(bb.model, settings, quantized=bb.quantized is not None)
+        self.model = prepare_trainable(bb.model, mode, settings, bb.quantized is not None)
 
         pairs = train.pointwise_pairs(negatives_per_positive=1, seed=self.seed,
                                       max_history=max(1, c.pref_history, c.max_history))
@@ -394,7 +398,8 @@ class MLLMSRec(Adapter):
                            description=f"{name} tuning")
         self.run_info.update(bb.run_info())
         self.run_info.update({
-            "variant": name, "early_stopping_split": "valid", "valid_metric": "auc", "valid_users": len(vsplit),
+            "variant": name, "train_mode": mode, "early_stopping_split": "valid", "valid_metric": "auc",
+            "valid_users": len(vsplit),
             "best_valid_auc": result.best_auc, "best_step": result.best_step, "steps": result.steps,
             "epochs_run": result.epochs_run, "n_train_pairs": len(examples), "n_available_pairs": len(pairs),
             "history": result.history, "adapter_checkpoint": result.checkpoint, "item_seconds": t_items,
