@@ -100,6 +100,21 @@ def _out_cache(out: Any) -> Any:
     return out["past_key_values"]
 
 
+def _body_and_head(lm: Any) -> tuple[Any, Any] | None:
+    """(decoder body, LM head) of a Hugging Face causal LM, so a caller that needs logits at a few positions can
+    skip the head over the rest (a 49k-vocabulary head at every suffix position dominates memory traffic); None
+    when the model does not expose them (the caller then uses full logits)."""
+    body = getattr(lm, "model", None)
+    head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
+    if body is None or head is None or getattr(lm.config, "final_logit_softcapping", None):
+        return None
+    return body, head
+
+
+def _last_only(reduce: Any) -> bool:
+    return bool(getattr(reduce, "last_only", False))
+
+
 def _device(model: Any):
     import torch
 
@@ -183,9 +198,18 @@ def prefix_shared_reduce(model: Any, prefix_ids: Sequence[Sequence[int]], suffix
                 pos = plen_t[owner][:, None] + torch.arange(smax)[None, :]
                 cache = copy.deepcopy(prefix_cache)
                 cache.batch_select_indices(owner.to(dev))
-                o = lm(input_ids=sids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                       use_cache=True, **{cache_kw: cache})
-                vals = reduce(o.logits.float(), sids.to(dev), lens.to(dev), last_logits[owner.to(dev)])
+                parts = _body_and_head(lm) if _last_only(reduce) else None
+                if parts is not None:  # hidden states everywhere, the head only at each row's last real token
+                    body, head = parts
+                    o = body(input_ids=sids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                             use_cache=True, **{_forward_kwargs(body)[0]: cache})
+                    hid = o.last_hidden_state[torch.arange(len(chunk), device=dev), (lens - 1).to(dev)]
+                    vals = reduce(head(hid)[:, None].float(), sids.to(dev)[:, :1], torch.ones_like(lens).to(dev),
+                                  last_logits[owner.to(dev)])
+                else:
+                    o = lm(input_ids=sids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                           use_cache=True, **{cache_kw: cache})
+                    vals = reduce(o.logits.float(), sids.to(dev), lens.to(dev), last_logits[owner.to(dev)])
                 vals = vals.double().cpu().numpy()
                 for (i, j), v in zip(chunk, vals):
                     results[group[i]][j] = v
@@ -243,6 +267,22 @@ def _run_packed(lm, cache_kw, dev, group, suffix_ids, prefix_cache, last_logits,
             mask = torch.zeros(mask.shape, dtype=last_logits.dtype).masked_fill(~mask, torch.finfo(last_logits.dtype).min)
         cache = copy.deepcopy(prefix_cache)
         cache.batch_select_indices(owner.to(dev))
+        own = torch.tensor([c[3] for c in cands])
+        parts = _body_and_head(lm) if _last_only(reduce) else None
+        if parts is not None:  # the head only at each candidate's last token (see the non-packed path)
+            body, head = parts
+            o = body(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True,
+                     **{_forward_kwargs(body)[0]: cache})
+            rr = torch.tensor([c[0] for c in cands], device=dev)
+            end = torch.tensor([c[1] + c[2] - 1 for c in cands], device=dev)
+            last = head(o.last_hidden_state[rr, end]).float()[:, None]
+            del o, cache
+            ones = torch.ones(len(cands), dtype=torch.long, device=dev)
+            first = ids[rr.cpu(), end.cpu()][:, None].to(dev)
+            vals = reduce(last, first, ones, last_logits[own.to(dev)]).double().cpu().numpy()
+            for (_, _, _, i, j), v in zip(cands, vals):
+                results[group[i]][j] = v
+            continue
         o = lm(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True,
                **{cache_kw: cache})
         logits = o.logits
@@ -254,7 +294,6 @@ def _run_packed(lm, cache_kw, dev, group, suffix_ids, prefix_cache, last_logits,
         gidx = (st[:, None] + torch.arange(smax)[None, :]).clamp(max=q - 1)
         sub = logits[rr[:, None].to(dev), gidx.to(dev)].float()  # (n_cands, smax, V)
         sids = ids[rr[:, None], gidx].masked_fill(torch.arange(smax)[None, :] >= lens[:, None], pad_id)
-        own = torch.tensor([c[3] for c in cands])
         vals = reduce(sub, sids.to(dev), lens.to(dev), last_logits[own.to(dev)]).double().cpu().numpy()
         for (_, _, _, i, j), v in zip(cands, vals):
             results[group[i]][j] = v
@@ -267,6 +306,7 @@ def _yes_no_reducer(yes_id: int, no_id: int) -> Reducer:
         last = logits[torch.arange(len(lens), device=logits.device), lens - 1]  # (R, V)
         return last[:, yes_id].double() - last[:, no_id].double()
 
+    reduce.last_only = True  # type: ignore[attr-defined]  # the engine may pass only the last position's logits
     return reduce
 
 
