@@ -49,12 +49,21 @@ variant (``mllm-srec-text`` needs no images), which the runner checks before any
 
 CPU budget knobs: ``max_pairs`` training pairs, ``valid_users`` validation users, ``vlm_steps`` VLM training
 steps; captions are cached per image content. Defaults target 2 CPU cores (see the report for measured times).
-Status on ``tiny-*`` backbones (CPU): the Yes/No recommender does **not** learn the planted match on synth4 within
-CPU budgets (validation AUC 0.48-0.56 after up to 1,750 LoRA steps on 20,000 pairs; the keyword-overlap oracle of
-the same prompts reaches 0.65), so tiny-backbone MLLM-SRec numbers are a smoke test of the pipeline, not the
-method's quality. Measured causes and what helped: ``benchmarks/yes_no_learnability.py`` (label noise and the
-number of distinct words slow a tiny LM's word matching), lower-cased summaries (same tokens as the preference),
-lr 1e-3 and the two-way decision loss (``decision_loss``). With a real checkpoint on a GPU none of this applies.
+Status on ``tiny-*`` backbones (CPU): with LoRA the Yes/No recommender did **not** learn the planted match on
+synth4 within CPU budgets (validation AUC 0.48-0.56 after up to 1,750 LoRA steps on 20,000 pairs; the keyword-overlap
+oracle of the same prompts reaches 0.65). Measured causes and what helped: ``benchmarks/yes_no_learnability.py``
+(label noise and the number of distinct words slow a tiny LM's word matching), lower-cased summaries (same tokens
+as the preference), lr 1e-3 and the two-way decision loss (``decision_loss``). Since then ``train_mode="auto"``
+(:mod:`harness.trainable`) trains every weight of an unquantized tiny backbone (the ``-lora`` variants and any
+``quantization=none``; TALLRec's tiny full training at the same lr 1e-3 learns planted title patterns, see
+tests/test_gptrec_tallrec.py), while 4-bit variants keep QLoRA; synth4 has not been re-measured with it, so
+tiny-backbone MLLM-SRec numbers remain a smoke test of the pipeline, not the method's quality.
+
+Default backbone: ``tiny-llama``, not the real ``smollm2-135m``. The whole pipeline runs on SmolLM2 (checked on the
+12-item toy dataset of tests/test_mllm_srec.py, ``mllm-srec-text``, LoRA, 8 pairs), but ``summary_mode="auto"``
+then means LLM-written item summaries and an LLM recurrent preference step, one greedy generation per window of
+every distinct history, which takes hours per dataset on CPU (measured: docs/results.md). Pass
+``--set backbone=smollm2-135m`` on a GPU machine; the LLM-summary path belongs to its own issue.
 """
 
 from __future__ import annotations
@@ -82,10 +91,11 @@ VISUAL_INPUTS = ("caption", "tokens")
 
 @dataclass(frozen=True)
 class MLLMSRecConfig(AdapterConfig):
-    backbone: str = "tiny-llama"
+    backbone: str = "tiny-llama"  # not smollm2-135m: its LLM summaries take hours on CPU (docstring)
     allow_hub: bool = False
     pretrain_steps: int = 300  # tiny backbones only: causal-LM pretraining on the item summaries
     quantization: str = "4bit"  # "4bit" = QLoRA | "none" = LoRA
+    dtype: str = "auto"  # backbone weights: auto (float32 on CPU) | float32 | bfloat16 | float16
     #: "auto" = every weight for an unquantized tiny-* backbone, LoRA otherwise (harness.trainable) | "lora" | "full"
     train_mode: str = "auto"
     cot: bool = False
@@ -107,7 +117,9 @@ class MLLMSRecConfig(AdapterConfig):
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    lr: float = 1e-3  # 3e-3 was unstable on the word-match probe (AUC 0.47 after 500 steps vs 0.99 at 1e-3)
+    #: 3e-3 was unstable on the word-match probe (AUC 0.47 after 500 steps vs 0.99 at 1e-3); 1e-3 is also the rate
+    #: measured for full training of tiny backbones (adapters.tallrec.AUTO_LR)
+    lr: float = 1e-3
     epochs: int = 1
     train_batch_size: int = 16
     decision_loss: float = 1.0  # weight of the two-way Yes/No loss at the answer (harness.finetune); 0 = LM loss
@@ -356,7 +368,7 @@ class MLLMSRec(Adapter):
         corpus = corpus + [INSTRUCTION] * 5
         bb = load_backbone(c.backbone, texts=corpus, pretrain=PretrainSpec(steps=c.pretrain_steps, seed=self.seed),
                            quantization=None if c.quantization == "none" else c.quantization, device=self.device,
-                           allow_hub=c.allow_hub, seed=self.seed)
+                           allow_hub=c.allow_hub, seed=self.seed, dtype=c.dtype)
         self.tokenizer = bb.tokenizer
         if self._summary_mode == "llm":  # real checkpoints: the LLM writes the item summaries and the preference
             self.summaries = item_summaries(train.items, self._pending_llm_summaries, c.modalities, mode="llm",
@@ -398,8 +410,9 @@ class MLLMSRec(Adapter):
                            description=f"{name} tuning")
         self.run_info.update(bb.run_info())
         self.run_info.update({
-            "variant": name, "train_mode": mode, "early_stopping_split": "valid", "valid_metric": "auc",
-            "valid_users": len(vsplit),
+            "variant": name, "train_mode": mode, "lr": c.lr,
+            "n_trainable_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+            "early_stopping_split": "valid", "valid_metric": "auc", "valid_users": len(vsplit),
             "best_valid_auc": result.best_auc, "best_step": result.best_step, "steps": result.steps,
             "epochs_run": result.epochs_run, "n_train_pairs": len(examples), "n_available_pairs": len(pairs),
             "history": result.history, "adapter_checkpoint": result.checkpoint, "item_seconds": t_items,

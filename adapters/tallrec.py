@@ -1,29 +1,38 @@
 """TALLRec (Bao et al., "TALLRec: An Effective and Efficient Tuning Framework to Align Large Language Model with
 Recommendation", RecSys 2023, arXiv 2305.00447), written against the harness contract.
 
-Method: LoRA instruction tuning ("rec-tuning") of a causal LM on Alpaca-style Yes/No prompts built from item
-titles: the instruction asks whether the user will like the target item given their history; the answer is "Yes"
-or "No". Training examples are the harness's balanced pointwise pairs
+Method: LoRA instruction tuning ("rec-tuning") of a causal LM on the paper's Alpaca-style Yes/No prompt
+(:data:`INSTRUCTION`): 'Given the user's preference, identify whether the user will like the target item by
+answering "Yes." or "No.".', input 'User Preference: "t1", "t2", ...' (history titles) then 'Whether the user will
+like the target item "t"?', output "Yes." or "No.". Training examples are the harness's balanced pointwise pairs
 (``TrainData.pointwise_pairs(negatives_per_positive=1)``: positive = the real next item, negative = a random unseen
 item), identical for every Yes/No model. A candidate's score is p(Yes)/(p(Yes)+p(No)) of the first answer token
-(used as the log-odds, same ranking, no saturation ties), computed with the prefix-sharing engine
-(:mod:`harness.llm_scoring`): the history part of the prompt is the shared prefix, the target title the suffix.
+("Yes"/"No", checked at fit time to be the answers' first tokens; used as the log-odds, same ranking, no saturation
+ties), computed with the prefix-sharing engine (:mod:`harness.llm_scoring`): the instruction and history are the
+shared prefix (it ends at a newline, so split and joint tokenisation agree), the target line the suffix.
 
-Backbone (``backbone``): a hub id or local folder of a real causal LM (LLaMA-7B in the paper), or a ``tiny-*``
-model built locally (:mod:`harness.backbones`; random weights, optionally briefly pretrained on the item titles:
-``pretrain_steps``). ``run_info`` records the backbone name, weights hash, ``random_init`` and pretraining, so a
-tiny-backbone result can never pass for an LLM result. ``quantization="4bit"`` = QLoRA (NF4 via bitsandbytes).
+Backbone (``backbone``): by default the real SmolLM2-135M-Instruct (``smollm2-135m``, installed offline from a
+package, :mod:`harness.backbones`); any folder or hub id of a causal LM (LLaMA-7B in the paper) goes through the
+same path; a ``tiny-*`` model built locally (random weights) is the fast pipeline check for CI. ``run_info`` records
+the backbone name, source, weights hash, dtype, ``random_init`` and ``train_mode``, so a tiny-backbone result can
+never pass for an LLM result. ``quantization="4bit"`` = QLoRA (NF4 via bitsandbytes).
+
+Recipe (the paper's): LoRA r=8, alpha=16, dropout 0.05 on q_proj/v_proj, lr 1e-4, Alpaca template with the
+instruction "Given the user's preference ..., identify whether the user will like the target ... by answering
+"Yes." or "No."", answers "Yes." / "No." (the scorer reads the first token, "Yes" / "No").
 
 Deviations (CPU budget / benchmark protocol):
 - TALLRec's datasets carry ratings and list "preferred" and "unpreferred" items; these implicit-feedback
-  sequences only have interactions, so the prompt lists the history (the last ``max_history`` titles) only.
+  sequences only have interactions, so "User Preference:" lists the history (the last ``max_history`` titles) and
+  there is no "User Unpreference:" line; "movie" reads "item".
 - Training pairs are subsampled to ``max_pairs`` (positive/negative groups kept together) for CPU budgets; the
-  paper's few-shot settings used even fewer (16-256 samples).
+  paper's few-shot settings used 16-256 samples.
 - Early stopping on validation AUC of the harness validation split, evaluated every ``eval_every`` optimizer
   steps (0 = each epoch) on a deterministic subsample of ``valid_users`` users (0 = all) on the split's shared
   candidates; under full ranking, validation uses the target plus ``valid_negatives`` sampled unseen items.
   ``run_info["early_stopping_split"] = "valid"``.
-- Defaults for the tiny backbone: lr 3e-3 (the paper's 1e-4 is for LLaMA-7B; set lr=1e-4 for a real LLM), LoRA on q/k/v/o projections.
+- ``tiny-*`` backbones are trained in full (``train_mode="auto"``; LoRA on frozen random weights cannot learn word
+  matching) at lr 1e-3; ``lr`` left at None picks :data:`AUTO_LR` and the run records the value used.
 """
 
 from __future__ import annotations
@@ -43,19 +52,15 @@ from harness.trainable import is_tiny, prepare_trainable, resolve_train_mode
 
 log = logging.getLogger(__name__)
 
-#: TALLRec's Alpaca template (Bao et al. 2023, Fig. 2) with the instruction adapted to implicit feedback: items
+#: TALLRec's Alpaca template (Bao et al. 2023) with the instruction adapted to implicit feedback: items
 #: instead of movies and no "unpreference" (module docstring, Deviations).
 INSTRUCTION = ("Below is an instruction that describes a task, paired with an input that provides further context. "
                "Write a response that appropriately completes the request.\n\n### Instruction:\n"
                "Given the user's preference, identify whether the user will like the target item by answering "
                "\"Yes.\" or \"No.\".\n\n### Input:\n")
-#: lr when ``lr`` is left at None ("auto"): the paper's 1e-4 for LoRA on a real LM; for a tiny backbone trained in
-#: full the rate measured on the planted slice of tests/test_gptrec_tallrec.py; 3e-3 was the earlier tiny-LoRA default.
+#: lr when ``lr`` is None: the paper's 1e-4 for a real checkpoint; 1e-3 for a tiny backbone trained in full (stable
+#: where 3e-3 was not, on the planted tests of tests/test_gptrec_tallrec.py); 3e-3, the earlier tiny-LoRA default.
 AUTO_LR = {("real", "lora"): 1e-4, ("real", "full"): 1e-4, ("tiny", "full"): 1e-3, ("tiny", "lora"): 3e-3}
-
-
-
-
 
 
 def quote(title: str, max_chars: int) -> str:
@@ -63,14 +68,30 @@ def quote(title: str, max_chars: int) -> str:
     return '"' + (title[:max_chars].rstrip() if max_chars > 0 else title) + '"'
 
 
+#: The question's words are the same for every candidate, so they close the shared prefix; only the target title
+#: and the response header are per candidate (half the tokens per candidate of a suffix holding the question).
+QUESTION = "Whether the user will like the target item"
+
+
 def build_prefix(history_titles: Sequence[str]) -> str:
-    """Everything the user's candidates share; ends at a newline so split and joint tokenisation agree."""
+    """Everything the user's candidates share. It ends at a word, and every suffix starts with a space, which
+    byte-level BPE pre-tokenizers always split off, so split and joint tokenisation agree (checked in fit)."""
     hist = ", ".join(history_titles) if history_titles else "(none)"
-    return f"{INSTRUCTION}User Preference: {hist}\n"
+    return f"{INSTRUCTION}User Preference: {hist}\n{QUESTION}"
 
 
 def build_suffix(target_title: str) -> str:
-    return f"Whether the user will like the target item {target_title}?\n\n### Response:\n"
+    return f" {target_title}?\n\n### Response:\n"
+
+
+def check_split_tokenisation(tokenizer, prefix: str, suffix: str, where: str) -> None:
+    """The prefix-sharing scorer and training encode prefix and suffix separately; refuse a tokenizer for which
+    that differs from encoding the whole prompt (the scores would then not be the model's answer to the prompt)."""
+    from harness.llm_scoring import encode_prefix, encode_suffix
+
+    if encode_prefix(tokenizer, prefix) + encode_suffix(tokenizer, suffix) != encode_prefix(tokenizer, prefix + suffix):
+        raise BenchError(f"{where}: this tokenizer encodes the prompt differently when split at the target item; "
+                         "use a byte-level BPE tokenizer (Llama/GPT-2 style) or another backbone")
 
 
 @dataclass(frozen=True)
@@ -144,7 +165,7 @@ class TALLRec(Adapter):
     name = "tallrec"
     config_cls = TALLRecConfig
     needs = Needs(text=True)
-    description = "TALLRec (Bao et al. 2023): LoRA-tuned causal LM answering Yes/No on title prompts"
+    description = "TALLRec (Bao et al. 2023): LoRA-tuned causal LM (SmolLM2-135M) answering Yes/No on title prompts"
 
     def __init__(self, config: TALLRecConfig, **kw) -> None:
         super().__init__(config, **kw)
@@ -193,12 +214,14 @@ class TALLRec(Adapter):
         corpus = [train.items.text(i, ("title", "categories")) for i in range(1, train.n_items + 1)]
         mode = resolve_train_mode(c.train_mode, c.backbone, c.quantization, "tallrec")
         lr = c.lr if c.lr is not None else AUTO_LR[("tiny" if is_tiny(c.backbone) else "real", mode)]
-        bb = load_backbone(c.backbone, texts=corpus + [INSTRUCTION + build_suffix('"item"') + "Yes. No."] * 5,
+        bb = load_backbone(c.backbone, texts=corpus + [build_prefix(['"item"']) + build_suffix('"item"') + "Yes. No."] * 5,
                            pretrain=PretrainSpec(steps=c.pretrain_steps, seed=self.seed),
                            quantization=c.quantization, device=self.device, allow_hub=c.allow_hub, seed=self.seed,
                            dtype=c.dtype)
         self.tokenizer = bb.tokenizer
         answers = {1: f"{c.yes}.", 0: f"{c.no}."}
+        some = self._hist_titles(np.arange(1, min(train.n_items, 5) + 1))
+        check_split_tokenisation(self.tokenizer, build_prefix(some), self._suffix_cache[1], f"tallrec on {train.dataset}")
         for word, answer in ((c.yes, answers[1]), (c.no, answers[0])):  # the scorer reads the answer's first token
             if self.tokenizer.encode(answer, add_special_tokens=False)[:1] != [answer_token_id(self.tokenizer, word)]:
                 raise BenchError(f"tallrec: the answer {answer!r} does not start with the token {word!r} for the "

