@@ -131,24 +131,42 @@ def _collate(encoded: list[tuple[list[int], int]], pad_id: int):
 
 def answer_loss(model: Any, ids, mask, labels, decision_tokens: tuple[int, int] | None = None,
                 decision_weight: float = 0.0):
-    """Mean cross-entropy over answer tokens (labels != -100), computed from shifted logits, plus
-    ``decision_weight`` x the two-way (Yes, No) cross-entropy at the answer-word position (module docstring)."""
+    """Mean cross-entropy over answer tokens (labels != -100), plus ``decision_weight`` x the two-way (Yes, No)
+    cross-entropy at the answer-word position (module docstring).
+
+    The LM head runs only at the positions that predict answer tokens (a Yes/No answer is one or two of a prompt's
+    hundreds of positions, and a 49k-vocabulary head over all of them dominates a step's time and memory);
+    models that do not expose their decoder body fall back to full logits. Same value either way."""
     import torch
 
-    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-    shift_logits = logits[:, :-1].float()
+    from harness.llm_scoring import _base, _body_and_head
+
     shift_labels = labels[:, 1:]
-    loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]),
-                                             shift_labels.reshape(-1), ignore_index=-100)
+    rows, cols = torch.nonzero(shift_labels != -100, as_tuple=True)
+    parts = _body_and_head(_base(model))
+    if parts is not None:
+        body, head = parts
+        hidden = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+        picked = head(hidden[rows, cols]).float()  # (n_answer_tokens, V): logits predicting each answer token
+    else:
+        picked = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1][rows, cols].float()
+    targets = shift_labels[rows, cols]
+    loss = torch.nn.functional.cross_entropy(picked, targets)
     if decision_weight > 0 and decision_tokens is not None:
         yes, no = decision_tokens
-        is_answer = (shift_labels == yes) | (shift_labels == no)
-        rows = torch.nonzero(is_answer.any(1)).flatten()
-        if len(rows):
-            width = shift_labels.shape[1]
-            last = width - 1 - torch.flip(is_answer[rows].long(), dims=[1]).argmax(1)
-            two = shift_logits[rows, last][:, [yes, no]]
-            target = (shift_labels[rows, last] == no).long()  # class 0 = Yes, 1 = No
+        is_answer = (targets == yes) | (targets == no)
+        if bool(is_answer.any()):
+            # the last Yes/No label of each row (after a chain of thought, the answer word comes last)
+            order = rows * shift_labels.shape[1] + cols
+            sel = torch.nonzero(is_answer, as_tuple=True)[0]
+            last: dict[int, int] = {}
+            for k in sel.tolist():
+                r = int(rows[k])
+                if r not in last or int(order[k]) > int(order[last[r]]):
+                    last[r] = k
+            idx = torch.tensor(sorted(last.values()), dtype=torch.long, device=picked.device)
+            two = picked[idx][:, [yes, no]]
+            target = (targets[idx] == no).long()  # class 0 = Yes, 1 = No
             loss = loss + decision_weight * torch.nn.functional.cross_entropy(two, target)
     return loss
 
