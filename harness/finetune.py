@@ -134,37 +134,36 @@ def answer_loss(model: Any, ids, mask, labels, decision_tokens: tuple[int, int] 
     """Mean cross-entropy over answer tokens (labels != -100), plus ``decision_weight`` x the two-way (Yes, No)
     cross-entropy at the answer-word position (module docstring).
 
-    The LM head runs only at the positions that predict answer tokens (a Yes/No answer is one or two of a prompt's
-    hundreds of positions, and a 49k-vocabulary head over all of them dominates a step's time and memory);
-    models that do not expose their decoder body fall back to full logits. Same value either way."""
+    The decoder body runs for hidden states and the LM head only at the positions that predict answer tokens (a
+    Yes/No answer is one or two of a prompt's hundreds of positions, and a 49k-vocabulary head over all of them
+    dominates a step's time and memory); the decision term reads the same gathered logits. Under peft the base
+    model's body is called, with its LoRA layers active. Models that do not expose body and head fall back to
+    full logits. Same value either way (the softmax runs in float32)."""
     import torch
 
-    from harness.llm_scoring import _base, _body_and_head
+    from harness.llm_scoring import _base, _body_and_head, _head_logits
 
     shift_labels = labels[:, 1:]
+    # row-major order: within a row, answer positions come left to right (the decision term relies on it)
     rows, cols = torch.nonzero(shift_labels != -100, as_tuple=True)
+    if rows.numel() == 0:
+        raise BenchError("answer_loss: a batch without answer tokens (every label is -100)")
     parts = _body_and_head(_base(model))
     if parts is not None:
         body, head = parts
         hidden = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-        picked = head(hidden[rows, cols]).float()  # (n_answer_tokens, V): logits predicting each answer token
+        picked = _head_logits(head, hidden[rows, cols])  # (n_answer_tokens, V), float32
     else:
         picked = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1][rows, cols].float()
     targets = shift_labels[rows, cols]
     loss = torch.nn.functional.cross_entropy(picked, targets)
     if decision_weight > 0 and decision_tokens is not None:
         yes, no = decision_tokens
-        is_answer = (targets == yes) | (targets == no)
-        if bool(is_answer.any()):
+        sel = torch.nonzero((targets == yes) | (targets == no), as_tuple=True)[0]
+        if sel.numel():
             # the last Yes/No label of each row (after a chain of thought, the answer word comes last)
-            order = rows * shift_labels.shape[1] + cols
-            sel = torch.nonzero(is_answer, as_tuple=True)[0]
-            last: dict[int, int] = {}
-            for k in sel.tolist():
-                r = int(rows[k])
-                if r not in last or int(order[k]) > int(order[last[r]]):
-                    last[r] = k
-            idx = torch.tensor(sorted(last.values()), dtype=torch.long, device=picked.device)
+            r = rows[sel]
+            idx = sel[torch.cat([r[1:] != r[:-1], torch.ones(1, dtype=torch.bool, device=r.device)])]
             two = picked[idx][:, [yes, no]]
             target = (targets[idx] == no).long()  # class 0 = Yes, 1 = No
             loss = loss + decision_weight * torch.nn.functional.cross_entropy(two, target)

@@ -100,15 +100,45 @@ def _out_cache(out: Any) -> Any:
     return out["past_key_values"]
 
 
+#: Config fields of models whose logits are not just ``head(hidden)`` (a cap or a scale applied after the head);
+#: such models keep full logits.
+_LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
 def _body_and_head(lm: Any) -> tuple[Any, Any] | None:
     """(decoder body, LM head) of a Hugging Face causal LM, so a caller that needs logits at a few positions can
-    skip the head over the rest (a 49k-vocabulary head at every suffix position dominates memory traffic); None
-    when the model does not expose them (the caller then uses full logits)."""
-    body = getattr(lm, "model", None)
+    run the body for hidden states and the head only there (a 49k-vocabulary head at every position dominates a
+    small model's time and memory). Works for peft-wrapped models (pass :func:`_base`; the LoRA layers live
+    inside the body), 4-bit bitsandbytes models and the tiny ones. None when the model does not expose both, or
+    post-processes its logits; the caller then uses full logits."""
     head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
-    if body is None or head is None or getattr(lm.config, "final_logit_softcapping", None):
+    body = None
+    if hasattr(lm, "get_decoder"):
+        try:
+            body = lm.get_decoder()
+        except (AttributeError, NotImplementedError, ValueError):
+            body = None
+    if body is None or body is lm:
+        body = getattr(lm, "model", None)
+    cfg = getattr(lm, "config", None)
+    if body is None or body is lm or head is None or any(getattr(cfg, k, None) for k in _LOGIT_POSTPROCESSING):
         return None
     return body, head
+
+
+def _head_logits(head: Any, hidden: Any) -> Any:
+    """Float32 logits of the LM head at a few gathered hidden states, whatever the model's dtype (and outside
+    autocast): bfloat16 rounds logits of magnitude 16-32 to steps of 0.125, coarser than the spread of one user's
+    Yes/No log-odds on SmolLM2 (benchmarks/llm_scoring.py), and at a few rows the float32 product costs nothing."""
+    import torch
+
+    w = getattr(head, "weight", None)
+    plain = type(head) is torch.nn.Linear and isinstance(w, torch.Tensor)
+    if not plain or (hidden.dtype == w.dtype == torch.float32 and not torch.is_autocast_enabled(hidden.device.type)):
+        return head(hidden).float()
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        bias = None if head.bias is None else head.bias.float()
+        return torch.nn.functional.linear(hidden.float(), w.float(), bias)
 
 
 def _last_only(reduce: Any) -> bool:
@@ -139,7 +169,9 @@ class _EvalMode:
 
 # ------------------------------------------------------------------------------------------------ the engine
 
-#: reduce(logits[R, S, V], suffix_ids[R, S], lengths[R], prefix_last_logits[R, V]) -> values[R]
+#: reduce(logits[R, S, V], suffix_ids[R, S], lengths[R], prefix_last_logits[R, V]) -> values[R]. A reducer
+#: with the attribute ``last_only = True`` reads only each row's last real suffix token: the engine then
+#: passes logits[R, 1, V] at that token (suffix_ids[R, 1], lengths all 1) and skips the head elsewhere.
 Reducer = Callable[[Any, Any, Any, Any], Any]
 
 
@@ -169,12 +201,18 @@ def prefix_shared_reduce(model: Any, prefix_ids: Sequence[Sequence[int]], suffix
                 ids[i, pmax - plens[i]:] = torch.tensor(list(prefix_ids[u]), dtype=torch.long)
                 pmask[i, pmax - plens[i]:] = 1
             ppos = (pmask.cumsum(1) - 1).clamp(min=0)
-            kwargs: dict[str, Any] = {"use_cache": True}
-            if keep_kw:
-                kwargs[keep_kw] = 1
-            out = lm(input_ids=ids.to(dev), attention_mask=pmask.to(dev), position_ids=ppos.to(dev), **kwargs)
+            parts = _body_and_head(lm)
+            if parts is not None:  # the head only at the last prefix token (left padding: column pmax-1)
+                out = parts[0](input_ids=ids.to(dev), attention_mask=pmask.to(dev), position_ids=ppos.to(dev),
+                               use_cache=True)
+                last_logits = _head_logits(parts[1], out.last_hidden_state[:, -1, :])
+            else:
+                kwargs: dict[str, Any] = {"use_cache": True}
+                if keep_kw:
+                    kwargs[keep_kw] = 1
+                out = lm(input_ids=ids.to(dev), attention_mask=pmask.to(dev), position_ids=ppos.to(dev), **kwargs)
+                last_logits = out.logits[:, -1, :].float()
             prefix_cache = _out_cache(out)
-            last_logits = out.logits[:, -1, :].float()
             del out
             plen_t = torch.tensor(plens, dtype=torch.long)
             if options.pack_tokens > 0:
@@ -204,7 +242,8 @@ def prefix_shared_reduce(model: Any, prefix_ids: Sequence[Sequence[int]], suffix
                     o = body(input_ids=sids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
                              use_cache=True, **{_forward_kwargs(body)[0]: cache})
                     hid = o.last_hidden_state[torch.arange(len(chunk), device=dev), (lens - 1).to(dev)]
-                    vals = reduce(head(hid)[:, None].float(), sids.to(dev)[:, :1], torch.ones_like(lens).to(dev),
+                    last_tok = sids[torch.arange(len(chunk)), lens - 1][:, None]
+                    vals = reduce(_head_logits(head, hid)[:, None], last_tok.to(dev), torch.ones_like(lens).to(dev),
                                   last_logits[owner.to(dev)])
                 else:
                     o = lm(input_ids=sids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
@@ -275,7 +314,7 @@ def _run_packed(lm, cache_kw, dev, group, suffix_ids, prefix_cache, last_logits,
                      **{_forward_kwargs(body)[0]: cache})
             rr = torch.tensor([c[0] for c in cands], device=dev)
             end = torch.tensor([c[1] + c[2] - 1 for c in cands], device=dev)
-            last = head(o.last_hidden_state[rr, end]).float()[:, None]
+            last = _head_logits(head, o.last_hidden_state[rr, end])[:, None]
             del o, cache
             ones = torch.ones(len(cands), dtype=torch.long, device=dev)
             first = ids[rr.cpu(), end.cpu()][:, None].to(dev)

@@ -1,5 +1,6 @@
-"""The answer-only loss (LM head at the answer positions only) equals the full-logits loss, with and without LoRA,
-with the decision term, and its gradients reach the trained parameters."""
+"""The answer-only loss (LM head at the answer positions only) equals the full-logits loss, plain, under LoRA,
+under QLoRA and with every parameter trained, with the decision term; its gradients equal the reference's and reach
+the trained parameters; on SmolLM2 one LoRA step with it is finite and equal to the full-logits step."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import pytest
 import torch
 
 from harness.backbones import load_backbone
-from harness.finetune import SFTExample, _collate, answer_loss, apply_lora, encode_example
-from harness.llm_scoring import answer_token_id
+from harness.errors import BenchError
+from harness.finetune import LoraSettings, SFTExample, _collate, answer_loss, apply_lora, encode_example
+from harness.llm_scoring import _base, _body_and_head, answer_token_id
+from tests.conftest import requires_smollm2
 
 TEXTS = [f"{c} {k} number {i}" for i, (c, k) in enumerate(
     (c, k) for c in ("red", "blue", "green") for k in ("shoe", "hat", "ball", "cup"))]
@@ -55,6 +58,75 @@ def test_answer_only_loss_equals_full_logits(lora, cot):
             assert abs(float(fast) - float(ref)) < 1e-5
 
 
+def _make(mode: str, quantization: str | None = None):
+    """(model, tokenizer) with the parameters of ``mode`` trainable: "plain" (frozen), "lora", "full" (all)."""
+    torch.manual_seed(0)
+    bb = load_backbone("tiny-llama", texts=TEXTS, device="cpu", quantization=quantization)
+    model = bb.model
+    if mode == "lora":
+        model = apply_lora(model, LoraSettings(dropout=0.0), quantized=quantization is not None)
+        with torch.no_grad():  # non-zero B so that the A matrices get gradients too
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.1)
+    elif mode == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return model, bb.tokenizer
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    out = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+@pytest.mark.parametrize("mode,quantization", [("lora", None), ("full", None), ("lora", "4bit")],
+                         ids=["lora", "full-parameter", "qlora-4bit"])
+def test_answer_only_gradients_equal_full_logits(mode, quantization):
+    model, tok = _make(mode, quantization)
+    assert _body_and_head(_base(model)) is not None  # the fast path runs, not the full-logits fallback
+    model.train()
+    ids, mask, labels = batch(tok, cot=True)
+    decision = (answer_token_id(tok, "Yes"), answer_token_id(tok, "No"))
+    fast = answer_loss(model, ids, mask, labels, decision, 0.5)
+    fast.backward()
+    g_fast = _grads(model)
+    ref = full_logits_loss(model, ids, mask, labels, decision, 0.5)
+    ref.backward()
+    g_ref = _grads(model)
+    assert torch.isfinite(fast) and abs(float(fast.detach()) - float(ref.detach())) < 1e-5
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(g_fast) == set(g_ref) == trainable and trainable
+    if mode == "lora":
+        assert all("lora_" in n for n in trainable)
+    for n in trainable:
+        torch.testing.assert_close(g_fast[n], g_ref[n], atol=1e-5, rtol=1e-4, msg=n)
+    assert any(float(g.abs().sum()) > 0 for g in g_fast.values())
+
+
+def test_head_runs_only_at_answer_positions():
+    """The LM head sees one row per answer token, not every position of the batch."""
+    model, tok = _make("lora")
+    ids, mask, labels = batch(tok, cot=True)
+    seen: list[tuple[int, ...]] = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
+    try:
+        answer_loss(model, ids, mask, labels).backward()
+    finally:
+        hook.remove()
+    n_answer = int((labels[:, 1:] != -100).sum())
+    assert n_answer < ids.numel() // 4
+    assert seen == [(n_answer, model.get_output_embeddings().weight.shape[0])]
+
+
+def test_answer_loss_without_answer_tokens_is_an_error():
+    model, tok = _make("plain")
+    ids, mask, labels = batch(tok)
+    with pytest.raises(BenchError, match="without answer tokens"):
+        answer_loss(model, ids, mask, torch.full_like(labels, -100))
+
+
 def test_answer_only_loss_trains_lora_parameters():
     bb = load_backbone("tiny-llama", texts=TEXTS, device="cpu")
     model = apply_lora(bb.model)
@@ -62,3 +134,49 @@ def test_answer_only_loss_trains_lora_parameters():
     answer_loss(model, ids, mask, labels).backward()
     grads = [p.grad for n, p in model.named_parameters() if p.requires_grad]
     assert grads and all(g is not None for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
+
+
+# ------------------------------------------------------------------------------------------------- SmolLM2
+
+
+@pytest.fixture(scope="module")
+def smollm2(request):
+    """SmolLM2 (float32) from the session's converted checkpoint, loaded once for this module."""
+    home = request.getfixturevalue("smollm2_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MMSR_BENCH_HOME", str(home))
+        return load_backbone("smollm2-135m", device="cpu", dtype="float32")
+
+
+@requires_smollm2
+def test_smollm2_lora_step_with_answer_only_loss(smollm2):
+    from adapters.tallrec import build_prefix, build_suffix
+
+    tok = smollm2.tokenizer
+    torch.manual_seed(0)
+    model = apply_lora(smollm2.model, LoraSettings(dropout=0.0))
+    try:
+        titles = ['"Organic Cotton Baby Blanket"', '"Wooden Puzzle Car"', '"Argan Oil Shampoo"', '"Yoga Mat Blue"']
+        exs = [SFTExample(build_prefix(titles[:2 + i]), build_suffix(titles[(i + 2) % 4]), a)
+               for i, a in enumerate(("Yes.", "No.", "Yes."))]
+        ids, mask, labels = _collate([encode_example(tok, e) for e in exs], tok.pad_token_id)
+        decision = (answer_token_id(tok, "Yes"), answer_token_id(tok, "No"))
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-3)
+        loss = answer_loss(model, ids, mask, labels, decision, 1.0)
+        with torch.no_grad():
+            ref = full_logits_loss(model, ids, mask, labels, decision, 1.0)
+        assert torch.isfinite(loss) and abs(float(loss.detach()) - float(ref)) < 1e-4
+        loss.backward()
+        grads = [p.grad for p in params]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        assert any(float(g.abs().sum()) > 0 for g in grads)
+        opt.step()
+        with torch.no_grad():
+            after = answer_loss(model, ids, mask, labels, decision, 1.0)
+            ref_after = full_logits_loss(model, ids, mask, labels, decision, 1.0)
+        assert torch.isfinite(after) and float(after) != float(loss.detach())  # the step moved the adapters
+        assert abs(float(after) - float(ref_after)) < 1e-4
+    finally:
+        model.unload()
