@@ -289,21 +289,25 @@ def _install_hint(spec: NamedBackbone) -> str:
             f"both are in requirements/){unneeded}")
 
 
-def named_backbone_file(spec: NamedBackbone) -> tuple[Path, str]:
-    """The installed weights file of a named backbone and its package version; one line naming the package
-    (and the install command) when it is absent."""
+def installed_package_file(what: str, distribution: str, file: str, hint: str) -> tuple[Path, str]:
+    """A weights file shipped inside an installed distribution, and the distribution's version; one line naming
+    the package (with ``hint``, the install command) when it or the file is absent. ``what`` names the caller's
+    model in the message, e.g. "backbone 'smollm2-135m'"."""
     from importlib import metadata
 
     try:
-        dist = metadata.distribution(spec.distribution)
+        dist = metadata.distribution(distribution)
     except metadata.PackageNotFoundError:
-        raise BenchError(f"backbone {spec.name!r} needs the package {spec.distribution}, which is not installed: "
-                         f"{_install_hint(spec)}") from None
-    path = Path(str(dist.locate_file(spec.file)))
+        raise BenchError(f"{what} needs the package {distribution}, which is not installed: {hint}") from None
+    path = Path(str(dist.locate_file(file)))
     if not path.is_file():
-        raise BenchError(f"backbone {spec.name!r}: package {spec.distribution} {dist.version} has no {spec.file}; "
-                         f"reinstall it: {_install_hint(spec)}")
+        raise BenchError(f"{what}: package {distribution} {dist.version} has no {file}; reinstall it: {hint}")
     return path, dist.version
+
+
+def named_backbone_file(spec: NamedBackbone) -> tuple[Path, str]:
+    """The installed weights file of a named backbone and its package version."""
+    return installed_package_file(f"backbone {spec.name!r}", spec.distribution, spec.file, _install_hint(spec))
 
 
 def _load_gguf(path: Path):

@@ -110,18 +110,9 @@ def _install_hint(spec: NamedImageEncoder) -> str:
 
 def image_encoder_file(spec: NamedImageEncoder) -> tuple[Path, str]:
     """The installed weights file and its package version; one line naming the package when it is absent."""
-    from importlib import metadata
+    from harness.backbones import installed_package_file
 
-    try:
-        dist = metadata.distribution(spec.distribution)
-    except metadata.PackageNotFoundError:
-        raise BenchError(f"image encoder {spec.name!r} needs the package {spec.distribution}, which is not "
-                         f"installed: {_install_hint(spec)}") from None
-    path = Path(str(dist.locate_file(spec.file)))
-    if not path.is_file():
-        raise BenchError(f"image encoder {spec.name!r}: package {spec.distribution} {dist.version} has no "
-                         f"{spec.file}; reinstall it: {_install_hint(spec)}")
-    return path, dist.version
+    return installed_package_file(f"image encoder {spec.name!r}", spec.distribution, spec.file, _install_hint(spec))
 
 
 def read_weights(spec: NamedImageEncoder, path: Path) -> dict[str, Any]:

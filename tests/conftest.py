@@ -63,6 +63,17 @@ def smollm2_home(tmp_path_factory) -> Path:
     return home
 
 
+@pytest.fixture(scope="module")
+def smollm2(request):
+    """SmolLM2 (float32) from the session's converted checkpoint, loaded once per test module that asks."""
+    from harness.backbones import load_backbone
+
+    home = request.getfixturevalue("smollm2_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MMSR_BENCH_HOME", str(home))
+        return load_backbone("smollm2-135m", device="cpu", dtype="float32")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Every test gets its own cache home and results store unless it asks otherwise."""

@@ -139,15 +139,6 @@ def test_answer_only_loss_trains_lora_parameters():
 # ------------------------------------------------------------------------------------------------- SmolLM2
 
 
-@pytest.fixture(scope="module")
-def smollm2(request):
-    """SmolLM2 (float32) from the session's converted checkpoint, loaded once for this module."""
-    home = request.getfixturevalue("smollm2_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MMSR_BENCH_HOME", str(home))
-        return load_backbone("smollm2-135m", device="cpu", dtype="float32")
-
-
 @requires_smollm2
 def test_smollm2_lora_step_with_answer_only_loss(smollm2):
     from adapters.tallrec import build_prefix, build_suffix

@@ -137,15 +137,6 @@ def test_yes_no_head_only_at_last_tokens(tiny, pack_tokens):
     assert len(seen[-1]) == 3 and seen[-1][0] * seen[-1][1] >= sum(len(x) for ss in sids for x in ss)
 
 
-@pytest.fixture(scope="module")
-def smollm2(request):
-    """SmolLM2 (float32) from the session's converted checkpoint, loaded once for this module."""
-    home = request.getfixturevalue("smollm2_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MMSR_BENCH_HOME", str(home))
-        return load_backbone("smollm2-135m", device="cpu", dtype="float32")
-
-
 @requires_smollm2
 @pytest.mark.parametrize("pack_tokens", [0, 256], ids=["unpacked", "packed"])
 def test_prefix_sharing_equals_naive_smollm2(smollm2, pack_tokens):
