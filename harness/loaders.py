@@ -122,6 +122,19 @@ def _canon_int(token: str) -> str:
 # ------------------------------------------------------------------------------------------------- text helpers
 
 
+def _unique_item_id(raw: str, lineno: int, path: Path, id_col: str, first_line: dict[str, int]) -> str:
+    """An item table row's id, canonical and unique (``first_line`` maps ids seen so far to their line)."""
+    raw_id = raw.strip()
+    if not _INT_TOKEN.fullmatch(raw_id):
+        raise DataError(f"{path} line {lineno}: {id_col}={raw_id!r} is not a non-negative integer")
+    ext = _canon_int(raw_id)
+    if ext in first_line:
+        raise DataError(f"{path} line {lineno}: duplicate {id_col} {ext} (first on line {first_line[ext]}); "
+                        "keep one row per item")
+    first_line[ext] = lineno
+    return ext
+
+
 def _clean_text(value: Any) -> str | None:
     """Unescaped, stripped text or None for missing/empty values; lists are joined with spaces."""
     if value is None:
@@ -235,14 +248,7 @@ def read_items_tsv(path: str | Path) -> pd.DataFrame:
     data: dict[str, list[str | None]] = {rename[c]: [] for c in cols}
     first_line: dict[str, int] = {}
     for lineno, fields in rows:
-        raw_id = fields[id_idx].strip()
-        if not _INT_TOKEN.fullmatch(raw_id):
-            raise DataError(f"{path} line {lineno}: {id_col}={raw_id!r} is not a non-negative integer")
-        ext = _canon_int(raw_id)
-        if ext in first_line:
-            raise DataError(f"{path} line {lineno}: duplicate {id_col} {ext} (first on line {first_line[ext]}); "
-                            "keep one row per item")
-        first_line[ext] = lineno
+        ext = _unique_item_id(fields[id_idx], lineno, path, id_col, first_line)
         ids.append(ext)
         for c, i in cols.items():
             raw = fields[i].strip()
@@ -298,14 +304,7 @@ def read_item_text_tsv(path: str | Path) -> pd.DataFrame:
     lines: list[int] = []
     first_line: dict[str, int] = {}
     for lineno, fields in rows:
-        raw_id = fields[id_idx].strip()
-        if not _INT_TOKEN.fullmatch(raw_id):
-            raise DataError(f"{path} line {lineno}: {id_col}={raw_id!r} is not a non-negative integer")
-        ext = _canon_int(raw_id)
-        if ext in first_line:
-            raise DataError(f"{path} line {lineno}: duplicate {id_col} {ext} (first on line {first_line[ext]}); "
-                            "keep one row per item")
-        first_line[ext] = lineno
+        ext = _unique_item_id(fields[id_idx], lineno, path, id_col, first_line)
         text = _clean_text(fields[text_idx])
         if text is None:
             raise DataError(f"{path} line {lineno}: empty {text_col} for {id_col} {ext}; give it text or drop the row")
