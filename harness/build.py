@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import pandas as pd
 
 from harness.data import ITEM_TEXT_FIELDS, EvalSplit, ItemTable, RawDataset, TrainData
 from harness.errors import BenchError, DataError, HashMismatch
-from harness.paths import cache_dir
+from harness.paths import bench_home, cache_dir, configured_image_roots, inside
 from harness.suites import DatasetSpec, SuiteSpec
 
 log = logging.getLogger(__name__)
@@ -265,9 +266,13 @@ def pixel_sha256(path: Path) -> str:
     """Hash of decoded pixels (mode, size, bytes): stable across PNG encoders, unlike the file bytes."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        return hashlib.sha256(f"{im.size}".encode() + im.tobytes()).hexdigest()
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            return hashlib.sha256(f"{im.size}".encode() + im.tobytes()).hexdigest()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # UnidentifiedImageError is an OSError
+        raise HashMismatch(f"image {path} cannot be decoded ({type(exc).__name__}: {exc}); rebuild the dataset "
+                           "with `bench suite build NAME --force`") from None
 
 
 def _clean(value: object) -> str:
@@ -288,12 +293,27 @@ def expected_files(suite: SuiteSpec, out_dir: Path | None = None) -> list[str]:
 
 
 def materialize(suite: SuiteSpec, spec: DatasetSpec, force: bool = False) -> dict[str, str]:
-    """Build one dataset's artifacts (if absent or ``force``) and return their sha256 by file name."""
+    """Build one dataset's artifacts (if absent or ``force``) and return their sha256 by file name.
+
+    Safe under concurrency: builders of one dataset take a file lock, the build is written to a temporary folder
+    and renamed into place when complete, and a process that waited for the lock reuses the build it finds."""
+    from filelock import FileLock
+
     out = dataset_dir(suite, spec.name)
     done = out / "build.json"
     if done.exists() and not force:
         return {f: sha256_file(out / f) for f in expected_files(suite, out)}
-    tmp = out.parent / f".{spec.name}.building"
+    started = time.time()
+    with FileLock(str(out.parent / f".{spec.name}.lock")):
+        if done.exists() and (not force or done.stat().st_mtime >= started):
+            log.info("%s/%s was built by another process while this one waited; reusing it", suite.name, spec.name)
+            return {f: sha256_file(out / f) for f in expected_files(suite, out)}
+        return _materialize_locked(suite, spec, out)
+
+
+def _materialize_locked(suite: SuiteSpec, spec: DatasetSpec, out: Path) -> dict[str, str]:
+    root = bench_home()
+    tmp = inside(out.parent / f".{spec.name}.building", root, f"build folder of {suite.name}/{spec.name}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -357,11 +377,35 @@ def materialize(suite: SuiteSpec, spec: DatasetSpec, force: bool = False) -> dic
 
     hashes = {f: sha256_file(tmp / f) for f in expected_files(suite, tmp)}
     (tmp / "build.json").write_text(json.dumps({"report": report, "hashes": hashes, "n_users": n_users,
-                                                "n_items": n_items, "source": raw.source}, indent=2))
+                                                "n_items": n_items, "source": raw.source,
+                                                "spec": suite.build_spec(spec.name)}, indent=2, default=list))
+    out = inside(out, root, f"dataset folder of {suite.name}/{spec.name}")
     if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+        old = out.parent / f".{spec.name}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)  # readers see either the old build or the new one, never a half-deleted folder
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
     return hashes
+
+
+def check_build_spec(suite: SuiteSpec, dataset: str, record_path: Path) -> None:
+    """Refuse artifacts built from other spec values than the suite file holds now, naming each changed field."""
+    rebuild = f"rebuild with `bench suite build {suite.name} --dataset {dataset} --force`"
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HashMismatch(f"{record_path}: unreadable build record ({exc}); {rebuild}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("spec"), dict):
+        raise HashMismatch(f"{record_path} does not record the spec it was built from (an older build); {rebuild}")
+    drift = suite.build_spec_drift(dataset, record["spec"])
+    if drift:
+        raise HashMismatch(f"{record_path}: suite {suite.name!r} ({suite.path}) changed since dataset {dataset!r} was "
+                           f"built: {'; '.join(drift)}. The artifacts are the old spec's; {rebuild}, then re-freeze "
+                           f"(`bench suite freeze {suite.name} --dataset {dataset}`) if the change is intended")
 
 
 def verify(suite: SuiteSpec, dataset: str, *, allow_unfrozen: bool = False, check_images: bool = True) -> dict[str, str]:
@@ -370,6 +414,7 @@ def verify(suite: SuiteSpec, dataset: str, *, allow_unfrozen: bool = False, chec
     frozen = suite.hashes.get(dataset)
     if not (out / "build.json").exists():
         raise HashMismatch(f"suite {suite.name!r} dataset {dataset!r} is not built: run `bench suite build {suite.name}`")
+    check_build_spec(suite, dataset, out / "build.json")
     if not frozen and not allow_unfrozen:
         raise HashMismatch(
             f"dataset {dataset!r} of suite {suite.name!r} has no frozen hashes in {suite.path}: run "
@@ -442,7 +487,7 @@ def read_items(path: Path, base: Path) -> ItemTable:
     local = (frame["image"] != "") & ~frame["image"].str.startswith(("http://", "https://"))
     frame.loc[local, "image"] = [str(base / p) for p in frame.loc[local, "image"]]
     frame = frame.replace({"": None})
-    return ItemTable(frame)
+    return ItemTable(frame, image_roots=(base, *configured_image_roots()))
 
 
 def load(suite: SuiteSpec, dataset: str, *, build: bool = True, allow_unfrozen: bool = False) -> SuiteData:

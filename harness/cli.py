@@ -492,7 +492,8 @@ def data_images(
         for d in spec.select(dataset):
             data = build.load(spec, d.name)
             frame = data.items.frame
-            report = images.resolve_images(frame, f"{suite}-{d.name}", allow_network=not offline)
+            report = images.resolve_images(frame, f"{suite}-{d.name}", allow_network=not offline,
+                                           roots=data.items.image_roots)
             failed = ", ".join(f"{n} {r}" for r, n in sorted(report.failed.items())) or "-"
             rows.append([d.name, str(report.n_items), str(report.ok), str(report.missing), failed,
                          f"{report.coverage:.1%}"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -50,9 +51,12 @@ class RawDataset:
 
 @dataclass(frozen=True)
 class ItemTable:
-    """Item side information keyed by internal item id (``frame.index`` is 1..n_items)."""
+    """Item side information keyed by internal item id (``frame.index`` is 1..n_items). ``image_roots``: the folders
+    local image files must lie in (a built suite sets its dataset folder plus any configured image root); ``None``
+    for a table the caller assembled from its own paths."""
 
     frame: pd.DataFrame
+    image_roots: tuple[Path, ...] | None = None
 
     @property
     def n_items(self) -> int:

@@ -511,7 +511,7 @@ def item_features(items: ItemTable, dataset: str, modalities: Sequence[str],
     if "image" in modalities:
         from harness.images import resolve_images
 
-        report = resolve_images(items.frame, dataset, allow_network=spec.allow_network)
+        report = resolve_images(items.frame, dataset, allow_network=spec.allow_network, roots=items.image_roots)
         if report.ok == 0:
             raise MissingModality(
                 f"{dataset}: none of the {report.n_items} item image references could be resolved "

@@ -39,6 +39,8 @@ FAIL_REASONS = (
     "corrupt",  # Pillow cannot identify or decode it
     "not_found",  # a local path that does not exist
     "bad_reference",  # neither an http(s) URL nor a path (e.g. ftp://, data:)
+    "outside_root",  # a local path outside the dataset's folder and the configured image roots (never read)
+    "private_host",  # a URL (or a redirect) to a loopback, link-local, private or reserved address (never fetched)
 )
 
 _CONTENT_TYPE_EXT = {"image/jpeg": ".jpg", "image/jpg": ".jpg", "image/png": ".png", "image/gif": ".gif",
@@ -67,6 +69,11 @@ class ImagePolicy:
     #: the remaining URLs are counted as "offline" instead of being tried one by one.
     max_consecutive_network_errors: int = 5
     user_agent: str = "mmsr-bench/0.1 (+image resolver)"
+    #: Fetch from loopback, link-local, private and reserved addresses too (off: an item table must not make the
+    #: harness probe the user's own network). ``$MMSR_BENCH_ALLOW_PRIVATE_IMAGE_HOSTS=1`` turns it on.
+    allow_private_hosts: bool = field(
+        default_factory=lambda: os.environ.get("MMSR_BENCH_ALLOW_PRIVATE_IMAGE_HOSTS", "") == "1")
+    max_redirects: int = 5  # each hop is checked like the first URL
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,36 @@ def verify_image(path: str | Path, policy: ImagePolicy = ImagePolicy()) -> tuple
     return w, h
 
 
+def check_public_host(url: str, policy: ImagePolicy) -> None:
+    """Refuse a URL whose host is, or resolves to, a loopback, link-local, private, multicast or reserved address
+    (raises :class:`ImageRejected` ``private_host``) unless the policy allows private hosts."""
+    import ipaddress
+    import socket
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname
+    if not host:
+        raise ImageRejected("bad_reference", f"{url}: no host")
+    if policy.allow_private_hosts:
+        return
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise _NetworkDown(f"cannot resolve {host}: {exc}") from None
+    for info in infos:
+        addr = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        if not addr.is_global or addr.is_multicast:
+            raise ImageRejected("private_host", f"{host} resolves to {addr}; set "
+                                "MMSR_BENCH_ALLOW_PRIVATE_IMAGE_HOSTS=1 to fetch from your own network")
+
+
+def _within(path: Path, roots: tuple[Path, ...]) -> bool:
+    resolved = path.resolve()
+    return any(resolved == r or r in resolved.parents for r in (Path(r).resolve() for r in roots))
+
+
 def _is_url(ref: str) -> bool:
     return ref.lower().startswith(("http://", "https://"))
 
@@ -169,6 +206,26 @@ class _NetworkDown(Exception):
     """No answer at all from the network (DNS failure, refused, timeout): counts toward the cut-off."""
 
 
+def _get_checked(session: Any, url: str, policy: ImagePolicy) -> Any:
+    """GET with redirects followed by hand (at most ``policy.max_redirects``), every hop's host checked by
+    :func:`check_public_host` before it is contacted."""
+    from urllib.parse import urljoin
+
+    for _ in range(policy.max_redirects + 1):
+        check_public_host(url, policy)
+        resp = session.get(url, stream=True, timeout=(policy.timeout_s, policy.timeout_s),
+                           headers={"User-Agent": policy.user_agent}, allow_redirects=False)
+        if resp.status_code in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
+            nxt = urljoin(url, resp.headers["Location"])
+            resp.close()
+            if not _is_url(nxt):
+                raise ImageRejected("bad_reference", f"redirect to {nxt}")
+            url = nxt
+            continue
+        return resp
+    raise ImageRejected("http_error", f"more than {policy.max_redirects} redirects")
+
+
 def _download(url: str, folder: Path, policy: ImagePolicy, session: Any) -> Path:
     """Fetch one URL into ``folder`` (atomically), enforcing content type and size; verify before keeping it."""
     import requests
@@ -178,8 +235,7 @@ def _download(url: str, folder: Path, policy: ImagePolicy, session: Any) -> Path
         if attempt:
             time.sleep(policy.backoff_s * 2 ** (attempt - 1))
         try:
-            with session.get(url, stream=True, timeout=(policy.timeout_s, policy.timeout_s),
-                             headers={"User-Agent": policy.user_agent}, allow_redirects=True) as resp:
+            with _get_checked(session, url, policy) as resp:
                 if resp.status_code >= 500:
                     last = ImageRejected("http_error", f"HTTP {resp.status_code}")
                     continue
@@ -220,10 +276,13 @@ def _download(url: str, folder: Path, policy: ImagePolicy, session: Any) -> Path
 
 def resolve_images(items: pd.DataFrame, dataset: str, *, allow_network: bool = True,
                    policy: ImagePolicy = ImagePolicy(), column: str = "image", base_dir: str | Path | None = None,
-                   session: Any = None, progress: bool = True) -> ImageReport:
+                   session: Any = None, progress: bool = True,
+                   roots: tuple[Path, ...] | None = None) -> ImageReport:
     """Resolve ``items[column]`` (one reference per row; index = item key) to verified local image paths.
 
-    Local paths (relative ones against ``base_dir``, default the current directory) are verified in place.
+    Local paths (relative ones against ``base_dir``, default the current directory) are verified in place; with
+    ``roots`` (a built suite passes its dataset folder and the configured image roots) a path that resolves
+    outside every root is refused (``outside_root``) without being opened.
     URLs are served from ``cache_dir("images", dataset)`` when already fetched, else downloaded there when
     ``allow_network``. Nothing is raised per item: failures are counted by reason and logged as ONE warning
     per call (so an offline run over 7,000 URLs gives one line with a count).
@@ -290,6 +349,8 @@ def resolve_images(items: pd.DataFrame, dataset: str, *, allow_network: bool = T
                 else:
                     p = Path(ref).expanduser()
                     p = p if p.is_absolute() else base / p
+                    if roots is not None and not _within(p, roots):
+                        raise ImageRejected("outside_root", f"outside {', '.join(map(str, roots))}")
                     verify_image(p, policy)
                     paths[key] = p
                     ok += 1

@@ -72,6 +72,10 @@ def rank_counts_full(scores: np.ndarray, targets: np.ndarray, exclude: list[np.n
     return RankCounts(greater.astype(np.int64), ties.astype(np.int64), valid.sum(axis=1).astype(np.int64))
 
 
+#: Largest cutoff K of a top-K metric (a longer list is not a top-K metric any more).
+MAX_CUTOFF = 1000
+
+
 @lru_cache(maxsize=8)
 def _cumulative(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Prefix sums of DCG discounts 1/log2(r+1) and of 1/r for ranks 1..n (index r, with 0 at index 0)."""
@@ -87,6 +91,8 @@ def parse_metric(name: str) -> tuple[str, int | None]:
     if not m or m.group(1) not in METRIC_NAMES:
         raise BenchError(f"unknown metric {name!r}; known: hr@K, ndcg@K, recall@K, mrr, auc")
     base, k = m.group(1), m.group(2)
+    if k is not None and not 1 <= int(k) <= MAX_CUTOFF:
+        raise BenchError(f"metric {name!r}: the cutoff must be between 1 and {MAX_CUTOFF}")
     if base in _CUTOFF_METRICS and k is None:
         raise BenchError(f"metric {name!r} needs a cutoff, e.g. {base}@10")
     if base not in _CUTOFF_METRICS and k is not None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+from harness.errors import BenchError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SUITES_DIR = REPO_ROOT / "suites"
@@ -16,11 +19,44 @@ def bench_home() -> Path:
     return home
 
 
+#: A name the harness turns into one path component (suite and dataset names, cache keys): letters, digits, "_",
+#: "-" and inner dots, never "." or "..", no separator, at most 100 characters.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+
+def check_safe_name(value: str, what: str) -> str:
+    """``value`` if it is one safe path component (:data:`SAFE_NAME`, no ``..``), else a BenchError naming ``what``."""
+    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or ".." in value:
+        raise BenchError(f"{what} {value!r} is not a safe name: use letters, digits, '_', '-' and single inner dots "
+                         "(at most 100 characters, no path separators)")
+    return value
+
+
+def inside(path: Path, root: Path, what: str) -> Path:
+    """``path`` resolved, if it lies inside ``root`` (resolved); else a BenchError naming ``what``. Every path the
+    harness writes or deletes goes through this, so no name from a loaded file can reach outside its root."""
+    resolved, base = Path(path).resolve(), Path(root).resolve()
+    if resolved != base and base not in resolved.parents:
+        raise BenchError(f"{what}: {path} resolves outside {base}; refusing to touch it")
+    return resolved
+
+
 def cache_dir(*parts: str) -> Path:
-    """A sub-folder of the cache home, e.g. ``cache_dir("features", "synth4")``; created on first use."""
-    path = bench_home().joinpath(*parts)
+    """A sub-folder of the cache home, e.g. ``cache_dir("features", "synth4")``; created on first use. Each part is
+    one safe path component, and the result is checked to lie inside the cache home."""
+    for part in parts:
+        check_safe_name(part, "cache folder name")
+    home = bench_home()
+    path = inside(home.joinpath(*parts), home, "cache folder")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def configured_image_roots() -> tuple[Path, ...]:
+    """Extra folders a dataset's local image paths may point into: ``$MMSR_BENCH_IMAGE_ROOT`` (``os.pathsep``
+    separated). By default a dataset's images must lie inside its own built folder."""
+    raw = os.environ.get("MMSR_BENCH_IMAGE_ROOT", "")
+    return tuple(Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip())
 
 
 def default_db_url() -> str:

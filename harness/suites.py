@@ -14,8 +14,22 @@ import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import BenchError, UnknownName
-from harness.metrics import metric_names, parse_metric
-from harness.paths import SUITES_DIR
+from harness.metrics import MAX_CUTOFF, METRIC_NAMES, metric_names, parse_metric
+from harness.paths import SUITES_DIR, check_safe_name
+
+
+def _safe(value: str, what: str) -> str:
+    try:
+        return check_safe_name(value, what)
+    except BenchError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _relative_data_path(value: str, what: str) -> str:
+    """Paths in a suite are relative to the data root and stay below it (no absolute path, no ``..``)."""
+    if value and (Path(value).is_absolute() or ".." in Path(value).parts or "\\" in value):
+        raise ValueError(f"{what} {value!r} must be a relative path below the data root (no leading '/', no '..')")
+    return value
 
 
 class _Frozen(BaseModel):
@@ -39,15 +53,40 @@ class Protocol(_Frozen):
 
 
 class Evaluation(_Frozen):
-    metrics: tuple[str, ...] = ("hr", "ndcg", "recall", "mrr", "auc")
-    cutoffs: tuple[int, ...] = (1, 5, 10, 20)
+    metrics: tuple[str, ...] = Field(("hr", "ndcg", "recall", "mrr", "auc"), min_length=1)
+    cutoffs: tuple[int, ...] = Field((1, 5, 10, 20), min_length=1)
     primary: str = "ndcg@10"
 
-    @field_validator("primary")
+    @field_validator("cutoffs")
     @classmethod
-    def _check_primary(cls, v: str) -> str:
-        parse_metric(v)
+    def _check_cutoffs(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [k for k in v if not 1 <= k <= MAX_CUTOFF]
+        if bad:
+            raise ValueError(f"cutoffs {bad} out of range: each must be between 1 and {MAX_CUTOFF}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"cutoffs {list(v)} repeat a value")
         return v
+
+    @field_validator("metrics")
+    @classmethod
+    def _check_metrics(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"metrics {list(v)} repeat a value")
+        unknown = [m for m in v if m not in METRIC_NAMES]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; known: {', '.join(sorted(METRIC_NAMES))}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_primary(self) -> "Evaluation":
+        try:
+            parse_metric(self.primary)
+        except BenchError as exc:
+            raise ValueError(str(exc)) from None
+        if self.primary not in self.names():
+            raise ValueError(f"primary {self.primary!r} is not one of the suite's metrics ({', '.join(self.names())}); "
+                             "add its family to metrics and its cutoff to cutoffs")
+        return self
 
     def names(self) -> list[str]:
         return metric_names(list(self.metrics), list(self.cutoffs))
@@ -73,6 +112,16 @@ class DatasetSpec(_Frozen):
     item_text: str = ""
     item_text_kind: Literal["title", "derived-descriptor"] = "title"
     item_text_note: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        return _safe(v, "dataset name")
+
+    @field_validator("path", "items", "users", "meta", "item_text")
+    @classmethod
+    def _check_paths(cls, v: str, info) -> str:
+        return _relative_data_path(v, info.field_name)
 
     @model_validator(mode="after")
     def _check_item_text(self) -> "DatasetSpec":
@@ -105,6 +154,35 @@ class SuiteSpec(_Frozen):
     hashes: dict[str, dict[str, str]] = Field(default_factory=dict)
     path: str = Field("", exclude=True)
 
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        return _safe(v, "suite name")
+
+    @field_validator("datasets")
+    @classmethod
+    def _check_datasets(cls, v: tuple[DatasetSpec, ...]) -> tuple[DatasetSpec, ...]:
+        if not v:
+            raise ValueError("a suite needs at least one [[datasets]] entry")
+        names = [d.name for d in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"dataset names {dup} appear more than once")
+        return v
+
+    @model_validator(mode="after")
+    def _check_cutoffs_fit(self) -> "SuiteSpec":
+        if self.protocol.candidates != "full":
+            n = self.protocol.n_negatives + 1
+            bad = [k for k in self.evaluation.cutoffs if k > n]
+            if bad:
+                raise ValueError(f"evaluation.cutoffs {bad} exceed the {n} candidates per user "
+                                 f"(protocol.n_negatives = {self.protocol.n_negatives} plus the target)")
+        unknown = set(self.hashes) - {d.name for d in self.datasets}
+        if unknown:
+            raise ValueError(f"hashes for {sorted(unknown)}, which are not datasets of this suite")
+        return self
+
     def dataset(self, name: str) -> DatasetSpec:
         for d in self.datasets:
             if d.name == name:
@@ -121,6 +199,27 @@ class SuiteSpec(_Frozen):
         if isinstance(datasets, str):
             datasets = [d.strip() for d in datasets.split(",") if d.strip()]
         return [self.dataset(d) for d in datasets]
+
+    def build_spec(self, dataset: str) -> dict[str, dict]:
+        """The fields that determine one dataset's artifacts (its source, preprocessing, split and candidate
+        protocol), as recorded in its build: a later edit of any of them must not meet the old artifacts silently."""
+        return {"datasets": self.dataset(dataset).model_dump(exclude={"item_text_note"}),
+                "preprocess": self.preprocess.model_dump(), "protocol": self.protocol.model_dump()}
+
+    def build_spec_drift(self, dataset: str, recorded: dict[str, dict]) -> list[str]:
+        """``section.field: built with X, the spec now says Y`` for each field that differs from a build's record. A
+        field the record lacks (added to the spec format later) counts as changed only if it is not at its default."""
+        sections = {"datasets": DatasetSpec, "preprocess": Preprocess, "protocol": Protocol}
+        out = []
+        for section, now in self.build_spec(dataset).items():
+            then = recorded.get(section, {})
+            for key, value in now.items():
+                if key in then:
+                    if then[key] != value:
+                        out.append(f"{section}.{key}: built with {then[key]!r}, the spec now says {value!r}")
+                elif value != sections[section].model_fields[key].default:
+                    out.append(f"{section}.{key}: not in the build record, the spec now says {value!r}")
+        return out
 
     def protocol_fingerprint(self, dataset: str, artifact_hashes: dict[str, str] | None = None) -> str:
         """Hash of what one dataset's evaluation consumed: the sha256 of every artifact (sequences, items, split,
@@ -141,6 +240,12 @@ def load_suite_file(path: Path) -> SuiteSpec:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BenchError(f"suite file {path} does not exist") from None
+    except IsADirectoryError:
+        raise BenchError(f"suite file {path} is a folder, not a TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"{path}: not a UTF-8 text file (byte {exc.start}); a suite is a TOML file") from None
+    except OSError as exc:
+        raise BenchError(f"suite file {path}: cannot be read ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise BenchError(f"{path}: invalid TOML: {exc}") from None
     try:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -53,6 +55,13 @@ class _Handler(BaseHTTPRequestHandler):
         status, ctype, body = ROUTES.get(self.path, (404, "text/plain", b""))
         if self.path == "/flaky.png":  # 503 on the first request, the image afterwards
             status, ctype, body = (503, "text/plain", b"busy") if self.counts[self.path] == 1 else ROUTES["/ok.png"]
+        if self.path.startswith("/redirect/"):  # /redirect/N/ -> /redirect/N-1/ ... -> /ok.png
+            n = int(self.path.split("/")[2])
+            self.send_response(302)
+            self.send_header("Location", f"/redirect/{n - 1}/" if n > 1 else "/ok.png")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -81,7 +90,9 @@ def _home(tmp_path, monkeypatch):
     monkeypatch.setenv("MMSR_BENCH_HOME", str(tmp_path / "home"))
 
 
-POLICY = ImagePolicy(timeout_s=5.0, retries=1, backoff_s=0.0, max_bytes=20_000, max_pixels=1_000_000)
+#: The test server listens on 127.0.0.1, which the default policy refuses to contact (see the private-host tests).
+POLICY = ImagePolicy(timeout_s=5.0, retries=1, backoff_s=0.0, max_bytes=20_000, max_pixels=1_000_000,
+                     allow_private_hosts=True)
 
 
 def _frame(refs: list) -> pd.DataFrame:
@@ -134,7 +145,8 @@ def test_unreachable_network_stops_trying_after_a_few_failures(caplog):
             calls.append(a[0])
             return super().get(*a, **kw)
 
-    policy = ImagePolicy(timeout_s=2.0, retries=1, backoff_s=0.0, max_consecutive_network_errors=3)
+    policy = ImagePolicy(timeout_s=2.0, retries=1, backoff_s=0.0, max_consecutive_network_errors=3,
+                         allow_private_hosts=True)
     with caplog.at_level(logging.WARNING, logger="harness.images"):
         rep = resolve_images(_frame(refs), "down", policy=policy, session=CountingSession())
     assert rep.failed == {"offline": 20}
@@ -161,6 +173,74 @@ def test_local_files(tmp_path):
     assert rep.ok == 2 and rep.missing == 1
     assert rep.failed == {"truncated": 1, "not_found": 1}
     assert rep.paths[1] == good and rep.paths[4] == rel / "r.png"
+
+
+def test_private_hosts_are_never_contacted_by_default(server, monkeypatch):
+    monkeypatch.delenv("MMSR_BENCH_ALLOW_PRIVATE_IMAGE_HOSTS", raising=False)
+    base, counts = server
+    port = base.rsplit(":", 1)[1]
+    refs = [f"{base}/ok.png", f"http://localhost:{port}/ok.png", f"http://[::1]:{port}/ok.png",
+            "http://169.254.169.254/latest/meta-data/x.png", "http://10.0.0.1/x.png", "http://192.168.1.1/x.png"]
+    strict = ImagePolicy(timeout_s=1.0, retries=0, backoff_s=0.0)
+    assert not strict.allow_private_hosts
+    rep = resolve_images(_frame(refs), "ssrf", policy=strict)
+    assert rep.ok == 0 and rep.failed == {"private_host": len(refs)}
+    assert counts == {}  # nothing reached the server
+    monkeypatch.setenv("MMSR_BENCH_ALLOW_PRIVATE_IMAGE_HOSTS", "1")
+    assert ImagePolicy().allow_private_hosts  # the documented opt-in
+
+
+def test_redirects_are_bounded_and_each_hop_is_checked(server, monkeypatch):
+    base, counts = server
+    ok = resolve_images(_frame([f"{base}/redirect/3/"]), "redir", policy=POLICY)
+    assert ok.ok == 1 and counts["/ok.png"] == 1
+    too_many = resolve_images(_frame([f"{base}/redirect/9/"]), "redir2",
+                              policy=dataclasses.replace(POLICY, max_redirects=4))
+    assert too_many.failed == {"http_error": 1} and "redirects" in too_many.examples["http_error"]
+    # a public first hop that redirects to a private address is refused at the second hop
+    from harness import images
+
+    seen = []
+
+    def fake_check(url, policy):
+        seen.append(url)
+        if "127.0.0.1" in url:
+            raise ImageRejected("private_host", url)
+
+    class _Resp:
+        status_code, headers = 302, {"Location": f"{base}/ok.png"}
+
+        def close(self):
+            pass
+
+    class _Session:
+        def get(self, url, **kw):
+            assert "127.0.0.1" not in url, "the private hop was contacted"
+            return _Resp()
+
+    monkeypatch.setattr(images, "check_public_host", fake_check)
+    rep = resolve_images(_frame(["http://public.example/x.png"]), "redir3", policy=POLICY, session=_Session())
+    assert rep.failed == {"private_host": 1} and seen == ["http://public.example/x.png", f"{base}/ok.png"]
+
+
+def test_local_paths_outside_the_roots_are_never_opened(tmp_path, monkeypatch):
+    root = tmp_path / "dataset"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "in.png").write_bytes(GOOD)
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(GOOD)
+    (root / "link.png").symlink_to(outside)
+    refs = [str(root / "images" / "in.png"), str(outside), "../secret.png", "images/../../secret.png", "link.png"]
+    opened = []
+    import harness.images as images
+
+    real = images.verify_image
+    monkeypatch.setattr(images, "verify_image", lambda p, policy=POLICY: (opened.append(Path(p)), real(p, policy))[1])
+    rep = resolve_images(_frame(refs), "confined", policy=POLICY, base_dir=root, roots=(root,))
+    assert rep.ok == 1 and rep.failed == {"outside_root": 4}
+    assert opened == [root / "images" / "in.png"]
+    extra = resolve_images(_frame(refs[:2]), "confined2", policy=POLICY, base_dir=root, roots=(root, tmp_path))
+    assert extra.ok == 2  # an explicitly configured root admits its files
 
 
 def test_decompression_bomb_guard_is_an_error_and_restored(tmp_path):

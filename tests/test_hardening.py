@@ -1,0 +1,173 @@
+"""Hardening: names from loaded files never become paths outside the cache, a spec edited after its build is refused
+naming the field, and concurrent first builds of one dataset end in one build that every process reuses."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness import build, suites
+from harness.cli import app
+from harness.errors import BenchError, HashMismatch
+from harness.paths import cache_dir, check_safe_name, inside
+
+
+@pytest.mark.parametrize("name", ["../../../../victim", "../escape", "a/b", "..", ".", "", ".hidden", "a\\b",
+                                  "x" * 101, "a..b", "nul\x00"])
+def test_unsafe_dataset_and_suite_names_are_refused_at_load(tmp_path, name):
+    for template in ('name = "t"\n[[datasets]]\nname = {n}\nsource = "synth"\n',
+                     'name = {n}\n[[datasets]]\nname = "d"\nsource = "synth"\n'):
+        f = tmp_path / "t.toml"
+        f.write_text(template.format(n='"' + name.replace("\\", "\\\\").replace("\x00", "\\u0000") + '"'))
+        with pytest.raises(BenchError, match=r"t.toml: field .*name.*not a safe name"):
+            suites.load_suite_file(f)
+
+
+def test_a_traversal_name_never_deletes_or_writes_outside_the_cache(tmp_path, monkeypatch, _isolated_home):
+    """The reported attack: `bench suite build` on a suite whose dataset name climbs out of the cache."""
+    home = _isolated_home
+    victim = home.parent / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("precious")
+    depth = len(home.relative_to(home.anchor).parts)
+    evil = tmp_path / "evil.toml"
+    evil.write_text(f'name = "evil"\n[[datasets]]\nname = "{"../" * (depth + 1)}{victim.relative_to(victim.anchor)}"\n'
+                    'source = "synth"\ncategory = "baby"\nsynth_users = 30\nsynth_items = 40\n')
+    before = sorted(p for p in tmp_path.rglob("*"))
+    res = CliRunner().invoke(app, ["suite", "build", str(evil)])
+    assert res.exit_code != 0 and "not a safe name" in res.output and "Traceback" not in res.output
+    assert (victim / "keep.txt").read_text() == "precious"
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_cache_paths_are_confined(_isolated_home):
+    for bad in ("..", "../x", "a/b", "/etc"):
+        with pytest.raises(BenchError, match="not a safe name"):
+            cache_dir("suites", bad)
+    assert cache_dir("suites", "ok-name_1.2").is_dir()
+    with pytest.raises(BenchError, match="outside"):
+        inside(_isolated_home / "a" / ".." / ".." / "b", _isolated_home, "test")
+    assert check_safe_name("synth4-lite", "x") == "synth4-lite"
+
+
+@pytest.mark.parametrize("suite_field,edit", [
+    ("n_negatives", ("n_negatives = 19", "n_negatives = 18")),
+    ("seed", ("seed = 7", "seed = 8")),
+    ("kcore", ("kcore = 0", "kcore = 3")),
+    ("candidates", ('candidates = "sampled"', 'candidates = "popularity"')),
+    ("max_eval_users", ("max_eval_users = 0", "max_eval_users = 50")),
+    ("path", ('path = "tiny.txt"', 'path = "other.txt"')),
+])
+def test_a_spec_edited_after_its_build_is_refused_naming_the_field(frozen_tiny, suite_field, edit):
+    text = frozen_tiny.read_text()
+    assert edit[0] in text
+    frozen_tiny.write_text(text.replace(edit[0], edit[1], 1))
+    spec = suites.load_suite(str(frozen_tiny))
+    with pytest.raises(HashMismatch, match=rf"{suite_field}: built with .* the spec now says .*--force"):
+        build.load(spec, "seq")
+    res = CliRunner().invoke(app, ["run", "--suite", str(frozen_tiny), "--model", "pop"])
+    assert res.exit_code != 0 and suite_field in res.output and "Traceback" not in res.output
+
+
+def test_a_synth_seed_edit_is_refused(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('name = "s"\n[[datasets]]\nname = "baby"\nsource = "synth"\ncategory = "baby"\nseed = 1\n'
+                 'synth_users = 40\nsynth_items = 40\n' + SMALL)
+    build.materialize(suites.load_suite_file(f), suites.load_suite_file(f).dataset("baby"))
+    f.write_text(f.read_text().replace("seed = 1", "seed = 2"))
+    with pytest.raises(HashMismatch, match=r"datasets.seed: built with 1, the spec now says 2"):
+        build.load(suites.load_suite_file(f), "baby", allow_unfrozen=True)
+
+
+def test_a_build_without_a_spec_record_is_refused(frozen_tiny):
+    spec = suites.load_suite(str(frozen_tiny))
+    record = build.dataset_dir(spec, "seq") / "build.json"
+    import json
+
+    info = json.loads(record.read_text())
+    del info["spec"]
+    record.write_text(json.dumps(info))
+    with pytest.raises(HashMismatch, match="does not record the spec"):
+        build.load(spec, "seq")
+
+
+SMALL = '[protocol]\nn_negatives = 9\n[evaluation]\ncutoffs = [1, 5]\nprimary = "ndcg@5"\n'
+
+
+def _build_in_child(path: str, home: str, data: str, queue) -> None:
+    os.environ["MMSR_BENCH_HOME"], os.environ["MMSR_BENCH_DATA"] = home, data
+    try:
+        spec = suites.load_suite(path)
+        queue.put(("ok", build.load(spec, "seq").fingerprint))
+    except Exception as exc:  # reported to the parent, which fails the test with it
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def test_concurrent_first_builds_end_in_one_shared_build(frozen_tiny, _isolated_home, tmp_path):
+    import shutil
+
+    shutil.rmtree(build.dataset_dir(suites.load_suite(str(frozen_tiny)), "seq"))  # frozen, but not built here
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_build_in_child, args=(str(frozen_tiny), str(_isolated_home), str(tmp_path / "data"),
+                                                        queue)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert all(kind == "ok" for kind, _ in results), results
+    assert len({fp for _, fp in results}) == 1
+    folder = build.dataset_dir(suites.load_suite(str(frozen_tiny)), "seq").parent
+    assert not [p.name for p in folder.iterdir() if re.search(r"\.(building|old)$", p.name)]
+
+
+@pytest.mark.parametrize("toml,needle", [
+    ('name = "t"\ndatasets = []\n', "at least one"),
+    ('name = "t"\n[[datasets]]\nname = "a"\nsource = "synth"\n[[datasets]]\nname = "a"\nsource = "synth"\n',
+     "more than once"),
+    ('name = "t"\n[[datasets]]\nname = "a"\nsource = "synth"\n[evaluation]\ncutoffs = [0]\n', "out of range"),
+    ('name = "t"\n[[datasets]]\nname = "a"\nsource = "synth"\n[evaluation]\ncutoffs = []\n', "cutoffs"),
+    ('name = "t"\n[[datasets]]\nname = "a"\nsource = "synth"\n[evaluation]\ncutoffs = [100000]\n', "out of range"),
+    ('name = "t"\n[[datasets]]\nname = "a"\nsource = "synth"\n[evaluation]\ncutoffs = [10, 200]\n', "exceed the 100"),
+    ('name = "t"\n[[datasets]]\nname = "a"\nsource = "synth"\n[evaluation]\nprimary = "hr@20"\ncutoffs = [5]\n',
+     "not one of the suite's metrics"),
+    ('name = "t"\n[[datasets]]\nname = "a"\nsource = "synth"\n[evaluation]\nmetrics = ["hr", "bogus"]\n', "unknown"),
+    ('name = "t"\n[[datasets]]\nname = "a"\nsource = "sequence"\npath = "/etc/passwd"\n', "relative path"),
+    ('name = "t"\n[[datasets]]\nname = "a"\nsource = "sequence"\npath = "../../x.txt"\n', "relative path"),
+])
+def test_bad_suite_fields_name_the_field(tmp_path, toml, needle):
+    f = tmp_path / "t.toml"
+    f.write_text(toml)
+    with pytest.raises(BenchError, match=re.escape(needle)):
+        suites.load_suite_file(f)
+
+
+def test_binary_or_folder_suite_files_are_clean_errors(tmp_path):
+    b = tmp_path / "b.toml"
+    b.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    with pytest.raises(BenchError, match="not a UTF-8 text file"):
+        suites.load_suite_file(b)
+    d = tmp_path / "d.toml"
+    d.mkdir()
+    with pytest.raises(BenchError, match="is a folder"):
+        suites.load_suite_file(d)
+
+
+def test_a_flipped_image_byte_is_refused_naming_the_file(_isolated_home, tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('name = "s"\n[[datasets]]\nname = "baby"\nsource = "synth"\ncategory = "baby"\n'
+                 'synth_users = 40\nsynth_items = 40\n' + SMALL)
+    spec = suites.load_suite_file(f)
+    build.materialize(spec, spec.dataset("baby"))
+    img = sorted((build.dataset_dir(spec, "baby") / "images").glob("*.png"))[0]
+    raw = bytearray(img.read_bytes())
+    raw[40] ^= 0xFF  # inside the IHDR/IDAT data
+    img.write_bytes(bytes(raw))
+    with pytest.raises(HashMismatch, match=re.escape(str(img))):
+        build.load(spec, "baby", allow_unfrozen=True)
