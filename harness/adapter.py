@@ -50,6 +50,37 @@ class AdapterConfig:
 
     batch_size: int = 256
 
+    #: Numeric fields that must be > 0 (sizes, counts of layers/steps, learning rates) and fields that are
+    #: probabilities in [0, 1). Every other int/float field must be a finite number >= 0 (0 means "off" or
+    #: "all" where a field says so). Subclasses may extend the sets; :meth:`__post_init__` checks them.
+    POSITIVE: ClassVar[frozenset[str]] = frozenset({
+        "batch_size", "train_batch_size", "eval_batch_size", "epochs", "n_layers", "n_heads", "n_layer", "n_head",
+        "n_embd", "inner_size", "hidden_size", "embedding_size", "latent_size", "users_per_batch", "score_rows",
+        "lora_rank", "lora_alpha", "grad_accum", "window_size", "window_step", "max_len", "max_seq_length",
+        "codes_per_item", "svd_bins", "n_clusters", "sv_clusters", "lr", "learning_rate", "layer_norm_eps",
+        "initializer_range", "eval_step", "stopping_step", "patience", "max_df", "logit_scale"})
+    PROBABILITY: ClassVar[frozenset[str]] = frozenset({
+        "dropout", "hidden_dropout_prob", "attn_dropout_prob", "lora_dropout", "mask_ratio", "vlm_holdout"})
+
+    def __post_init__(self) -> None:
+        import math
+
+        where = type(self).__name__
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if not math.isfinite(value):
+                raise BenchError(f"{where}.{f.name} = {value!r}: must be a finite number")
+            if f.name in self.PROBABILITY:
+                if not 0.0 <= value < 1.0:
+                    raise BenchError(f"{where}.{f.name} = {value!r}: must be a probability in [0, 1)")
+            elif f.name in self.POSITIVE:
+                if value <= 0:
+                    raise BenchError(f"{where}.{f.name} = {value!r}: must be > 0")
+            elif value < 0:
+                raise BenchError(f"{where}.{f.name} = {value!r}: must be >= 0")
+
 
 @dataclass(frozen=True)
 class Needs:

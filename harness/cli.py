@@ -95,8 +95,20 @@ class _LineReporter:
         err_console.print(f"[dim]✓ {description} in {time.perf_counter() - t0:.1f}s[/dim]")
 
 
+def _names_option(value: Optional[str], option: str) -> list[str] | None:
+    """``"a,b"`` -> ["a", "b"]; None stays None (the default); a value naming nothing is an error."""
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise BenchError(f"{option} {value!r} names nothing; give comma-separated names or leave the option out")
+    return names
+
+
 def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -131,19 +143,25 @@ def run(
     _setup(verbose)
     done = []
     try:
+        from harness.paths import check_device
+        from harness.store import check_store
+
         spec = suites.load_suite(suite)
-        names = [d.name for d in spec.select(dataset)]
+        names = [d.name for d in spec.select(_names_option(dataset, "--dataset"))]
+        for s in seed:
+            if not 0 <= s < 2 ** 32:
+                raise BenchError(f"--seed {s}: seeds must be integers in [0, 2**32 - 1]")
         overrides = adapter.parse_set_options(set_)
-        model_names = [m.strip() for m in model.split(",") if m.strip()]
-        also_specs = tuple(suites.load_suite(a.strip()) for a in (also or "").split(",") if a.strip())
+        model_names = _names_option(model, "--model")
+        also_specs = tuple(suites.load_suite(a) for a in _names_option(also, "--also") or ())
         if perturb:
             from harness import perturb as perturb_mod
 
             perturb_mod.parse(perturb)  # a malformed spec fails before any work
-        for m in model_names:  # every name is checked before any work starts
-            reg = adapter.get(m)
-            if overrides:
-                adapter.parse_overrides(reg.cls.config_cls, overrides)
+        check_device(device)
+        for m in model_names:  # every name and every configuration is checked before any work starts
+            adapter.build(m, overrides, device="cpu")
+        check_store(db)  # dialect, driver, file and schema, without creating anything
         for m in model_names:
             req = runner.RunRequest(spec, m, names, list(dict.fromkeys(seed)), overrides, db, device, perturb=perturb,
                                     also=also_specs)
@@ -168,10 +186,14 @@ def _leaderboard(suite: str, datasets: list[str] | None, metric: Optional[str], 
     from harness import metrics as mt
     from harness.store import Store
 
-    store = Store(db)
     metrics = [m.strip() for m in metric.split(",")] if metric else None
     for m in metrics or []:
         mt.parse_metric(m)
+    if against:
+        from harness import significance
+
+        significance.check_options(test, correction, alpha)
+    store = Store.for_reading(db)
     board = lb.build_board(store, suite, datasets, metrics)
     if not board.models:
         fail(f"no completed runs for suite {suite!r} in {store.url}; run `bench run --suite {suite} --model pop`")
@@ -246,11 +268,14 @@ def compare(
     from harness.store import Store
 
     _setup()
+    if format not in ("table", "json", "markdown"):
+        fail(f"--format {format!r}: choose one of table, json, markdown")
     try:
         names = [m.strip() for m in metric.split(",")] if metric else None
         for m in names or []:
             mt.parse_metric(m)
-        cmp = significance.compare(Store(db), a, b, suite=suite, dataset=dataset, metrics=names, test=test,
+        significance.check_options(test, correction, alpha, resamples)
+        cmp = significance.compare(Store.for_reading(db), a, b, suite=suite, dataset=dataset, metrics=names, test=test,
                                    correction=correction, alpha=alpha, n_resamples=resamples)
     except BenchError as exc:
         fail(str(exc))
@@ -319,7 +344,7 @@ def runs_list(
 
     _setup()
     try:
-        rs = Store(db).runs(suite=suite, model=model, dataset=dataset, status=None if all_ else "completed")
+        rs = Store.for_reading(db).runs(suite=suite, model=model, dataset=dataset, status=None if all_ else "completed")
     except BenchError as exc:
         fail(str(exc))
         return
@@ -336,7 +361,7 @@ def runs_show(run_id: int = typer.Argument(...), db: Optional[str] = DB_OPTION) 
 
     _setup()
     try:
-        r = Store(db).run(run_id)
+        r = Store.for_reading(db).run(run_id)
     except BenchError as exc:
         fail(str(exc))
         return

@@ -122,7 +122,7 @@ def register(app: typer.Typer) -> None:
         if format not in ("table", "markdown", "latex"):
             fail(f"--format {format!r}: expected table, markdown or latex")
         try:
-            table = ar.build(Store(db), suite, base, datasets=[d.strip() for d in dataset.split(",")] if dataset else None,
+            table = ar.build(Store.for_reading(db), suite, base, datasets=[d.strip() for d in dataset.split(",")] if dataset else None,
                              metrics=[m.strip() for m in metric.split(",")] if metric else None, test=test,
                              correction=correction, alpha=alpha,
                              extra=tuple(x.strip() for x in extra.split(",")) if extra else ())

@@ -88,6 +88,8 @@ def find_data_root() -> Path | None:
 
 def _open_text(path: Path) -> io.TextIOBase:
     """Open a UTF-8 text file that may be gzip-compressed (sniffed from the magic bytes)."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, but a data file is expected here")
     if not path.is_file():
         raise DataError(f"{path}: file not found; check the path (raw Amazon files are named "
                         "reviews_<Category>_5.json.gz / meta_<Category>.json.gz)")
@@ -451,6 +453,11 @@ def load_s3rec(dataset: str, root: str | Path | None = None) -> RawDataset:
 # ---------------------------------------------------------------------------------------------- raw review files
 
 
+#: Largest |timestamp| accepted (2**62: any second- or millisecond-resolution date fits, and int64 arithmetic on
+#: it cannot overflow).
+MAX_TIMESTAMP = 2 ** 62
+
+
 def _as_int_time(value: Any) -> int | None:
     """Integer timestamp from an int, an integral float or a digit string; None when not integral."""
     if isinstance(value, bool):
@@ -490,17 +497,26 @@ def _read_reviews(path: Path, user_key: str, item_key: str, time_key: str, ratin
         for lineno, line in _iter_lines(path):
             try:
                 rec = json.loads(line)
-            except ValueError as exc:
-                raise DataError(f"{path} line {lineno}: not valid JSON ({exc}); fix or remove the line") from exc
+            except (ValueError, RecursionError) as exc:
+                raise DataError(f"{path} line {lineno}: not valid JSON ({type(exc).__name__}: {str(exc)[:200]}); "
+                                "fix or remove the line") from None
             if not isinstance(rec, dict):
                 raise DataError(f"{path} line {lineno}: expected a JSON object, got {type(rec).__name__}")
             for key in (user_key, item_key, time_key):
                 if rec.get(key) in (None, ""):
                     raise DataError(f"{path} line {lineno}: missing required field {key!r} (a review needs "
                                     f"{user_key}, {item_key} and {time_key})")
+            for key in (user_key, item_key):
+                if isinstance(rec[key], bool) or not isinstance(rec[key], (str, int)):
+                    raise DataError(f"{path} line {lineno}: {key} must be a string or an integer id, got "
+                                    f"{type(rec[key]).__name__}")
             t = _as_int_time(rec[time_key])
             if t is None:
-                raise DataError(f"{path} line {lineno}: {time_key}={rec[time_key]!r} is not an integer timestamp")
+                raise DataError(f"{path} line {lineno}: {time_key}={str(rec[time_key])[:80]!r} is not an integer "
+                                "timestamp")
+            if not -MAX_TIMESTAMP <= t <= MAX_TIMESTAMP:
+                raise DataError(f"{path} line {lineno}: {time_key}={t:.3g} is outside the range of a timestamp "
+                                f"(|t| <= {MAX_TIMESTAMP:.2g})")
             r = _as_rating(rec.get(rating_key))
             if r is None:
                 raise DataError(f"{path} line {lineno}: {rating_key}={rec[rating_key]!r} is not a number")
@@ -582,6 +598,9 @@ def _read_meta(path: Path, id_key: str, wanted: set[str], extract: _RecordFn) ->
                 raise DataError(f"{path} line {lineno}: bad field value ({exc})") from exc
     if n_dup:
         log.info("%s: %d duplicate metadata records ignored (first record per item kept)", path, n_dup)
+    if wanted and not rows:
+        raise DataError(f"{path}: none of the {len(wanted)} items of the reviews has a record in this metadata file "
+                        f"(empty, or another category's file); expected one {id_key!r} record per line")
     cols = [c for c in ITEM_TABLE_COLUMNS if c != "asin"]
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=cols, dtype=object)
     frame.index = pd.Index(frame.index, dtype=object, name="ext_id")

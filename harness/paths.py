@@ -64,6 +64,29 @@ def default_db_url() -> str:
     return os.environ.get("MMSR_BENCH_DB") or "sqlite:///results.db"
 
 
+def check_device(requested: str | None) -> None:
+    """Refuse a device string torch would not accept, or a CUDA/MPS device this machine lacks, before any work."""
+    requested = requested or os.environ.get("MMSR_BENCH_DEVICE")
+    if not requested:
+        return
+    m = re.fullmatch(r"(cpu|cuda|mps)(?::(\d+))?", requested.strip())
+    if not m:
+        raise BenchError(f"--device {requested!r}: expected cpu, cuda, cuda:N or mps")
+    kind, index = m.group(1), m.group(2)
+    if kind == "cpu":
+        return
+    import torch
+
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise BenchError(f"--device {requested}: no CUDA device is available here (torch.cuda.is_available() "
+                             "is False); use --device cpu")
+        if index is not None and int(index) >= torch.cuda.device_count():
+            raise BenchError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif not torch.backends.mps.is_available():
+        raise BenchError(f"--device {requested}: MPS is not available here; use --device cpu")
+
+
 def auto_device(requested: str | None = None) -> str:
     """CUDA where present, else CPU; ``requested`` (or ``$MMSR_BENCH_DEVICE``) overrides."""
     requested = requested or os.environ.get("MMSR_BENCH_DEVICE")

@@ -25,8 +25,8 @@ from harness.adapter import Adapter, Needs
 from harness.build import SuiteData
 from harness.data import EvalSplit
 from harness.errors import BenchError, MissingModality
-from harness.paths import REPO_ROOT, auto_device, cache_dir
-from harness.store import Run, Store
+from harness.paths import REPO_ROOT, auto_device, cache_dir, check_device
+from harness.store import Run, Store, check_store
 from harness.suites import SuiteSpec
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,11 @@ def perturbed(data: SuiteData, spec: str) -> SuiteData:
 
 def execute(req: RunRequest, *, on_result=None) -> list[Run]:
     """Run a model on the requested datasets and seeds. Every dataset is verified before any fitting starts."""
-    store = Store(req.db_url)
+    bad = [s for s in req.seeds if not isinstance(s, int) or not 0 <= s < 2 ** 32]
+    if bad or not req.seeds:
+        raise BenchError(f"seeds {bad or '[]'}: give one or more integers in [0, 2**32 - 1]")
+    check_device(req.device)
+    check_store(req.db_url)  # a bad --db fails here, and no store file is created by a rejected run
     reg = adapter_mod.get(req.model)  # unknown model -> error before any work
     # Built once with the user's overrides (constructors are cheap): a bad --set fails here, and the modalities
     # this configuration really needs (e.g. mmgcn with modalities=id,text) are known before any data work.
@@ -242,6 +246,7 @@ def execute(req: RunRequest, *, on_result=None) -> list[Run]:
                                  f"fitted on one cannot be scored on the other; run it separately")
             extra.append(o if not req.perturb else perturbed(o, req.perturb))
         loaded.append((data, extra))
+    store = Store(req.db_url)
     group_id = uuid.uuid4().hex[:12]
     results = []
     for data, extra in loaded:

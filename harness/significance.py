@@ -81,6 +81,18 @@ def check_comparable(a: list[Run], b: list[Run]) -> None:
         raise BenchError(f"cannot compare run {ra.id} with run {rb.id}: they were evaluated on different users")
 
 
+def check_options(test: str, correction: str, alpha: float, n_resamples: int = 10_000) -> None:
+    """Validate the statistics options before any store access (each error names its option)."""
+    if test not in stats.TESTS:
+        raise BenchError(f"--test {test!r}: choose one of {', '.join(stats.TESTS)}")
+    if correction not in stats.CORRECTIONS:
+        raise BenchError(f"--correction {correction!r}: choose one of {', '.join(stats.CORRECTIONS)}")
+    if not 0.0 < alpha < 1.0:
+        raise BenchError(f"--alpha {alpha}: must be between 0 and 1 (exclusive)")
+    if n_resamples < 1:
+        raise BenchError(f"--resamples {n_resamples}: must be at least 1")
+
+
 def seed_averaged(store: Store, runs: list[Run], metrics: list[str] | None = None) -> dict[str, np.ndarray]:
     vecs = [store.per_user(r.id, metrics) for r in runs]
     return {k: np.mean([v[k] for v in vecs], axis=0) for k in vecs[0]}
@@ -89,8 +101,11 @@ def seed_averaged(store: Store, runs: list[Run], metrics: list[str] | None = Non
 def compare(store: Store, a_ref: str, b_ref: str, *, suite: str | None = None, dataset: str | None = None,
             metrics: list[str] | None = None, test: str = "t", correction: str = "holm", alpha: float = 0.05,
             seed: int = 0, n_resamples: int = 10_000) -> Comparison:
+    check_options(test, correction, alpha, n_resamples)
     a = resolve(store, a_ref, suite, dataset)
     b = resolve(store, b_ref, suite, dataset)
+    if {r.id for r in a} == {r.id for r in b}:
+        raise BenchError(f"{a_ref!r} and {b_ref!r} are the same runs {sorted(r.id for r in a)}: nothing to compare")
     check_comparable(a, b)
     va, vb = seed_averaged(store, a, metrics), seed_averaged(store, b, metrics)
     names = metrics or sorted((m for m in va if m in vb), key=_metric_order)

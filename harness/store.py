@@ -15,8 +15,10 @@ from datetime import datetime, timezone
 from typing import Iterator
 
 import numpy as np
+from pathlib import Path
+
 from sqlalchemy import event
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from harness.errors import BenchError
@@ -89,6 +91,72 @@ class Artifact(SQLModel, table=True):
     payload_json: str = "{}"
 
 
+def _engine(url: str):
+    """An engine for ``url``, with one-line errors for a malformed URL, a missing driver and an in-memory store."""
+    try:
+        engine = create_engine(url)
+    except NoSuchModuleError as exc:
+        raise BenchError(f"--db {url!r} is not a valid SQLAlchemy URL: no dialect for it ({exc})") from None
+    except ImportError as exc:
+        raise BenchError(f"--db {url!r}: the database driver is not installed ({exc.name or exc}); install it "
+                         "(for example psycopg for postgresql+psycopg://)") from None
+    except (ArgumentError, ValueError) as exc:
+        raise BenchError(f"--db {url!r} is not a valid SQLAlchemy URL: {exc}") from None
+    if engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        raise BenchError(f"--db {url!r} is an in-memory SQLite database: every run would be lost when the "
+                         "command ends; give a file, e.g. sqlite:///results.db")
+    return engine
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file behind a SQLite URL (None for other databases and URI-style SQLite URLs)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        return None
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:" or u.database.startswith("file:"):
+        return None
+    return Path(u.database)
+
+
+def check_store(url: str | None) -> None:
+    """Everything that can be wrong with a store URL, checked before a run does any work and without creating the
+    store: the URL, its driver, an in-memory database, a missing folder, a file that is not SQLite, a foreign
+    schema (an existing database is opened read-only for the check)."""
+    url = url or default_db_url()
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        _engine(url)
+        if not path.parent.is_dir():
+            raise BenchError(f"--db {url!r}: the folder {path.parent} does not exist")
+        return
+    if path is not None and path.is_dir():
+        raise BenchError(f"--db {url!r}: {path} is a folder, not a database file")
+    store = Store(url, read_only=True)
+    store.engine.dispose()
+
+
+def check_schema(engine, url: str) -> None:
+    """Refuse an existing database whose tables of our names lack our columns (another program's schema, or a
+    store from an incompatible version), before any work is done."""
+    from sqlalchemy import inspect
+
+    insp = inspect(engine)
+    present = set(insp.get_table_names())
+    for table in SQLModel.metadata.sorted_tables:
+        if table.name not in present:
+            continue
+        have = {c["name"] for c in insp.get_columns(table.name)}
+        missing = sorted(c.name for c in table.columns if c.name not in have)
+        if missing:
+            more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+            raise BenchError(f"the results store {url} has a table {table.name!r} without the columns "
+                             f"{', '.join(missing[:4])}{more}: it "
+                             "is not an mmsr-bench store of this version; use another --db")
+
+
 def encode_vector(values: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.asarray(values, dtype=np.float64), allow_pickle=False)
@@ -104,18 +172,28 @@ class Store:
 
     def __init__(self, url: str | None = None, *, read_only: bool = False) -> None:
         self.url = url or default_db_url()
-        try:
-            self.engine = create_engine(self.url)
-        except (ArgumentError, ValueError) as exc:
-            raise BenchError(f"--db {self.url!r} is not a valid SQLAlchemy URL: {exc}") from None
+        self.read_only = read_only
+        self.engine = _engine(self.url)
         if self.url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        self.read_only = read_only
-        if not read_only:
-            try:
+        try:
+            if not read_only:
                 SQLModel.metadata.create_all(self.engine)
-            except OperationalError as exc:
-                raise BenchError(f"cannot open the results store {self.url}: {exc.orig}") from None
+            check_schema(self.engine, self.url)
+        except (OperationalError, DatabaseError) as exc:
+            raise BenchError(f"cannot open the results store {self.url}: {getattr(exc, 'orig', exc)}") from None
+
+    @classmethod
+    def for_reading(cls, url: str | None = None) -> "Store":
+        """A store opened read-only for a command that only reads: never creates a file, and a store without runs is
+        one clear error instead of a missing-table traceback."""
+        path = sqlite_file(url or default_db_url())
+        if path is not None and not path.is_file():
+            raise BenchError(f"no results store at {path} (--db {url or default_db_url()}); `bench run` creates one")
+        store = cls(url, read_only=True)
+        if not store.exists():
+            raise BenchError(f"the results store {store.url} holds no runs yet; `bench run` stores them")
+        return store
 
     def exists(self) -> bool:
         from sqlalchemy import inspect
