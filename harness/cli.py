@@ -135,6 +135,8 @@ def run(
                                        "(comma-separated) when they share the identical split, e.g. amazon4-full."),
     perturb: Optional[str] = typer.Option(None, "--perturb", help="blank:0.2 | noise:0.2 | swap:0.2 — perturb a share "
                                           "of item images; the run is stored with this as its variant."),
+    resume: bool = typer.Option(False, "--resume", help="Skip (dataset, seed) cells already stored as completed "
+                                "with the same suite fingerprint and config hash."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Fit model(s) on a suite's training data and score them on the shared, frozen test candidates."""
@@ -164,7 +166,7 @@ def run(
         check_store(db)  # dialect, driver, file and schema, without creating anything
         for m in model_names:
             req = runner.RunRequest(spec, m, names, list(dict.fromkeys(seed)), overrides, db, device, perturb=perturb,
-                                    also=also_specs)
+                                    also=also_specs, resume=resume)
             done += runner.execute(req, on_result=lambda r: err_console.print(
                 f"[green]stored run {r.id}[/green]: {r.model} on {r.suite}/{r.dataset} seed {r.seed} "
                 f"(fit {r.fit_seconds:.1f}s, score {r.score_seconds:.1f}s)"))

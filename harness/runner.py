@@ -142,6 +142,23 @@ class RunRequest:
     variant: str = ""
     perturb: str | None = None  # e.g. "blank:0.2": run on items whose images are perturbed; stored as the variant
     also: tuple[SuiteSpec, ...] = ()  # other suites on the identical split: score the same fitted model there too
+    #: Skip a (dataset, seed) cell whose completed run with the same suite fingerprint, model, variant and config
+    #: hash is already in the store (an interrupted multi-seed command picks up where it stopped).
+    resume: bool = False
+
+
+def config_hash(model: Adapter) -> str:
+    """The identity of a configuration: sha256 of its canonical JSON (what the store records as config_hash)."""
+    return hashlib.sha256(json.dumps(_config_dict(model), sort_keys=True).encode()).hexdigest()
+
+
+def stored_cell(store: Store, req: "RunRequest", data: SuiteData, seed: int, cfg_hash: str) -> Run | None:
+    """The completed run of this cell already in the store, if any (for ``resume``)."""
+    variant = req.variant or (req.perturb or "")
+    for r in store.runs(suite=data.suite.name, dataset=data.dataset, model=req.model, variant=variant):
+        if r.seed == seed and r.suite_hash == data.fingerprint and r.config_hash == cfg_hash:
+            return r
+    return None
 
 
 def _config_dict(model: Adapter) -> dict:
@@ -173,7 +190,7 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
         return Run(
             group_id=group_id, suite=target.suite.name, suite_hash=target.fingerprint, dataset=target.dataset,
             model=req.model, variant=req.variant, config_json=config_text,
-            config_hash=hashlib.sha256(config_text.encode()).hexdigest(), seed=seed, code_version=sha,
+            config_hash=config_hash(model), seed=seed, code_version=sha,
             code_dirty=dirty, packages_json=json.dumps(package_versions()), host=platform.node(), device=device,
             started_at=started, finished_at=datetime.now(timezone.utc), status=status,
             peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, n_users=len(target.test),
@@ -249,8 +266,15 @@ def execute(req: RunRequest, *, on_result=None) -> list[Run]:
     store = Store(req.db_url)
     group_id = uuid.uuid4().hex[:12]
     results = []
+    cfg_hash = config_hash(probe)
     for data, extra in loaded:
         for seed in req.seeds:
+            if req.resume:
+                done = stored_cell(store, req, data, seed, cfg_hash)
+                if done is not None:
+                    log.warning("resume: %s on %s/%s seed %d is already stored as run %d; skipped", req.model,
+                                data.suite.name, data.dataset, seed, done.id)
+                    continue
             for run in run_one(req, data, seed, group_id, store, also=extra):
                 results.append(run)
                 if on_result:

@@ -171,3 +171,51 @@ def test_a_flipped_image_byte_is_refused_naming_the_file(_isolated_home, tmp_pat
     img.write_bytes(bytes(raw))
     with pytest.raises(HashMismatch, match=re.escape(str(img))):
         build.load(spec, "baby", allow_unfrozen=True)
+
+
+def test_resume_skips_stored_cells_and_runs_only_the_missing_ones(frozen_tiny):
+    from harness.store import Store
+
+    cli = CliRunner()
+    base = ["run", "--suite", str(frozen_tiny), "--model", "test-successor", "--set", "noise=0.1"]
+    assert cli.invoke(app, base + ["--seed", "0", "--seed", "1"]).exit_code == 0
+    first = {r.seed: r.id for r in Store().runs()}
+    res = cli.invoke(app, base + ["--seed", "0", "--seed", "1", "--seed", "2", "--resume"])
+    assert res.exit_code == 0, res.output
+    runs = Store().runs()
+    assert sorted(r.seed for r in runs) == [0, 1, 2]  # no duplicate of seeds 0 and 1
+    assert {r.seed: r.id for r in runs if r.seed < 2} == first
+    # another configuration is another cell: not skipped
+    assert cli.invoke(app, base[:-1] + ["noise=0.2", "--seed", "0", "--resume"]).exit_code == 0
+    assert len(Store().runs()) == 4
+    # without --resume a command repeats its cells (the documented default)
+    assert cli.invoke(app, base + ["--seed", "0"]).exit_code == 0
+    assert len(Store().runs()) == 5
+
+
+def test_rejected_commands_leave_no_store_and_no_rows(frozen_tiny, _isolated_home, tmp_path):
+    from harness.store import Store
+
+    db = tmp_path / "fresh.db"
+    cli = CliRunner()
+    bad = [["--set", "batch_size=0"], ["--seed", "-1"], ["--seed", "4294967296"], ["--device", "nosuch"],
+           ["--dataset", ""], ["--set", "noise=nan"], ["--db", "sqlite:///:memory:"], ["--db", "mysql://u@h/x"],
+           ["--db", f"sqlite:///{tmp_path}/nodir/x.db"]]
+    for extra in bad:
+        args = ["run", "--suite", str(frozen_tiny), "--model", "test-successor"] + extra
+        if "--db" not in extra:
+            args += ["--db", f"sqlite:///{db}"]
+        res = cli.invoke(app, args)
+        assert res.exit_code == 1, (extra, res.output)
+        assert "Traceback" not in res.output and res.output.count("error:") == 1, (extra, res.output)
+    assert not db.exists()
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database at all" * 10)
+    res = cli.invoke(app, ["run", "--suite", str(frozen_tiny), "--model", "test-successor", "--db",
+                           f"sqlite:///{garbage}"])
+    assert res.exit_code == 1 and "cannot open the results store" in res.output
+    for cmd in (["leaderboard", "--suite", str(frozen_tiny)], ["runs", "list"], ["compare", "1", "2"]):
+        res = cli.invoke(app, cmd + ["--db", f"sqlite:///{db}"])
+        assert res.exit_code == 1 and "no results store" in res.output, (cmd, res.output)
+    assert not db.exists()
+    assert Store(f"sqlite:///{_isolated_home / 'results.db'}").runs(status=None) == []
