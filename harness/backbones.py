@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -326,6 +327,24 @@ def _is_complete(folder: Path) -> bool:
         folder.glob("*.safetensors"))
 
 
+def _cached_weights_intact(folder: Path) -> bool:
+    """True when a cached (built or converted) backbone's weights still hash to what its record says. Otherwise
+    the folder is removed with a warning, so the caller builds or converts it again: a cached checkpoint is never
+    used unverified (the hash is computed anyway, for the run record)."""
+    try:
+        recorded = json.loads((folder / "mmsr_backbone.json").read_text()).get("weights_sha256")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    actual = weights_sha256(folder)
+    if recorded == actual:
+        return True
+    log.warning("cached backbone %s: weights sha256 %s... %s; removing it and building it again", folder,
+                actual[:12], f"differs from the recorded {recorded[:12]}..." if isinstance(recorded, str)
+                else "has no recorded hash (an older cache)")
+    shutil.rmtree(folder)
+    return False
+
+
 def _remove_stale_tmp(folder: Path) -> None:
     """Temporary folders of conversions whose process is gone (killed mid-way) are removed; live ones are kept."""
     for tmp in folder.parent.glob(f"{folder.name}.tmp-*"):
@@ -340,8 +359,6 @@ def _remove_stale_tmp(folder: Path) -> None:
         except PermissionError:  # a live process of another user
             alive = True
         if not alive:
-            import shutil
-
             log.info("removing %s left by an interrupted conversion", tmp)
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -354,7 +371,6 @@ def convert_named(spec: NamedBackbone) -> Path:
     (the saved folder, reloaded, must give the GGUF model's logits) and renamed, so an interrupted or wrong
     conversion never leaves a folder that looks complete."""
     import importlib.util
-    import shutil
 
     path, version = named_backbone_file(spec)
     sha = file_sha256(path)
@@ -393,7 +409,8 @@ def convert_named(spec: NamedBackbone) -> Path:
                              f"{diff:.3g} (> {CONVERSION_ATOL}); the installed transformers cannot convert it")
         meta = {"name": spec.name, "model": spec.model, "distribution": spec.distribution, "version": version,
                 "file": spec.file, "file_sha256": sha, "licence": spec.licence, "family": spec.family,
-                "dtype": "float32", "conversion_max_abs_logit_diff": diff, "format": 2}
+                "dtype": "float32", "conversion_max_abs_logit_diff": diff, "format": 2,
+                "weights_sha256": weights_sha256(tmp)}
         (tmp / "mmsr_backbone.json").write_text(json.dumps(meta, indent=2))
         if folder.exists() and not _is_complete(folder):
             shutil.rmtree(folder)  # an empty or foreign leftover under the same name
@@ -520,7 +537,8 @@ def build_tiny(name: str, texts: Sequence[str], *, pretrain: PretrainSpec = Pret
     tmp.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(tmp))
     model.save_pretrained(str(tmp), safe_serialization=True)
-    meta = {**ident, "name": name, "n_texts": len(texts), "final_pretrain_loss": final_loss}
+    meta = {**ident, "name": name, "n_texts": len(texts), "final_pretrain_loss": final_loss,
+            "weights_sha256": weights_sha256(tmp)}
     (tmp / "mmsr_backbone.json").write_text(json.dumps(meta, indent=2))
     for f in tmp.iterdir():
         f.replace(folder / f.name)
@@ -544,12 +562,16 @@ def load_backbone(name: str, *, texts: Sequence[str] | None = None, pretrain: Pr
     resolved = resolve_dtype(dtype, device)  # validate before any work
     if name in TINY_PRESETS:
         folder = build_tiny(name, texts or [], pretrain=pretrain, seed=seed)
+        if not _cached_weights_intact(folder):
+            folder = build_tiny(name, texts or [], pretrain=pretrain, seed=seed)
         meta = json.loads((folder / "mmsr_backbone.json").read_text())
         random_init = pretrain.steps == 0
         pretrained_on = None if random_init else f"item-text:{meta['corpus']} ({pretrain.steps} steps)"
         source = "tiny preset built locally (random initial weights)" if random_init else "tiny preset built locally"
     elif name in NAMED_BACKBONES:
         folder = convert_named(NAMED_BACKBONES[name])
+        if not _cached_weights_intact(folder):
+            folder = convert_named(NAMED_BACKBONES[name])
         meta = json.loads((folder / "mmsr_backbone.json").read_text())
         random_init, pretrained_on = False, meta["model"]
         info = {"backbone_licence": meta["licence"]}

@@ -107,7 +107,9 @@ class FeatureCache:
 
     ``index.json`` maps a content hash to [shard file, row]; shards are float32 ``.npy`` files written once.
     Writes are atomic (temp file + rename). Two processes racing can at worst lose an index entry, which only
-    means that item is encoded again later.
+    means that item is encoded again later. The index records each shard's sha256, checked when the shard is
+    first read: a shard that differs (a flipped byte), cannot be parsed, or has no recorded hash is discarded
+    with a warning and its rows are encoded again, never used.
     """
 
     def __init__(self, root: Path, encoder: str, weights_hash: str) -> None:
@@ -115,8 +117,9 @@ class FeatureCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.encoder = encoder
         self.weights_hash = weights_hash
+        self._shard_hashes: dict[str, str] = {}
         self._index: dict[str, list] = self._read_index()
-        self._shards: dict[str, np.ndarray] = {}
+        self._shards: dict[str, np.ndarray | None] = {}
 
     def _read_index(self) -> dict[str, list]:
         path = self.dir / _INDEX
@@ -124,13 +127,40 @@ class FeatureCache:
             return {}
         try:
             data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
             log.warning("%s: unreadable feature index (%s); recomputing its entries", path, exc)
             return {}
         if data.get("weights_hash") != self.weights_hash:
             log.warning("%s: index was written for other weights; ignoring it", path)
             return {}
+        self._shard_hashes.update({k: v for k, v in dict(data.get("shards", {})).items() if isinstance(v, str)})
         return dict(data.get("entries", {}))
+
+    def _load_shard(self, shard: str) -> np.ndarray | None:
+        """The shard's rows if its bytes match the recorded sha256 and it parses; else None (and it is removed)."""
+        path = self.dir / shard
+        if not path.is_file():
+            return None
+        expected = self._shard_hashes.get(shard)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        problem = None
+        if expected is None:
+            problem = "no recorded sha256 (written by an older version)"
+        elif digest != expected:
+            problem = f"sha256 {digest[:12]}... differs from the recorded {expected[:12]}..."
+        else:
+            try:
+                arr = np.load(path, allow_pickle=False, mmap_mode="r")
+                if arr.ndim != 2 or arr.dtype != np.float32:
+                    raise ValueError(f"shape {arr.shape}, dtype {arr.dtype}")
+                return arr
+            except (OSError, ValueError, EOFError) as exc:
+                problem = f"unreadable ({exc})"
+        log.warning("feature cache shard %s: %s; discarding it and encoding its items again", path, problem)
+        path.unlink(missing_ok=True)
+        return None
 
     def __len__(self) -> int:
         return len(self._index)
@@ -142,13 +172,11 @@ class FeatureCache:
             if loc is None:
                 continue
             shard, row = loc
-            arr = self._shards.get(shard)
+            if shard not in self._shards:
+                self._shards[shard] = self._load_shard(shard)
+            arr = self._shards[shard]
             if arr is None:
-                path = self.dir / shard
-                if not path.exists():
-                    continue
-                arr = np.load(path, allow_pickle=False, mmap_mode="r")
-                self._shards[shard] = arr
+                continue
             if row < len(arr):
                 out[key] = np.asarray(arr[row], dtype=np.float32)
         return out
@@ -160,13 +188,15 @@ class FeatureCache:
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".part-", suffix=".npy")
         with os.fdopen(fd, "wb") as fh:
             np.save(fh, np.ascontiguousarray(values, dtype=np.float32), allow_pickle=False)
+        self._shard_hashes[shard] = hashlib.sha256((Path(tmp)).read_bytes()).hexdigest()
         os.replace(tmp, self.dir / shard)
         merged = self._read_index()  # pick up entries another process added meanwhile
         merged.update(self._index)
         for row, key in enumerate(keys):
             merged[key] = [shard, row]
         self._index = merged
-        payload = {"encoder": self.encoder, "weights_hash": self.weights_hash, "entries": merged}
+        payload = {"encoder": self.encoder, "weights_hash": self.weights_hash, "entries": merged,
+                   "shards": self._shard_hashes}
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".index-", suffix=".json")
         with os.fdopen(fd, "w") as fh:
             json.dump(payload, fh)

@@ -52,6 +52,38 @@ def test_text_features_cache_hit_and_invalidation(tmp_path):
     assert not np.allclose(new.values[2], fm.values[2])
 
 
+@pytest.mark.parametrize("where", ["data", "header", "truncate", "index"])
+def test_a_tampered_feature_shard_is_recomputed_never_used(tmp_path, caplog, where):
+    items = _items(["red lipstick", "blue toy truck", "green soap bar"])
+    fm = text_features(items, fields=("title",), cache_root=tmp_path)
+    (shard,) = sorted(tmp_path.rglob("shard-*.npy"))
+    raw = bytearray(shard.read_bytes())
+    if where == "data":
+        raw[-7] ^= 0x40  # one float's exponent bits: the reported ~1e38 values
+    elif where == "header":
+        raw[12] ^= 0xFF
+    elif where == "truncate":
+        raw = raw[: len(raw) // 2]
+    shard.write_bytes(bytes(raw))
+    if where == "index":  # an index without shard hashes (an older version's) is not trusted either
+        import json
+
+        index = next(tmp_path.rglob("index.json"))
+        data = json.loads(index.read_text())
+        data.pop("shards")
+        index.write_text(json.dumps(data))
+        shard.write_bytes(bytes(bytearray(shard.read_bytes())))
+    stats: dict = {}
+    with caplog.at_level("WARNING", logger="harness.features"):
+        again = text_features(items, fields=("title",), cache_root=tmp_path, stats=stats)
+    assert stats == {"cached": 0, "computed": 3}
+    np.testing.assert_allclose(again.values, fm.values, atol=1e-6)
+    assert any("discarding it" in r.getMessage() and shard.name in r.getMessage() for r in caplog.records)
+    stats2: dict = {}
+    text_features(items, fields=("title",), cache_root=tmp_path, stats=stats2)
+    assert stats2 == {"cached": 3, "computed": 0}  # the recomputed shard is trusted again
+
+
 def test_image_features_cache_random_init_and_weights_file(tmp_path):
     paths = []
     for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):

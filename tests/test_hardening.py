@@ -219,3 +219,18 @@ def test_rejected_commands_leave_no_store_and_no_rows(frozen_tiny, _isolated_hom
         assert res.exit_code == 1 and "no results store" in res.output, (cmd, res.output)
     assert not db.exists()
     assert Store(f"sqlite:///{_isolated_home / 'results.db'}").runs(status=None) == []
+
+
+def test_a_tampered_cached_backbone_is_rebuilt_not_used(caplog):
+    from harness.backbones import PretrainSpec, load_backbone
+
+    texts = ["red lipstick", "blue toy truck", "green soap bar"] * 4
+    first = load_backbone("tiny-llama", texts=texts, pretrain=PretrainSpec(steps=0), device="cpu")
+    (weights,) = Path(first.path).glob("*.safetensors")
+    raw = bytearray(weights.read_bytes())
+    raw[-100] ^= 0x01
+    weights.write_bytes(bytes(raw))
+    with caplog.at_level("WARNING", logger="harness.backbones"):
+        again = load_backbone("tiny-llama", texts=texts, pretrain=PretrainSpec(steps=0), device="cpu")
+    assert any("building it again" in r.getMessage() for r in caplog.records)
+    assert again.weights_sha256 == first.weights_sha256  # rebuilt deterministically, not the tampered bytes
