@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness import quality
 from harness.data import ITEM_TEXT_FIELDS, EvalSplit, ItemTable, RawDataset, TrainData
 from harness.errors import BenchError, DataError, HashMismatch
 from harness.paths import bench_home, cache_dir, configured_image_roots, inside
@@ -376,8 +377,12 @@ def _materialize_locked(suite: SuiteSpec, spec: DatasetSpec, out: Path) -> dict[
             np.save(tmp / f"candidates_{split}.npy", cands)
 
     hashes = {f: sha256_file(tmp / f) for f in expected_files(suite, tmp)}
+    dq = quality.check(spec.name, seqs, int_seqs, eval_users)
+    for line in dq.warnings:
+        log.warning("%s", line)
     (tmp / "build.json").write_text(json.dumps({"report": report, "hashes": hashes, "n_users": n_users,
                                                 "n_items": n_items, "source": raw.source,
+                                                "quality": dq.as_dict(),
                                                 "spec": suite.build_spec(spec.name)}, indent=2, default=list))
     out = inside(out, root, f"dataset folder of {suite.name}/{spec.name}")
     if out.exists():
@@ -457,6 +462,8 @@ class SuiteData:
     fingerprint: str
     eval_users_hash: str
     directory: Path
+    #: Data-quality warnings recorded at build time (:mod:`harness.quality`); every run stores them.
+    quality_warnings: tuple[str, ...] = ()
 
 
 def item_text_source(data: SuiteData) -> str:
@@ -514,5 +521,8 @@ def load(suite: SuiteSpec, dataset: str, *, build: bool = True, allow_unfrozen: 
         if full:
             exclude = [h[h != t] for h, t in zip(hist, targets[:, col])]
         splits[name] = EvalSplit(name, eval_users, hist, targets[:, col], cands, n_items, exclude)
+    record = json.loads((out / "build.json").read_text(encoding="utf-8"))
+    warnings = tuple(str(w) for w in (record.get("quality") or {}).get("warnings", []))
     return SuiteData(suite, dataset, train, splits["valid"], splits["test"], items,
-                     suite.protocol_fingerprint(dataset, actual), sha256_file(out / "eval_users.npy"), out)
+                     suite.protocol_fingerprint(dataset, actual), sha256_file(out / "eval_users.npy"), out,
+                     quality_warnings=warnings)

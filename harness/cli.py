@@ -456,13 +456,22 @@ def suite_verify(name: str, dataset: Optional[str] = typer.Option(None, "--datas
 
 @suite_app.command("freeze")
 def suite_freeze(name: str, dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
-                 force: bool = typer.Option(False, "--force", help="Rebuild before hashing.")) -> None:
+                 force: bool = typer.Option(False, "--force", help="Rebuild before hashing."),
+                 accept_warnings: bool = typer.Option(False, "--accept-warnings",
+                                                      help="Freeze although the build recorded data-quality "
+                                                           "warnings (runs on it still carry them).")) -> None:
     """Build and write the artifacts' sha256 into the suite spec (review the diff before committing)."""
-    from harness import suites
+    from harness import build, suites
 
     _setup()
     try:
         spec, out = _build(name, dataset, force, False)
+        for d in out:
+            record = json.loads((build.dataset_dir(spec, d) / "build.json").read_text(encoding="utf-8"))
+            warnings = (record.get("quality") or {}).get("warnings", [])
+            if warnings and not accept_warnings:
+                raise BenchError(f"refusing to freeze {spec.name}/{d}: {' '.join(warnings)}. Fix the data, or pass "
+                                 "--accept-warnings to freeze it anyway (every run will record the warning)")
         for d, hashes in out.items():
             path = suites.write_hashes(spec, d, hashes)
             console.print(f"froze {name}/{d} in {path}")

@@ -61,6 +61,8 @@ def latest_runs(runs: list[Run]) -> tuple[list[Run], list[str]]:
         if key not in keep or r.id > keep[key].id:
             keep[key] = r
     notes = [f"{stale} run(s) on an older version of the suite's artifacts were left out"] if stale else []
+    for w in sorted({w for r in keep.values() for w in r.run_info.get("data_quality_warnings", [])}):
+        notes.append(f"data quality: {w}")
     return list(keep.values()), notes
 
 

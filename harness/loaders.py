@@ -380,15 +380,14 @@ def load_sequence_file(path: str | Path, items_tsv: str | Path | None = None, us
     ``users_tsv`` (``s3rec_user_id<TAB>reviewerID``) is only checked to cover every user: user ids stay the file's
     ids so that they line up with the published files; use :func:`read_users_tsv` for the reviewerID map.
     Blank lines are skipped. A bad token, a user without items, a duplicate user or an empty file raise DataError
-    naming the file and line(s). When every sequence with >= 2 items is sorted by item id, a warning says the file
-    is probably an id-sorted dump rather than time-ordered.
+    naming the file and line(s). Whether the order is time order (not an id-sorted dump) is checked at build time
+    for every source (:mod:`harness.quality`).
     """
     path = Path(path)
     name = name or path.stem
     user_ids: list[str] = []
     sequences: list[list[str]] = []
     user_line: dict[str, int] = {}
-    n_multi = n_sorted = 0
     for lineno, line in _iter_lines(path):
         if not _INT_LINE.fullmatch(line):
             raise DataError(_bad_token_message(path, lineno, line))
@@ -401,17 +400,10 @@ def load_sequence_file(path: str | Path, items_tsv: str | Path | None = None, us
                             "each user must be on exactly one line")
         user_line[uid] = lineno
         seq = [_canon_int(t) for t in toks[1:]]
-        if len(seq) >= 2:
-            n_multi += 1
-            ints = list(map(int, seq))
-            n_sorted += all(a <= b for a, b in zip(ints, ints[1:]))
         user_ids.append(uid)
         sequences.append(seq)
     if not sequences:
         raise DataError(f"{path}: empty file (no user lines); expected 'user_id item_id item_id ...' per line")
-    if n_multi and n_sorted == n_multi:
-        log.warning("%s: all %d sequences with >= 2 items are sorted by item id; this looks like an id-sorted dump, "
-                    "not time order, so next-item evaluation on it would be meaningless", path, n_multi)
 
     if users_tsv is not None:
         users = read_users_tsv(users_tsv)

@@ -186,7 +186,8 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
 
     def record(target: SuiteData, status: str, **fields) -> Run:
         info = dict(model.run_info, fitted_on_suite=data.suite.name, validation_suite=data.suite.name,
-                    item_text_source=build.item_text_source(data))  # the text the model was fitted on
+                    item_text_source=build.item_text_source(data),  # the text the model was fitted on
+                    data_quality_warnings=list(target.quality_warnings))
         return Run(
             group_id=group_id, suite=target.suite.name, suite_hash=target.fingerprint, dataset=target.dataset,
             model=req.model, variant=req.variant, config_json=config_text,

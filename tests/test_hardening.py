@@ -234,3 +234,28 @@ def test_a_tampered_cached_backbone_is_rebuilt_not_used(caplog):
         again = load_backbone("tiny-llama", texts=texts, pretrain=PretrainSpec(steps=0), device="cpu")
     assert any("building it again" in r.getMessage() for r in caplog.records)
     assert again.weights_sha256 == first.weights_sha256  # rebuilt deterministically, not the tampered bytes
+
+
+def test_an_id_sorted_dump_is_flagged_in_build_runs_and_leaderboard_and_freeze_needs_an_override(tmp_path,
+                                                                                                 monkeypatch):
+    from harness.store import Store
+
+    root = tmp_path / "data"
+    root.mkdir()
+    lines = [" ".join(map(str, [u] + sorted(range(1 + u % 7, 30, 1 + u % 3))[:8])) for u in range(1, 80)]
+    (root / "sorted.txt").write_text("\n".join(lines) + "\n")
+    f = tmp_path / "dump.toml"
+    f.write_text('name = "dump"\n[[datasets]]\nname = "seq"\nsource = "sequence"\npath = "sorted.txt"\n'
+                 '[preprocess]\nkcore = 0\n' + SMALL)
+    monkeypatch.setenv("MMSR_BENCH_DATA", str(root))
+    cli = CliRunner()
+    res = cli.invoke(app, ["suite", "freeze", str(f)])
+    assert res.exit_code == 1 and "strictly increasing by item id" in res.output and "--accept-warnings" in res.output
+    assert "hashes" not in f.read_text()
+    res = cli.invoke(app, ["suite", "freeze", str(f), "--accept-warnings"])
+    assert res.exit_code == 0, res.output
+    assert cli.invoke(app, ["run", "--suite", str(f), "--model", "pop"]).exit_code == 0
+    (run,) = Store().runs()
+    assert any("id-sorted" in w for w in run.run_info["data_quality_warnings"])
+    board = cli.invoke(app, ["leaderboard", "--suite", "dump", "--format", "markdown"])
+    assert "data quality: seq: 100% of" in " ".join(board.output.split())

@@ -104,16 +104,20 @@ def test_missing_file(tmp_path: Path) -> None:
         load_sequence_file(tmp_path / "nope.txt")
 
 
-def test_id_sorted_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    sorted_file = write(tmp_path / "sorted.txt", "1 1 2 5\n2 3 4\n3 7\n")
-    with caplog.at_level(logging.WARNING, logger="harness.loaders"):
-        load_sequence_file(sorted_file)
-    assert any("sorted by item id" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
-    caplog.clear()
-    timed = write(tmp_path / "timed.txt", "1 1 2 5\n2 4 3\n")
-    with caplog.at_level(logging.WARNING, logger="harness.loaders"):
-        load_sequence_file(timed)
-    assert not any("sorted by item id" in r.getMessage() for r in caplog.records)
+def test_id_sorted_share_and_repeated_targets_are_measured() -> None:
+    import numpy as np
+
+    from harness import quality
+
+    sorted_dump = [["1", "2", "5"], ["3", "4"], ["2", "7", "9"], ["8", "3"]]
+    seqs = [np.array([1, 2, 3]), np.array([4, 5, 4]), np.array([1, 3, 2]), np.array([6, 7])]
+    q = quality.check("x", sorted_dump, seqs, np.arange(4))
+    assert q.sorted_share == 0.75 and q.repeat_target_share == 0.25 and len(q.warnings) == 2
+    assert "75% of 4 sequences are strictly increasing" in q.warnings[0]
+    timed = quality.check("x", [["1", "2", "5"], ["4", "3"], ["9", "1"]], [np.array([1, 2, 3])] * 3, np.arange(3))
+    assert timed.sorted_share == pytest.approx(1 / 3, abs=1e-6) and timed.warnings == ()
+    asins = quality.check("x", [["B01", "A02"], ["A01", "B02"]], [np.array([1, 2])] * 2, np.arange(2))
+    assert asins.sorted_share == 0.5  # string ids compare as strings
 
 
 @pytest.mark.parametrize("text, line, needle", [
