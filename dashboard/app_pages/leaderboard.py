@@ -52,8 +52,8 @@ with ui.guard():
     st.dataframe(q.styled_board(board), key="lb_table")
     st.caption("Mean ± 95% CI across seeds; best value per column in bold. Click a column header to sort."
                + (f"  \n{footer.replace('+/-', '▲/▼')}" if footer else ""))
-    for note in board.notes:
-        st.caption(note)
+    for note in board.notes:  # data-quality warnings recorded by the build stand out; other notes are captions
+        (st.warning if note.startswith("data quality:") else st.caption)(note)
 
     chart_metric = ui.pick("Chart metric", board.metrics, key="lb_chart_metric")
     st.plotly_chart(q.bar_figure(board, chart_metric), key="lb_chart")
