@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import platform
 import random
 import resource
@@ -57,15 +58,22 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> dict:
+    """Seed every generator and ask torch for deterministic kernels; returns what a run must record to be
+    repeatable: the same seed gives the same numbers at the same torch thread count (CPU reductions are split by
+    thread, so another thread count may change the last digits; docs/results.md measures by how much)."""
     random.seed(seed)
     np.random.seed(seed)
+    info: dict = {"seed": seed}
     try:
         import torch
-
-        torch.manual_seed(seed)
     except ImportError:
-        pass
+        return info
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    info.update(torch_threads=torch.get_num_threads(), torch_deterministic=True)
+    return info
 
 
 def check_needs(needs: Needs, data: SuiteData, model: str) -> None:
@@ -175,7 +183,7 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
     if req.perturb and not req.variant:
         req = dataclasses.replace(req, variant=req.perturb)
     reg = adapter_mod.get(req.model)
-    seed_everything(seed)
+    repro = seed_everything(seed)
     model = adapter_mod.build(req.model, req.overrides, seed=seed, device=device,
                               cache_dir=str(cache_dir("models", req.model)))
     check_needs(getattr(model, "effective_needs", reg.cls.needs), data, req.model)
@@ -187,7 +195,7 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
     def record(target: SuiteData, status: str, **fields) -> Run:
         info = dict(model.run_info, fitted_on_suite=data.suite.name, validation_suite=data.suite.name,
                     item_text_source=build.item_text_source(data),  # the text the model was fitted on
-                    data_quality_warnings=list(target.quality_warnings))
+                    data_quality_warnings=list(target.quality_warnings), reproducibility=repro)
         return Run(
             group_id=group_id, suite=target.suite.name, suite_hash=target.fingerprint, dataset=target.dataset,
             model=req.model, variant=req.variant, config_json=config_text,
