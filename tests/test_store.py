@@ -54,3 +54,26 @@ def test_bad_url_and_missing_run(tmp_path):
 def test_read_only_store_on_missing_file_is_empty(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'none.db'}", read_only=True)
     assert store.runs() == [] and store.last_change() == "empty"
+
+
+def _writer(url: str, worker: int, n: int, barrier) -> None:
+    barrier.wait()  # every process opens the brand-new store at the same moment
+    store = Store(url)
+    for k in range(n):
+        store.add_run(_run(model=f"w{worker}", seed=k), {"auc": np.full(10, 0.5)})
+
+
+def test_concurrent_writers_opening_a_new_store_lose_no_run(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    barrier = ctx.Barrier(8)
+    procs = [ctx.Process(target=_writer, args=(url, w, 5, barrier)) for w in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0] * 8
+    runs = Store(url).runs()
+    assert len(runs) == 40 and len({(r.model, r.seed) for r in runs}) == 40
