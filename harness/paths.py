@@ -66,6 +66,8 @@ def default_db_url() -> str:
 
 def check_device(requested: str | None) -> None:
     """Refuse a device string torch would not accept, or a CUDA/MPS device this machine lacks, before any work."""
+    if requested is not None and not requested.strip():
+        raise BenchError("--device '': give cpu, cuda, cuda:N or mps, or leave the option out")
     requested = requested or os.environ.get("MMSR_BENCH_DEVICE")
     if not requested:
         return
