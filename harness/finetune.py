@@ -19,8 +19,11 @@ gradient is spent on that instead of on telling Yes from No. ``decision_weight=0
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,12 +200,94 @@ def save_trainable(model: Any, folder: str | Path) -> str:
     return str(folder)
 
 
+def _fingerprint(config: SFTConfig, encoded: list[tuple[list[int], int]], model: Any) -> str:
+    """What a resume point must match: the loop settings (epochs may grow), the encoded examples and the
+    trainable parameters' names and shapes."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k != "epochs"},
+                                  sort_keys=True, default=str).encode())
+    for ids, n_prompt in encoded:
+        h.update(np.asarray(ids + [n_prompt], dtype=np.int64).tobytes())
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            h.update(f"{n}{tuple(p.shape)}".encode())
+    return h.hexdigest()
+
+
+class _ResumePoint:
+    """The training state at a resume point (after an epoch or a validation): trainable tensors, optimizer state,
+    best state and torch's RNG as safetensors, the loop position and history as JSON, written atomically. A rerun
+    with the same fingerprint continues from it and ends in the same weights as an uninterrupted run."""
+
+    def __init__(self, folder: Path, fingerprint: str) -> None:
+        self.folder, self.fingerprint = folder, fingerprint
+
+    def save(self, model: Any, opt: Any, best_state: dict | None, position: dict) -> None:
+        import torch
+        from safetensors.torch import save_file
+
+        tensors = {f"param.{n}": p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+        for n, t in (best_state or {}).items():
+            tensors[f"best.{n}"] = t.contiguous().cpu()
+        opt_state = opt.state_dict()
+        scalars: dict[str, dict] = {}
+        for idx, st in opt_state["state"].items():
+            for key, val in st.items():
+                if torch.is_tensor(val):
+                    tensors[f"opt.{idx}.{key}"] = val.contiguous().cpu()
+                else:
+                    scalars.setdefault(str(idx), {})[key] = val
+        tensors["rng.torch"] = torch.get_rng_state()
+        tmp = self.folder.with_name(self.folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(tensors, str(tmp / "state.safetensors"))
+        (tmp / "position.json").write_text(json.dumps({"fingerprint": self.fingerprint, "position": position,
+                                                       "param_groups": opt_state["param_groups"],
+                                                       "opt_scalars": scalars, "has_best": best_state is not None}))
+        shutil.rmtree(self.folder, ignore_errors=True)
+        tmp.rename(self.folder)
+
+    def load(self, model: Any, opt: Any) -> tuple[dict, dict | None] | None:
+        """(position, best_state) restored into ``model`` and ``opt``; None when there is no usable point."""
+        import torch
+        from safetensors.torch import load_file
+
+        try:
+            meta = json.loads((self.folder / "position.json").read_text())
+            tensors = load_file(str(self.folder / "state.safetensors"))
+        except (OSError, ValueError) as exc:
+            if self.folder.exists():
+                log.warning("%s: unreadable resume point (%s); training from the start", self.folder, exc)
+            return None
+        if meta.get("fingerprint") != self.fingerprint:
+            log.warning("%s: resume point of another configuration or data; training from the start", self.folder)
+            return None
+        _load_trainable(model, {k[len("param."):]: v for k, v in tensors.items() if k.startswith("param.")})
+        state: dict = {}
+        for key, val in tensors.items():
+            if key.startswith("opt."):
+                _, idx, name = key.split(".", 2)
+                state.setdefault(int(idx), {})[name] = val
+        for idx, scal in meta["opt_scalars"].items():
+            state.setdefault(int(idx), {}).update(scal)
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        torch.set_rng_state(tensors["rng.torch"])
+        best = ({k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
+                if meta["has_best"] else None)
+        return meta["position"], best
+
+
 def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config: SFTConfig = SFTConfig(), *,
               validate: Callable[[], float] | None = None, checkpoint_dir: str | Path | None = None,
               description: str = "fine-tuning") -> SFTResult:
     """Train the model's trainable parameters on answer-token cross-entropy; early-stop on ``validate()``.
 
-    With ``validate`` the best state (highest AUC) is restored at the end and saved to ``checkpoint_dir``.
+    With ``validate`` the best state (highest AUC) is restored at the end and saved to ``checkpoint_dir``. With a
+    ``checkpoint_dir``, a resume point is also written after every epoch and validation (``<dir>/resume``): an
+    interrupted run, started again with the same settings and examples, continues from the last one (and ends in
+    the same weights as an uninterrupted run); it is removed when training completes.
     """
     import torch
 
@@ -225,6 +310,25 @@ def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config
     bad = 0
     t0 = time.perf_counter()
     stop = False
+    resume = (_ResumePoint(Path(checkpoint_dir) / "resume", _fingerprint(config, encoded, model))
+              if checkpoint_dir is not None else None)
+    start_epoch = start_micro = 0
+    if resume is not None:
+        loaded = resume.load(model, opt)
+        if loaded is not None:
+            pos, best_state = loaded
+            start_epoch, start_micro, bad = pos["epoch"], pos["micro"], pos["bad"]
+            result.steps, result.epochs_run = pos["steps"], pos["epoch"]
+            result.best_auc, result.best_step = pos["best_auc"], pos["best_step"]
+            result.history, result.losses = pos["history"], pos["losses"]
+            log.info("%s: resuming at step %d (epoch %d) from %s", description, result.steps, start_epoch,
+                     resume.folder)
+
+    def save_point(epoch: int, micro: int) -> None:
+        if resume is not None:
+            resume.save(model, opt, best_state, {
+                "epoch": epoch, "micro": micro, "bad": bad, "steps": result.steps, "best_auc": result.best_auc,
+                "best_step": result.best_step, "history": result.history, "losses": result.losses})
 
     def run_validation() -> bool:
         """Validate, keep the best state; True when patience is exhausted."""
@@ -246,9 +350,13 @@ def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config
     model.train()
     with track(description, total=steps_per_epoch * config.epochs) as task:
         for epoch in range(config.epochs):
-            order = rng.permutation(len(encoded))
+            order = rng.permutation(len(encoded))  # drawn for skipped epochs too, so a resumed run sees the same order
+            if epoch < start_epoch:
+                continue
             micro = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
             for k in range(0, len(micro), config.grad_accum):
+                if epoch == start_epoch and k < start_micro:
+                    continue
                 group = micro[k:k + config.grad_accum]
                 total = 0.0
                 for mb in group:
@@ -268,11 +376,15 @@ def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config
                     if run_validation():
                         stop = True
                         break
+                    save_point(epoch, k + config.grad_accum)
             result.epochs_run = epoch + 1
             if stop:
                 break
             if validate is not None and not config.eval_every and run_validation():
                 break
+            save_point(epoch + 1, 0)
+    if resume is not None:
+        shutil.rmtree(resume.folder, ignore_errors=True)
     if validate is not None and best_state is not None:
         _load_trainable(model, best_state)
     elif checkpoint_dir is not None:

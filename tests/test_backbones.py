@@ -314,3 +314,41 @@ def test_dtype_is_passed_and_recorded():
     assert bb.model.dtype == torch.bfloat16 and bb.run_info()["backbone_dtype"] == "bfloat16"
     info = load_backbone("tiny-llama", texts=TEXTS, device="cpu").run_info()
     assert info["backbone_dtype"] == "float32" and info["backbone_source"].startswith("tiny preset")
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _resumable_run(tmp_path, fail_at: int | None):
+    """LoRA (dropout on, so the RNG matters) for 3 epochs with validation every 2 steps; ``validate`` raises at
+    its ``fail_at``-th call, as a killed process would stop."""
+    bb = load_backbone("tiny-llama", texts=TEXTS, device="cpu", seed=0)
+    torch.manual_seed(0)
+    model = apply_lora(bb.model, LoraSettings(dropout=0.1))
+    calls = []
+
+    def validate() -> float:
+        calls.append(1)
+        if fail_at is not None and len(calls) == fail_at:
+            raise _Interrupted
+        # a function of the weights, as a real validation is: the resumed run must take the same decisions
+        return float(sum(p.detach().double().abs().sum() for p in model.parameters() if p.requires_grad) % 1.0)
+
+    cfg = SFTConfig(lr=3e-3, epochs=3, batch_size=4, eval_every=2, patience=50, seed=1)
+    res = sft_train(model, bb.tokenizer, _examples(), cfg, validate=validate, checkpoint_dir=tmp_path / "ckpt")
+    return model, res, len(calls)
+
+
+def test_an_interrupted_fine_tuning_resumes_to_the_same_weights(tmp_path):
+    ref_model, ref, _ = _resumable_run(tmp_path / "ref", None)
+    with pytest.raises(_Interrupted):
+        _resumable_run(tmp_path / "cut", fail_at=9)  # mid-way through the second epoch
+    assert (tmp_path / "cut" / "ckpt" / "resume" / "state.safetensors").exists()
+    model, res, calls = _resumable_run(tmp_path / "cut", None)
+    assert calls == ref.steps // 2 - 8  # validations 1-8 were not repeated
+    assert res.steps == ref.steps and [h["step"] for h in res.history] == [h["step"] for h in ref.history]
+    for (n, p), (_, q) in zip(model.named_parameters(), ref_model.named_parameters()):
+        if p.requires_grad:
+            torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert not (tmp_path / "cut" / "ckpt" / "resume").exists()  # removed once training completed
