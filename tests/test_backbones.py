@@ -348,6 +348,7 @@ def test_an_interrupted_fine_tuning_resumes_to_the_same_weights(tmp_path):
     model, res, calls = _resumable_run(tmp_path / "cut", None)
     assert calls == ref.steps // 2 - 8  # validations 1-8 were not repeated
     assert res.steps == ref.steps and [h["step"] for h in res.history] == [h["step"] for h in ref.history]
+    assert res.losses == ref.losses  # every step after the resume point, dropout included, is the same step
     for (n, p), (_, q) in zip(model.named_parameters(), ref_model.named_parameters()):
         if p.requires_grad:
             torch.testing.assert_close(p, q, rtol=0, atol=0)
