@@ -12,8 +12,9 @@ ScoreBatch is ignored for known users). Loss: BPR with one uniformly sampled uns
 L2 penalty on the ID and preference embeddings used in the batch.
 
 Modalities (``modalities``, default ``id,text,image``): ``text`` = sentence-encoder embeddings of the item text
-fields, ``image`` = open_clip image-tower embeddings (random weights unless ``clip_weights`` is given; then
-``run_info["random_init"]`` is True). ``id`` adds the shared ID embedding to every branch (the paper's ``has_id``);
+fields, ``image`` = EfficientNet-Lite0 ImageNet features by default (``image_encoder``; ``open_clip:<config>``
+selects an open_clip tower, random weights unless ``clip_weights`` is given, and then ``run_info["random_init"]``
+is True). ``id`` adds the shared ID embedding to every branch (the paper's ``has_id``);
 with ``id`` alone the model is a single branch whose item "features" are a learned embedding (a LightGCN-like ID
 baseline). A requested modality the dataset lacks raises :class:`harness.errors.MissingModality` before training.
 
@@ -125,7 +126,7 @@ class MMGCNConfig(AdapterConfig):
     modalities: str = "id,text,image"
     text_encoder: str = "all-MiniLM-L6-v2"
     text_fields: tuple[str, ...] = ITEM_TEXT_FIELDS
-    image_encoder: str = "open_clip:ViT-B-32"
+    image_encoder: str = "efficientnet-lite0"  # real ImageNet weights; "open_clip:<config>" selects CLIP
     clip_weights: str = ""
     allow_network: bool = True
     threads: int = 0

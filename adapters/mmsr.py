@@ -31,8 +31,9 @@ Deviations (CPU budget / harness contract), all configurable:
   layer on both sides, raw inner products start near a saddle (all logits ~0) and CE training started slowly on
   CPU budgets; ``--set logit_scale=0`` restores the plain inner product.
 - The ``id`` modality is always on (item nodes carry ID embeddings, as in the paper); ``modalities`` selects the
-  feature modalities (``text``, ``image``). Image features come from a randomly initialised open_clip tower unless
-  ``clip_weights`` is given; ``run_info["random_init"]`` records it.
+  feature modalities (``text``, ``image``). Image features are EfficientNet-Lite0's ImageNet features by default
+  (``image_encoder="open_clip:<config>"`` selects an open_clip tower, random unless ``clip_weights`` is given);
+  ``run_info["random_init"]`` records which.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class MMSRConfig(AdapterConfig):
     modalities: str = "id,text,image"
     text_encoder: str = "all-MiniLM-L6-v2"
     text_fields: tuple[str, ...] = ITEM_TEXT_FIELDS
-    image_encoder: str = "open_clip:ViT-B-32"
+    image_encoder: str = "efficientnet-lite0"  # real ImageNet weights; "open_clip:<config>" selects CLIP
     clip_weights: str = ""
     allow_network: bool = True
     threads: int = 0

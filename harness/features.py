@@ -36,7 +36,10 @@ from harness.progress import track
 log = logging.getLogger(__name__)
 
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
-DEFAULT_IMAGE_ENCODER = "open_clip:ViT-B-32"
+#: The default image encoder: real ImageNet weights that install offline (:mod:`harness.image_encoders`).
+#: ``open_clip:<config>`` selects an open_clip image tower (random weights unless ``clip_weights`` is given).
+DEFAULT_IMAGE_ENCODER = "efficientnet-lite0"
+CLIP_EXAMPLE = "open_clip:ViT-B-32"
 #: Modality names understood by :func:`parse_modalities` and :func:`item_features`.
 MODALITIES = ("id", "text", "image")
 _BUNDLED_MINILM = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
@@ -353,8 +356,10 @@ class ClipEncoder:
 
 def _clip_arch(encoder: str) -> str:
     if not encoder.lower().startswith("open_clip:"):
-        raise BenchError(f"image encoder {encoder!r}: expected 'open_clip:<model config>', e.g. "
-                         f"{DEFAULT_IMAGE_ENCODER!r} (see open_clip.list_models())")
+        from harness.image_encoders import IMAGE_ENCODERS
+
+        raise BenchError(f"image encoder {encoder!r}: expected one of {', '.join(IMAGE_ENCODERS)} or "
+                         f"'open_clip:<model config>', e.g. {CLIP_EXAMPLE!r} (see open_clip.list_models())")
     return encoder.split(":", 1)[1]
 
 
@@ -383,8 +388,35 @@ def _read_checkpoint(path: Path) -> dict:
     return {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
+class _PooledAsImageTower:
+    """A timm feature extractor behind open_clip's ``encode_image`` name, so one feature path serves both."""
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+
+    def encode_image(self, x: Any) -> Any:
+        return self.module(x)
+
+
 @functools.lru_cache(maxsize=2)
-def load_clip(encoder: str = DEFAULT_IMAGE_ENCODER, weights: str | None = None, device: str = "cpu",
+def load_image_model(encoder: str = DEFAULT_IMAGE_ENCODER, weights: str | None = None, device: str = "cpu",
+                     seed: int = 0) -> ClipEncoder:
+    """A named real encoder (:data:`harness.image_encoders.IMAGE_ENCODERS`, e.g. EfficientNet-Lite0 ImageNet
+    weights) or an open_clip image tower (:func:`load_clip`)."""
+    from harness.image_encoders import IMAGE_ENCODERS, load_image_encoder
+
+    if encoder in IMAGE_ENCODERS:
+        if weights:
+            raise BenchError(f"image encoder {encoder!r} has its own pinned weights; clip_weights is for "
+                             "open_clip encoders")
+        enc = load_image_encoder(encoder, device=device)
+        return ClipEncoder(_PooledAsImageTower(enc.module), enc.transform, encoder, enc.weights_sha256, False, seed,
+                           enc.feature_dim, device)
+    return load_clip(encoder, weights, device, seed)
+
+
+@functools.lru_cache(maxsize=2)
+def load_clip(encoder: str = CLIP_EXAMPLE, weights: str | None = None, device: str = "cpu",
               seed: int = 0) -> ClipEncoder:
     """Build an open_clip model; load ``weights`` (strict) or keep fixed-seed random weights (``random_init``)."""
     import open_clip
@@ -417,7 +449,8 @@ def image_features(items: ItemTable, image_paths: Mapping[Hashable, Any] | Seque
                    encoder: str = DEFAULT_IMAGE_ENCODER, weights: str | None = None, *, batch_size: int = 32,
                    device: str | None = None, seed: int = 0, cache_root: str | Path | None = None,
                    use_cache: bool = True, normalize: bool = True, stats: dict | None = None) -> FeatureMatrix:
-    """open_clip image-tower embeddings per item from verified local image files.
+    """Image embeddings per item from verified local image files: EfficientNet-Lite0 pooled features by default,
+    or an open_clip image tower (``encoder="open_clip:<config>"``).
 
     ``image_paths``: an :class:`harness.images.ImageReport`, a mapping item id -> path/None, or a sequence of
     length ``n_items`` (item 1 first). Items without a path get a zero row and ``present=False``.
@@ -429,7 +462,7 @@ def image_features(items: ItemTable, image_paths: Mapping[Hashable, Any] | Seque
 
     paths = _paths_by_item(items, image_paths)
     device = auto_device(device)
-    clip = load_clip(encoder, str(weights) if weights else None, device, seed)
+    clip = load_image_model(encoder, str(weights) if weights else None, device, seed)
     blobs: dict[int, bytes] = {}
     for item, p in paths.items():
         if p is None:

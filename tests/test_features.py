@@ -144,3 +144,28 @@ def test_missing_modality_and_modalities_parsing():
     assert parse_modalities("id, text,images") == ("id", "text", "image")
     with pytest.raises(BenchError):
         parse_modalities("id,audio")
+
+
+def test_image_features_default_to_real_efficientnet_weights(tmp_path):
+    from harness.features import DEFAULT_IMAGE_ENCODER
+    from harness.image_encoders import IMAGE_ENCODERS
+
+    paths = []
+    for i, colour in enumerate([(255, 0, 0), (250, 10, 10), (0, 0, 255)]):
+        p = tmp_path / f"{i}.png"
+        Image.new("RGB", (64, 64), colour).save(p)
+        paths.append(p)
+    items = _items(["a", "b", "c"])
+    assert DEFAULT_IMAGE_ENCODER == "efficientnet-lite0"
+    stats: dict = {}
+    fm = image_features(items, paths, cache_root=tmp_path / "cache", stats=stats)
+    assert fm.values.shape == (4, 1280) and fm.present.tolist() == [False, True, True, True]
+    assert fm.identity["random_init"] is False
+    assert fm.identity["weights_sha256"] == IMAGE_ENCODERS["efficientnet-lite0"].sha256
+    v = fm.values
+    assert v[1] @ v[2] > v[1] @ v[3]  # two reds are closer than red and blue
+    again: dict = {}
+    image_features(items, paths, cache_root=tmp_path / "cache", stats=again)
+    assert stats["computed"] == 3 and again == {"cached": 3, "computed": 0}
+    with pytest.raises(BenchError, match="own pinned weights"):
+        image_features(items, paths, weights=str(tmp_path / "x.bin"), cache_root=tmp_path / "cache")
