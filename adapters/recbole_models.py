@@ -90,9 +90,11 @@ class RecBoleSeqConfig(AdapterConfig):
     #: Stop starting new epochs after this many minutes of fitting; 0 = no limit (the default keeps runs
     #: reproducible across machines). Recorded in run_info["stopped_by"].
     max_train_minutes: float = 0.0
-    #: torch intra-op threads for fit/score; 0 leaves torch's default (all cores). On a CPU shared with other
-    #: busy processes 1 can be several times faster (measured 8x on 2 contended cores; see the module doc).
-    num_threads: int = 0
+    #: torch intra-op threads for fit/score; 0 leaves torch's default (all cores). Default 1: CPU reductions are
+    #: split by thread, so the numbers depend on the thread count (synth4/beauty NDCG@10 0.3201 with 1 thread,
+    #: 0.3190 with 2), and 1 thread was as fast as 2 on 2 idle cores and several times faster on contended ones
+    #: (docs/results.md). A fixed default gives the same numbers on every machine.
+    num_threads: int = 1
 
 
 @dataclass(frozen=True)

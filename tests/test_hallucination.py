@@ -42,7 +42,7 @@ def test_tiny_clip_analysis_and_artifact(tmp_path):
         paths.append(str(p))
         refs.append(f"a {name} round ball")
         caps.append(f"a {name} round ball" if k % 2 == 0 else "a purple round ball")  # odd ones contradict
-    payload = h.analyse("toy", paths, caps, refs, clip_spec=h.ClipTrainSpec(steps=3, batch_size=8))
+    payload = h.analyse("toy", paths, caps, refs, clip_spec=h.ClipTrainSpec(steps=3, batch_size=8), space="tiny-clip")
     for key in ("dataset", "distances", "mismatched", "threshold", "flagged_share", "auroc"):
         assert key in payload
     assert len(payload["distances"]) == len(payload["mismatched"]) == 8
@@ -54,3 +54,34 @@ def test_tiny_clip_analysis_and_artifact(tmp_path):
                                 payload_json=json.dumps(payload)))
     (art,) = store.artifacts(kind="hallucination")
     assert json.loads(art.payload_json)["threshold"] == pytest.approx(payload["threshold"])
+
+
+def test_lit_space_from_real_encoders_separates_contradicting_captions(tmp_path):
+    """The default space: frozen EfficientNet-Lite0 + MiniLM, trained heads, on synth images and descriptions.
+    Half the captions swap the colour word for another (contradicting), half are the reference (agreeing)."""
+    from harness import synth
+
+    raw = synth.generate("toys", 3, tmp_path / "img", synth.SynthConfig(n_users=60, n_items=256))
+    items = raw.items
+    paths = [str(p) for p in items["image"]]
+    refs = list(items["image_description"])
+    rng = np.random.default_rng(0)
+    caps, bad = [], []
+    for k, ref in enumerate(refs):
+        words = ref.split()
+        colour = next(w for w in words if w in synth.COLOUR_NAMES)
+        if k % 2:
+            other = rng.choice([c for c in synth.COLOUR_NAMES if c != colour])
+            caps.append(ref.replace(colour, str(other), 1))
+        else:
+            caps.append(ref)
+        bad.append(bool(k % 2))
+    payload = h.analyse("toys", paths, caps, refs)
+    assert payload["clip"].startswith("lit:") and payload["clip_random_init"] is False
+    assert payload["lit_holdout_image_to_text_accuracy"] > 3 * payload["lit_chance_accuracy"]
+    assert payload["contradicting"] == sum(bad)
+    assert payload["auroc"] > 0.75
+    assert payload["flagged_share_contradicting"] > payload["flagged_share_agreeing"] + 0.3
+    assert "Youden" in payload["threshold_rule"] and payload["calibration_auroc"] > 0.75
+    again = h.analyse("toys", paths, caps, refs)  # the heads come from the cache, checked by hash
+    assert again["clip_weights_sha256"] == payload["clip_weights_sha256"] and again["auroc"] == payload["auroc"]
