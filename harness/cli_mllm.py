@@ -13,7 +13,7 @@ import typer
 
 
 def hallucination_payloads(suite: str, model: str, datasets: list[str] | None, seed: int = 0,
-                           clip_steps: int = 200) -> list[dict]:
+                           clip_steps: int = 200, space: str = "lit") -> list[dict]:
     """Caption every item with the model's VLM (cached), then score captions with CLIP (see harness.hallucination)."""
     from harness import adapter, build, suites
     from harness.hallucination import ClipTrainSpec, analyse
@@ -43,7 +43,8 @@ def hallucination_payloads(suite: str, model: str, datasets: list[str] | None, s
                        spec=TinyVLMSpec(train_steps=cfg.vlm_steps, holdout=cfg.vlm_holdout),
                        device=auto_device(None), allow_hub=cfg.allow_hub)
         caps, _ = caption_items(vlm, paths, max_new_tokens=cfg.caption_tokens)
-        payload = analyse(d.name, paths, caps, refs, clip_spec=ClipTrainSpec(steps=clip_steps, seed=seed), seed=seed)
+        payload = analyse(d.name, paths, caps, refs, clip_spec=ClipTrainSpec(steps=clip_steps, seed=seed), seed=seed,
+                          space=space)
         payload.update({"model": reg.name, "variant": model, "suite": suite, **vlm.run_info()})
         out.append(payload)
     return out
@@ -61,11 +62,14 @@ def register(app: typer.Typer) -> None:
         suite: str = typer.Option(..., "--suite", "-s"),
         model: str = typer.Option("mllm-srec-qlora", "--model", "-m", help="An mllm-srec variant (its VLM captions)."),
         dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Comma-separated datasets (default: all)."),
-        clip_steps: int = typer.Option(200, "--clip-steps", help="Contrastive steps of the tiny CLIP (no weights)."),
+        clip_steps: int = typer.Option(200, "--clip-steps", help="Contrastive steps of the tiny CLIP (--space tiny-clip)."),
+        space: str = typer.Option("lit", "--space", help="lit (frozen EfficientNet-Lite0 + MiniLM, trained heads) | "
+                                                         "tiny-clip (a small open_clip trained from scratch)."),
         db: Optional[str] = DB_OPTION,
         verbose: bool = typer.Option(False, "--verbose", "-v"),
     ) -> None:
-        """CLIP image-caption distances of the generated captions, calibrated on mismatched pairs; stored."""
+        """Image-caption distances of the generated captions in a shared image-text space, thresholded on ground
+        truth where it exists; stored as artifacts."""
         import numpy as np
 
         from harness.cli import _print_table, _setup, console, fail
@@ -74,8 +78,10 @@ def register(app: typer.Typer) -> None:
 
         _setup(verbose)
         try:
+            if space not in ("lit", "tiny-clip"):
+                raise BenchError(f"--space {space!r}: choose lit or tiny-clip")
             payloads = hallucination_payloads(suite, model, [x.strip() for x in dataset.split(",")] if dataset else None,
-                                              clip_steps=clip_steps)
+                                              clip_steps=clip_steps, space=space)
             store = Store(db)
             ids = []
             for p in payloads:
@@ -95,9 +101,9 @@ def register(app: typer.Typer) -> None:
         _print_table(["dataset", "captions", "distance mean±sd", "median", "mismatched mean±sd", "threshold",
                       "flagged", "contradicting", "AUROC"], rows,
                      title=f"caption hallucination of {model} on {suite} (1 - cos CLIP)")
-        console.print(f"[dim]threshold = 5th percentile of mismatched (shuffled) pairs; flagged = distance >= "
-                      f"threshold; AUROC separates captions contradicting the reference colour/shape. CLIP: "
-                      f"{payloads[0]['clip_trained_on'] or payloads[0]['clip']}. Stored artifacts {ids}.[/dim]")
+        console.print(f"[dim]threshold: {payloads[0]['threshold_rule']}; AUROC separates captions contradicting the "
+                      f"reference colour/shape. Space: {payloads[0]['clip']}, trained on "
+                      f"{payloads[0]['clip_trained_on'] or 'checkpoint'}. Stored artifacts {ids}.[/dim]")
 
     @report_app.command("ablations")
     def ablations(
