@@ -88,10 +88,23 @@ def build_board(store: Store, suite: str, datasets: list[str] | None = None, met
                                                   tuple(r.id for r in rs))
     models = sorted({r.model for r in runs})
     if ds and ms:
-        key_metric = ms[0]
+        key_metric = _primary_metric(suite, ms)
         models.sort(key=lambda mo: -np.nanmean([board_val(cells, mo, d, key_metric) for d in ds] or [np.nan])
                     if any((mo, d, key_metric) in cells for d in ds) else math.inf)
     return Board(suite, ds, ms, models, cells, notes)
+
+
+def _primary_metric(suite: str, metrics: list[str]) -> str:
+    """The metric rows are ranked by: the suite's primary metric (e.g. ndcg@10) when the board has it, else the
+    first shown metric."""
+    from harness.errors import BenchError
+    from harness.suites import load_suite
+
+    try:
+        primary = load_suite(suite).evaluation.primary
+    except BenchError:
+        primary = "ndcg@10"
+    return primary if primary in metrics else metrics[0]
 
 
 def _suite_order(suite: str, present: set[str]) -> list[str]:

@@ -174,3 +174,15 @@ def test_long_scoring_is_announced_with_an_estimate(caplog):
         runner._announce_estimate("scoring tiny", 8, 16, 0.1)
     assert len(caplog.records) == 1
     assert "1000 users, about 4 min at 4.0 users/s" in caplog.records[0].getMessage()
+
+
+def test_leaderboard_ranks_by_the_suites_primary_metric(frozen_tiny):
+    from harness import leaderboard as lb
+
+    for model, noise in (("test-successor", "5.0"), ("pop", None), ("random", None)):
+        runner.execute(_req(frozen_tiny, model=model, overrides={"noise": noise} if noise else {}))
+    spec = suites.load_suite(str(frozen_tiny))
+    board = lb.build_board(Store(), spec.name)
+    assert spec.evaluation.primary == "ndcg@10" and board.metrics[0] != "ndcg@10"  # hr@1 sorts first as a column
+    values = [board.value(m, "seq", "ndcg@10") for m in board.models]
+    assert values == sorted(values, reverse=True)
