@@ -308,34 +308,26 @@ def malformed(work: Path, sentinel: Path) -> dict:
         {"reviewerID": "u", "asin": "a", "unixReviewTime": 1e30, "overall": 5}), "dict-id": json.dumps(
         {"reviewerID": {"x": 1}, "asin": "a", "unixReviewTime": 1, "overall": 5}), "empty": "",
         "garbage": "\x00\x01 not json", "list": "[1, 2, 3]"}
-    for key, body in raw_cases.items():
-        f = work / f"reviews-{key}.json"
-        f.write_text(body)
+    def load_counted(loader, path: Path) -> None:
+        """A loader on a malformed file must raise BenchError: anything else is a traceback, success is silent."""
         counts["tried"] += 1
         try:
-            load_amazon_2014(f)
+            loader(path)
             counts["silent"] += 1
         except BenchError:
             counts["clean"] += 1
         except Exception:  # noqa: BLE001 - counted as a traceback
             counts["traceback"] += 1
-    for body in ("1 2 x\n", "", "1\n", "1 2 3\n1 4 5\n", "\xff\n"):
-        f = work / "seq.txt"
+
+    for key, body in raw_cases.items():
+        f = work / f"reviews-{key}.json"
+        f.write_text(body)
+        load_counted(load_amazon_2014, f)
+    for k, body in enumerate(("1 2 x\n", "", "1\n", "1 2 3\n1 4 5\n", "\xff\n")):
+        f = work / f"seq-{k}.txt"
         f.write_text(body, encoding="utf-8", errors="surrogateescape")
-        counts["tried"] += 1
-        try:
-            load_sequence_file(f)
-            counts["silent"] += 1
-        except BenchError:
-            counts["clean"] += 1
-        except Exception:  # noqa: BLE001
-            counts["traceback"] += 1
-    counts["tried"] += 1  # a folder where a file is expected
-    try:
-        load_sequence_file(work)
-        counts["silent"] += 1
-    except BenchError:
-        counts["clean"] += 1
+        load_counted(load_sequence_file, f)
+    load_counted(load_sequence_file, work)  # a folder where a file is expected
     return counts
 
 
