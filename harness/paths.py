@@ -59,6 +59,39 @@ def configured_image_roots() -> tuple[Path, ...]:
     return tuple(Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip())
 
 
+def read_verified_json(path: Path) -> dict:
+    """A JSON cache written by :func:`write_verified_json`: its entries if the recorded sha256 matches, else ``{}``
+    with a warning naming the file (a tampered, truncated or older-format cache is recomputed, never used)."""
+    import hashlib
+    import json
+    import logging
+
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        entries = data["entries"]
+        ok = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest() == data["sha256"]
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError):
+        ok, entries = False, {}
+    if not ok or not isinstance(entries, dict):
+        logging.getLogger(__name__).warning("cache %s does not match its recorded sha256 (tampered, truncated or "
+                                            "an older format); recomputing its entries", path)
+        return {}
+    return entries
+
+
+def write_verified_json(path: Path, entries: dict) -> None:
+    """Write ``entries`` with the sha256 of their canonical JSON, atomically (temporary file + rename)."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"sha256": digest, "entries": entries}, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+
+
 def default_db_url() -> str:
     """``$MMSR_BENCH_DB`` or ``sqlite:///results.db`` in the current directory."""
     return os.environ.get("MMSR_BENCH_DB") or "sqlite:///results.db"

@@ -23,7 +23,6 @@ Profile: derived from the data only (activity length, main categories); no demog
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from collections import Counter
@@ -34,7 +33,7 @@ import numpy as np
 
 from harness.data import ItemTable
 from harness.errors import BenchError
-from harness.paths import cache_dir
+from harness.paths import cache_dir, read_verified_json, write_verified_json
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +96,7 @@ def generate_texts(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_ne
     cache: dict[str, str] = {}
     if cache_key:
         cache_file = cache_dir("summaries", cache_key[:16]) / f"gen-{max_new_tokens}.json"
-        cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+        cache = read_verified_json(cache_file)
     keys = [hashlib.sha256(p.encode()).hexdigest() for p in prompts]
     todo = list(dict.fromkeys(k for k in keys if k not in cache))
     by_key = dict(zip(keys, prompts))
@@ -117,9 +116,7 @@ def generate_texts(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_ne
     finally:
         tokenizer.padding_side = side
     if cache_file is not None and todo:
-        tmp = cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cache, sort_keys=True))
-        tmp.replace(cache_file)
+        write_verified_json(cache_file, cache)
     return [cache[k] for k in keys]
 
 

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from harness.errors import BenchError
-from harness.paths import cache_dir
+from harness.paths import cache_dir, read_verified_json, write_verified_json
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ def caption_items(vlm: VLM, image_paths: Sequence[str | None], *, question: str 
     """Caption every image (``None`` -> empty caption), reusing the on-disk cache. Returns captions and counts."""
     prompt = _prompt_text(question)
     cache_file = cache_dir("captions", vlm.weights_sha256[:16]) / f"{sha256_bytes(prompt.encode())[:16]}.json"
-    cache: dict[str, str] = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+    cache: dict[str, str] = read_verified_json(cache_file)
     keys: list[str | None] = []
     todo: dict[str, str] = {}
     for p in image_paths:
@@ -270,9 +270,7 @@ def caption_items(vlm: VLM, image_paths: Sequence[str | None], *, question: str 
         caps = _generate(vlm, [_read_rgb(p) for _, p in chunk], prompt, max_new_tokens)
         cache.update({k: c for (k, _), c in zip(chunk, caps)})
     if items:
-        tmp = cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cache, indent=0, sort_keys=True))
-        tmp.replace(cache_file)
+        write_verified_json(cache_file, cache)
     log.info("captions: %d images, %d from cache, %d generated", sum(k is not None for k in keys),
              sum(k is not None for k in keys) - len(items), len(items))
     return [cache[k] if k else "" for k in keys], {"cached": len(keys) - len(items), "generated": len(items)}

@@ -280,3 +280,23 @@ def test_same_seed_same_threads_gives_identical_per_user_vectors(frozen_tiny, mo
         np.testing.assert_array_equal(a[k], b[k])
     info = runs[0].run_info
     assert info["reproducibility"]["torch_deterministic"] is True and info["torch_threads"] == 1
+
+
+def test_json_caches_are_verified_on_read(tmp_path, caplog):
+    """Caption and summary caches: a flipped character, a truncation or the older unhashed format is recomputed."""
+    import json
+
+    from harness.paths import read_verified_json, write_verified_json
+
+    f = tmp_path / "captions.json"
+    write_verified_json(f, {"abc": "a red round ball"})
+    assert read_verified_json(f) == {"abc": "a red round ball"}
+    f.write_text(f.read_text().replace("red", "blue"))
+    with caplog.at_level("WARNING"):
+        assert read_verified_json(f) == {}
+    assert str(f) in caplog.text
+    write_verified_json(f, {"abc": "x"})
+    f.write_text(f.read_text()[:-5])
+    assert read_verified_json(f) == {}
+    f.write_text(json.dumps({"abc": "a red round ball"}))  # the older format: entries without a hash
+    assert read_verified_json(f) == {}
