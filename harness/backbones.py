@@ -327,18 +327,18 @@ def _is_complete(folder: Path) -> bool:
         folder.glob("*.safetensors"))
 
 
-def _cached_weights_intact(folder: Path) -> bool:
+def cached_weights_intact(folder: Path, record: str = "mmsr_backbone.json") -> bool:
     """True when a cached (built or converted) backbone's weights still hash to what its record says. Otherwise
     the folder is removed with a warning, so the caller builds or converts it again: a cached checkpoint is never
     used unverified (the hash is computed anyway, for the run record)."""
     try:
-        recorded = json.loads((folder / "mmsr_backbone.json").read_text()).get("weights_sha256")
+        recorded = json.loads((folder / record).read_text()).get("weights_sha256")
     except (OSError, ValueError, AttributeError):
         recorded = None
     actual = weights_sha256(folder)
     if recorded == actual:
         return True
-    log.warning("cached backbone %s: weights sha256 %s... %s; removing it and building it again", folder,
+    log.warning("cached checkpoint %s: weights sha256 %s... %s; removing it and building it again", folder,
                 actual[:12], f"differs from the recorded {recorded[:12]}..." if isinstance(recorded, str)
                 else "has no recorded hash (an older cache)")
     shutil.rmtree(folder)
@@ -562,7 +562,7 @@ def load_backbone(name: str, *, texts: Sequence[str] | None = None, pretrain: Pr
     resolved = resolve_dtype(dtype, device)  # validate before any work
     if name in TINY_PRESETS:
         folder = build_tiny(name, texts or [], pretrain=pretrain, seed=seed)
-        if not _cached_weights_intact(folder):
+        if not cached_weights_intact(folder):
             folder = build_tiny(name, texts or [], pretrain=pretrain, seed=seed)
         meta = json.loads((folder / "mmsr_backbone.json").read_text())
         random_init = pretrain.steps == 0
@@ -570,7 +570,7 @@ def load_backbone(name: str, *, texts: Sequence[str] | None = None, pretrain: Pr
         source = "tiny preset built locally (random initial weights)" if random_init else "tiny preset built locally"
     elif name in NAMED_BACKBONES:
         folder = convert_named(NAMED_BACKBONES[name])
-        if not _cached_weights_intact(folder):
+        if not cached_weights_intact(folder):
             folder = convert_named(NAMED_BACKBONES[name])
         meta = json.loads((folder / "mmsr_backbone.json").read_text())
         random_init, pretrained_on = False, meta["model"]

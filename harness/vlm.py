@@ -197,8 +197,10 @@ def build_tiny_vlm(image_paths: Sequence[str], descriptions: Sequence[str], keys
     tmp.mkdir(parents=True, exist_ok=True)
     processor.save_pretrained(str(tmp))
     model.save_pretrained(str(tmp), safe_serialization=True)
+    from harness.backbones import weights_sha256
+
     meta = {**ident, "name": "tiny-llava", "n_train": len(train_pairs), "held_out": sorted(k for (_, _, k), h in
-            zip(pairs, held) if h), "final_loss": final}
+            zip(pairs, held) if h), "final_loss": final, "weights_sha256": weights_sha256(tmp)}
     (tmp / "mmsr_vlm.json").write_text(json.dumps(meta, indent=2))
     for f in tmp.iterdir():
         f.replace(folder / f.name)
@@ -215,7 +217,11 @@ def load_vlm(name: str, *, image_paths: Sequence[str] = (), descriptions: Sequen
     from harness.backbones import resolve_checkpoint, weights_sha256
 
     if name == "tiny-llava":
+        from harness.backbones import cached_weights_intact
+
         folder = build_tiny_vlm(image_paths, descriptions, keys, spec)
+        if not cached_weights_intact(folder, "mmsr_vlm.json"):
+            folder = build_tiny_vlm(image_paths, descriptions, keys, spec)
         meta = json.loads((folder / "mmsr_vlm.json").read_text())
         random_init = False
         trained_on = (f"(image, image_description) pairs {meta['data']} ({meta['n_train']} items, "
