@@ -51,6 +51,7 @@ class RandomAdapter(Adapter):
     """Uniform random scores: the chance floor (HR@K ~ K / #candidates)."""
 
     name = "random"
+    uses_torch = False
     description = "Random scores from a hash of (seed, user, item): the chance-level floor"
     config_cls = RandomConfig
 
@@ -74,6 +75,7 @@ class PopAdapter(Adapter):
     """Most-popular: an item's score is its number of training interactions (same for every user)."""
 
     name = "pop"
+    uses_torch = False
     description = "Training-set popularity (interaction counts); the classic non-personalised baseline"
     config_cls = PopConfig
 

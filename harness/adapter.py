@@ -98,6 +98,9 @@ class Adapter(abc.ABC):
     needs: ClassVar[Needs] = Needs()
     #: Registered variant names map to config overrides, e.g. {"mllm-srec-text": {"modalities": "text"}}.
     description: ClassVar[str] = ""
+    #: Whether the model computes with torch: the runner then seeds torch and asks it for deterministic kernels.
+    #: Numpy-only baselines set False, so running them never imports torch.
+    uses_torch: ClassVar[bool] = True
 
     def __init__(self, config: AdapterConfig, *, seed: int = 0, device: str = "cpu", cache_dir: str = "") -> None:
         self.config = config
@@ -162,6 +165,10 @@ def load_builtin_adapters() -> None:
             ep.load()
         except Exception as exc:  # a broken plug-in must not break the harness
             log.warning("could not load adapter entry point %s (%s): %s", ep.name, ep.value, exc)
+    _disable_anomaly_detection()
+
+
+def _disable_anomaly_detection() -> None:
     import sys
 
     if "torch" in sys.modules:
@@ -170,12 +177,45 @@ def load_builtin_adapters() -> None:
         sys.modules["torch"].autograd.set_detect_anomaly(False)
 
 
+@dataclass(frozen=True)
+class CatalogEntry:
+    """A built-in model as listed in ``adapters/registry.toml``: known without importing its module."""
+
+    name: str
+    module: str
+    needs: tuple[str, ...]
+    description: str
+
+
+def catalog() -> dict[str, CatalogEntry]:
+    """The built-in models from ``adapters/registry.toml`` (data, read without importing any adapter)."""
+    import tomllib
+    from pathlib import Path
+
+    import adapters
+
+    path = Path(adapters.__file__).with_name("registry.toml")
+    raw = tomllib.loads(path.read_text(encoding="utf-8")).get("models", {})
+    return {n: CatalogEntry(n, e["module"], tuple(e.get("needs", ())), e.get("description", ""))
+            for n, e in sorted(raw.items())}
+
+
 def registry() -> dict[str, Registration]:
     load_builtin_adapters()
     return dict(sorted(_REGISTRY.items()))
 
 
 def get(name: str) -> Registration:
+    """The registration of ``name``, importing only the module the catalog names for it (a built-in), else
+    every adapter module and entry point (a third-party name, or a typo to report)."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    entry = catalog().get(name)
+    if entry is not None:
+        importlib.import_module(entry.module)
+        _disable_anomaly_detection()
+        if name in _REGISTRY:
+            return _REGISTRY[name]
     reg = registry()
     if name not in reg:
         close = difflib.get_close_matches(name, list(reg), n=3, cutoff=0.4)

@@ -316,20 +316,45 @@ def compare(
 
 # ------------------------------------------------------------------------------------------------ models
 @app.command()
-def models() -> None:
-    """List registered models (built-in and third-party entry points)."""
+def models(
+    name: Optional[str] = typer.Argument(None, help="A model: show its configuration fields, types and defaults."),
+) -> None:
+    """List models: built-ins from the catalog (no adapter imported) and third-party entry points; with NAME, that
+    model's configuration."""
+    from importlib.metadata import entry_points
+
     from harness import adapter
 
     _setup()
-    rows = []
-    for name, reg in adapter.registry().items():
-        try:  # a variant's configuration decides its modalities (e.g. mllm-srec-text needs no images)
-            need = getattr(adapter.build(name), "effective_needs", reg.cls.needs)
-        except BenchError:
-            need = reg.cls.needs
-        needs = [k for k, v in (("text", need.text), ("images", need.images)) if v] or ["ids"]
-        rows.append([name, reg.cls.__module__, ",".join(needs), (reg.description or "").split("\n")[0][:70]])
+    if name is not None:
+        try:
+            _model_config(name)
+        except BenchError as exc:
+            fail(str(exc))
+        return
+    rows = [[e.name, e.module, ",".join(e.needs) or "ids", e.description[:70]] for e in adapter.catalog().values()]
+    plugins = sorted(ep.name for ep in entry_points(group=adapter.ENTRY_POINT_GROUP))
     _print_table(["model", "module", "needs", "description"], rows)
+    if plugins:
+        console.print(f"[dim]third-party entry points ({adapter.ENTRY_POINT_GROUP}): {', '.join(plugins)}; "
+                      "`bench models NAME` shows one[/dim]")
+
+
+def _model_config(name: str) -> None:
+    from harness import adapter
+
+    reg = adapter.get(name)
+    built = adapter.build(name)
+    rows = [[f.name, str(f.type).replace("typing.", ""), repr(getattr(built.config, f.name))]
+            for f in dataclasses.fields(built.config)]
+    variants = sorted(n for n, r in adapter.registry().items() if r.cls is reg.cls and n != name)
+    _print_table(["field", "type", "value (defaults and variant overrides)"], rows,
+                 title=f"{name}: {reg.cls.__module__}.{reg.cls.__name__}")
+    if reg.overrides:
+        console.print(f"[dim]variant of {reg.cls.name}: {dict(reg.overrides)}[/dim]")
+    if variants:
+        console.print(f"[dim]variants of the same class: {', '.join(variants)}[/dim]")
+    console.print("[dim]override any field with --set FIELD=VALUE[/dim]")
 
 
 # ------------------------------------------------------------------------------------------------- runs

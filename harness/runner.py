@@ -58,13 +58,15 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def seed_everything(seed: int) -> dict:
+def seed_everything(seed: int, torch_too: bool = True) -> dict:
     """Seed every generator and ask torch for deterministic kernels; returns what a run must record to be
     repeatable: the same seed gives the same numbers at the same torch thread count (CPU reductions are split by
     thread, so another thread count may change the last digits; docs/results.md measures by how much)."""
     random.seed(seed)
     np.random.seed(seed)
     info: dict = {"seed": seed}
+    if not torch_too:
+        return info
     try:
         import torch
     except ImportError:
@@ -179,11 +181,11 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
     """Fit once on ``data``'s training split, score its test split, and (``also``) the test splits of other suites
     built on the identical processed sequences (e.g. amazon4-full beside amazon4). One run is stored per suite;
     early stopping always used ``data``'s validation split, which each run records."""
-    device = auto_device(req.device)
+    reg = adapter_mod.get(req.model)
+    device = auto_device(req.device) if reg.cls.uses_torch else (req.device or "cpu")  # numpy models: no torch
     if req.perturb and not req.variant:
         req = dataclasses.replace(req, variant=req.perturb)
-    reg = adapter_mod.get(req.model)
-    repro = seed_everything(seed)
+    repro = seed_everything(seed, torch_too=reg.cls.uses_torch)
     model = adapter_mod.build(req.model, req.overrides, seed=seed, device=device,
                               cache_dir=str(cache_dir("models", req.model)))
     check_needs(getattr(model, "effective_needs", reg.cls.needs), data, req.model)

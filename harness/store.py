@@ -12,10 +12,10 @@ import json
 import zlib
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.exc import (ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError, OperationalError,

@@ -1,0 +1,49 @@
+"""The model catalog (adapters/registry.toml) lists exactly the registered built-ins, and looking one up imports only
+its own module: `bench models` and `bench run --model pop` never import torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from harness import adapter
+from harness.cli import app
+
+
+def test_catalog_matches_the_registry():
+    cat = adapter.catalog()
+    reg = {n: r for n, r in adapter.registry().items() if r.cls.__module__.startswith("adapters.")}
+    assert set(cat) == set(reg)
+    for name, entry in cat.items():
+        r = reg[name]
+        need = getattr(adapter.build(name), "effective_needs", r.cls.needs)
+        assert entry.module == r.cls.__module__, name
+        assert set(entry.needs) == {k for k, v in (("text", need.text), ("images", need.images)) if v}, name
+        assert entry.description == (r.description or "").split("\n")[0], name
+
+
+def _torch_imported(code: str) -> bool:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print('torch' in sys.modules)"],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_listing_and_pop_do_not_import_torch():
+    assert not _torch_imported("from typer.testing import CliRunner; from harness.cli import app; "
+                               "assert CliRunner().invoke(app, ['models']).exit_code == 0")
+    assert not _torch_imported("from harness import adapter; adapter.get('pop'); adapter.build('random')")
+    assert not _torch_imported("from typer.testing import CliRunner; from harness.cli import app; "
+                               "r = CliRunner().invoke(app, ['run', '--suite', 'synth4', '--model', 'pop', "
+                               "'--dataset', 'baby']); assert r.exit_code == 0, r.output")
+    assert _torch_imported("from harness import adapter; adapter.get('sasrec')")  # the check can fail
+
+
+def test_models_name_shows_the_configuration():
+    res = CliRunner().invoke(app, ["models", "mllm-srec-text"])
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert "modalities" in out and "'text'" in out and "variant of mllm-srec" in out
+    bad = CliRunner().invoke(app, ["models", "sasrecc"])
+    assert bad.exit_code == 1 and "Did you mean: sasrec" in bad.output
