@@ -36,7 +36,9 @@ def test_listing_and_pop_do_not_import_torch():
     assert not _torch_imported("from harness import adapter; adapter.get('pop'); adapter.build('random')")
     assert not _torch_imported("from typer.testing import CliRunner; from harness.cli import app; "
                                "r = CliRunner().invoke(app, ['run', '--suite', 'synth4', '--model', 'pop', "
-                               "'--dataset', 'baby']); assert r.exit_code == 0, r.output")
+                               "'--dataset', 'baby']); assert r.exit_code == 0, r.output; "
+                               "r = CliRunner().invoke(app, ['leaderboard', '--suite', 'synth4']); "
+                               "assert r.exit_code == 0, r.output")
     assert _torch_imported("from harness import adapter; adapter.get('sasrec')")  # the check can fail
 
 
