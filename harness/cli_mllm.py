@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
                          f"{p['flagged_share']:.1%}", str(p.get("contradicting", "-")), auroc])
         _print_table(["dataset", "captions", "distance mean±sd", "median", "mismatched mean±sd", "threshold",
                       "flagged", "contradicting", "AUROC"], rows,
-                     title=f"caption hallucination of {model} on {suite} (1 - cos CLIP)")
+                     title=f"caption hallucination of {model} on {suite} (1 - cosine in the image-text space)")
         console.print(f"[dim]threshold: {payloads[0]['threshold_rule']}; AUROC separates captions contradicting the "
                       f"reference colour/shape. Space: {payloads[0]['clip']}, trained on "
                       f"{payloads[0]['clip_trained_on'] or 'checkpoint'}. Stored artifacts {ids}.[/dim]")
