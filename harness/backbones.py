@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.errors import BenchError
-from harness.paths import auto_device, cache_dir
+from harness.paths import auto_device, bench_home, cache_dir, inside
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +341,7 @@ def cached_weights_intact(folder: Path, record: str = "mmsr_backbone.json") -> b
     log.warning("cached checkpoint %s: weights sha256 %s... %s; removing it and building it again", folder,
                 actual[:12], f"differs from the recorded {recorded[:12]}..." if isinstance(recorded, str)
                 else "has no recorded hash (an older cache)")
-    shutil.rmtree(folder)
+    shutil.rmtree(inside(folder, bench_home(), "cached checkpoint"))  # only ever a folder of our own cache
     return False
 
 
