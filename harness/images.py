@@ -24,7 +24,7 @@ from typing import Any, Hashable, Iterator, Mapping
 import pandas as pd
 from PIL import Image, ImageFile
 
-from harness.paths import cache_dir
+from harness.paths import cache_dir, is_inside
 
 log = logging.getLogger(__name__)
 
@@ -181,11 +181,6 @@ def check_public_host(url: str, policy: ImagePolicy) -> None:
         if not addr.is_global or addr.is_multicast:
             raise ImageRejected("private_host", f"{host} resolves to {addr}; set "
                                 "MMSR_BENCH_ALLOW_PRIVATE_IMAGE_HOSTS=1 to fetch from your own network")
-
-
-def _within(path: Path, roots: tuple[Path, ...]) -> bool:
-    resolved = path.resolve()
-    return any(resolved == r or r in resolved.parents for r in (Path(r).resolve() for r in roots))
 
 
 def _is_url(ref: str) -> bool:
@@ -349,7 +344,7 @@ def resolve_images(items: pd.DataFrame, dataset: str, *, allow_network: bool = T
                 else:
                     p = Path(ref).expanduser()
                     p = p if p.is_absolute() else base / p
-                    if roots is not None and not _within(p, roots):
+                    if roots is not None and not any(is_inside(p, r) for r in roots):
                         raise ImageRejected("outside_root", f"outside {', '.join(map(str, roots))}")
                     verify_image(p, policy)
                     paths[key] = p

@@ -32,13 +32,18 @@ def check_safe_name(value: str, what: str) -> str:
     return value
 
 
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, with symlinks and ``..`` resolved, is ``root`` or lies below it."""
+    resolved, base = Path(path).resolve(), Path(root).resolve()
+    return resolved == base or base in resolved.parents
+
+
 def inside(path: Path, root: Path, what: str) -> Path:
     """``path`` resolved, if it lies inside ``root`` (resolved); else a BenchError naming ``what``. Every path the
     harness writes or deletes goes through this, so no name from a loaded file can reach outside its root."""
-    resolved, base = Path(path).resolve(), Path(root).resolve()
-    if resolved != base and base not in resolved.parents:
-        raise BenchError(f"{what}: {path} resolves outside {base}; refusing to touch it")
-    return resolved
+    if not is_inside(path, root):
+        raise BenchError(f"{what}: {path} resolves outside {Path(root).resolve()}; refusing to touch it")
+    return Path(path).resolve()
 
 
 def cache_dir(*parts: str) -> Path:
