@@ -74,6 +74,56 @@ def smollm2(request):
         return load_backbone("smollm2-135m", device="cpu", dtype="float32")
 
 
+POSTGRES_URL_ENV = "MMSR_BENCH_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url():
+    """A PostgreSQL server for the session: ``$MMSR_BENCH_TEST_POSTGRES_URL`` (an existing server whose user may
+    create databases, e.g. ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``) or a throwaway one started
+    from /usr/lib/postgresql/*/bin (tests/pg_server.py) and stopped at the end; skips with the reason when neither
+    is available."""
+    from tests import pg_server
+
+    env = os.environ.get(POSTGRES_URL_ENV)
+    if env:
+        yield env
+        return
+    reason = pg_server.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with pg_server.postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def new_postgres_url(postgres_server_url):
+    """A factory: each call creates a fresh, empty database on the session's server and returns its
+    ``postgresql+psycopg://`` URL (dropped at the end of the session)."""
+    from sqlalchemy.engine import make_url
+
+    from tests import pg_server
+
+    made: list[str] = []
+
+    def make() -> str:
+        url = pg_server.create_database(postgres_server_url)
+        made.append(make_url(url).database)
+        return url
+
+    yield make
+    if os.environ.get(POSTGRES_URL_ENV):  # a throwaway server is deleted whole; an existing one is tidied
+        for name in made:
+            pg_server.drop_database(postgres_server_url, name)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(new_postgres_url) -> str:
+    """The ``postgresql+psycopg://`` URL of a fresh database, one per test session (tests sharing it must tell
+    their rows apart, e.g. by a unique suite name; use ``new_postgres_url()`` for a database of one's own)."""
+    return new_postgres_url()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Every test gets its own cache home and results store unless it asks otherwise."""
