@@ -32,7 +32,10 @@ def launch(db_url: str | None, port: int) -> int:
     if db_url:
         env["MMSR_BENCH_DB"] = db_url
     cmd = streamlit_command(port)
-    log.info("serving the dashboard on http://127.0.0.1:%d (store %s)", port, env.get("MMSR_BENCH_DB", "default"))
+    from harness.store import mask_url
+
+    log.info("serving the dashboard on http://127.0.0.1:%d (store %s)", port,
+             mask_url(env["MMSR_BENCH_DB"]) if env.get("MMSR_BENCH_DB") else "default")
     try:
         return subprocess.run(cmd, env=env, check=False).returncode
     except KeyboardInterrupt:

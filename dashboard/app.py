@@ -13,6 +13,7 @@ if str(Path(__file__).resolve().parent.parent) not in sys.path:  # `streamlit ru
 
 from dashboard import queries as q
 from dashboard import ui
+from harness.store import mask_url
 
 PAGES_DIR = Path(__file__).resolve().parent / "app_pages"
 PAGES = [("leaderboard.py", "Leaderboard", ":material/leaderboard:"),
@@ -28,7 +29,7 @@ try:
     state = q.store_state(url)
 except Exception as exc:  # noqa: BLE001 - an unreadable store is shown as a message, never a traceback
     st.title("mmsr-bench leaderboard")
-    st.warning(f"Cannot read the results store `{url}`: {exc}")
+    st.warning(f"Cannot read the results store `{mask_url(url)}`: {exc}")
     st.stop()
 if state != "ready":
     ui.empty_state(url, state)

@@ -61,7 +61,7 @@ def sqlite_path(url: str) -> Path | None:
 
 def readonly_url(url: str) -> str:
     """A SQLite file URL rewritten to open the file with ``mode=ro`` so the dashboard can never write (or create)
-    it; other URLs are returned unchanged (their read-only-ness is the database user's business)."""
+    it; other URLs are returned unchanged (a read-only Store runs PostgreSQL transactions read-only itself)."""
     path = sqlite_path(url)
     if path is None or make_url(url).query.get("uri"):
         return url
@@ -78,7 +78,8 @@ def store_state(url: str) -> str:
 
 
 def open_store(url: str) -> Store:
-    """The store at ``url``, opened read-only (no table creation; SQLite files in ``mode=ro``)."""
+    """The store at ``url``, opened read-only (no table creation; SQLite files in ``mode=ro``, PostgreSQL sessions
+    with ``default_transaction_read_only``)."""
     return Store(readonly_url(url), read_only=True)
 
 

@@ -41,13 +41,16 @@ def store_for(url: str) -> Store:
 
 def empty_state(url: str, state: str) -> None:
     """What a new user sees: no store file, or a store without runs, and the command that fills it."""
+    from harness.store import mask_url
+
     st.title("mmsr-bench leaderboard")
+    shown = mask_url(url)  # a password in the URL never reaches the page
     if state == "missing":
-        st.info(f"No results store at `{url}` yet.")
+        st.info(f"No results store at `{shown}` yet.")
     else:
-        st.info(f"The results store `{url}` has no runs yet.")
+        st.info(f"The results store `{shown}` has no runs yet.")
     st.markdown("Run a model to fill it, then reload this page:")
-    st.code(q.EMPTY_HINT + (f" --db {url}" if url != q.default_db_url() else ""), language="bash")
+    st.code(q.EMPTY_HINT + (f" --db {shown}" if url != q.default_db_url() else ""), language="bash")
     st.caption("The dashboard reads `$MMSR_BENCH_DB` (set by `bench dashboard --db URL`).")
 
 

@@ -124,6 +124,15 @@ def postgres_url(new_postgres_url) -> str:
     return new_postgres_url()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path) -> str:
+    """The URL of a new, empty results store, once on SQLite (a file in tmp_path) and once on PostgreSQL (a fresh
+    database; skipped with the reason when no server is available)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("new_postgres_url")()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Every test gets its own cache home and results store unless it asks otherwise."""

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Iterator
 
 SERVER_USER = "postgres"  # the OS user the server runs as under root, and the database superuser it creates
+#: The server's default time zone: deliberately not UTC, so a client relying on the server's zone shows up in tests.
+SERVER_TIMEZONE = "Asia/Kolkata"
 
 
 def find_bin_dir() -> Path | None:
@@ -112,7 +114,8 @@ def postgres_server(attempts: int = 3) -> Iterator[str]:
         for _ in range(attempts):  # a free port can be taken between probing and binding: try another
             port = _free_port()
             opts = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={root} "
-                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+                    f"-c TimeZone={SERVER_TIMEZONE}")
             res = _run([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "120",
                         "start"], cwd=root)
             if res.returncode == 0:
