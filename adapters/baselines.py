@@ -57,9 +57,12 @@ class RandomAdapter(Adapter):
 
     def fit(self, train: TrainData, valid: EvalSplit) -> "RandomAdapter":
         self.run_info["scores"] = "splitmix64 hash of (seed, user, item), uniform in [0, 1)"
+        self._fitted = True
         return self
 
     def score(self, batch: ScoreBatch) -> np.ndarray:
+        if not getattr(self, "_fitted", False):
+            raise BenchError("random: score() called before fit()")
         cands = np.asarray(batch.candidates)
         users = np.broadcast_to(np.asarray(batch.users, dtype=np.int64)[:, None], cands.shape)
         return hashed_uniform(int(self.seed), users, cands)

@@ -511,11 +511,13 @@ def load(suite: SuiteSpec, dataset: str, *, build: bool = True, allow_unfrozen: 
     n_items = items.n_items
     eval_users = np.load(out / "eval_users.npy", allow_pickle=False)
     targets = np.load(out / "targets.npy", allow_pickle=False)
-    train = TrainData(dataset, n_items, users, [s[:-2] for s in seqs], items, seed=suite.protocol.seed)
+    # Copies, not views: a slice's ``.base`` is the whole sequence, validation and test targets included, and
+    # fit must not be able to reach them (the conformance kit's no_test_leak check catches such a leak).
+    train = TrainData(dataset, n_items, users, [s[:-2].copy() for s in seqs], items, seed=suite.protocol.seed)
     full = suite.protocol.candidates == "full"
     splits = {}
     for col, name, cut in ((0, "valid", -2), (1, "test", -1)):
-        hist = [seqs[u][:cut] for u in eval_users]
+        hist = [seqs[u][:cut].copy() for u in eval_users]
         cands = None if full else np.load(out / f"candidates_{name}.npy", allow_pickle=False).astype(np.int64)
         exclude = None
         if full:
