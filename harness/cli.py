@@ -29,6 +29,8 @@ data_app = typer.Typer(help="Import raw data and fetch item images.", no_args_is
 app.add_typer(suite_app, name="suite")
 app.add_typer(runs_app, name="runs")
 app.add_typer(data_app, name="data")
+store_app = typer.Typer(help="Copy runs between results stores; upgrade an older store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
 
 # Without a terminal (pipes, CI, tests) tables get a fixed generous width instead of being cut at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -563,6 +565,44 @@ def data_images(
         return
     _print_table(["dataset", "items", "usable", "no reference", "failed", "coverage"], rows,
                  title=f"item images: {suite}")
+
+
+# ------------------------------------------------------------------------------------------------ store
+@store_app.command("copy")
+def store_copy(
+    source: str = typer.Option(..., "--from", help="SQLAlchemy URL of the store to copy runs from (read only)."),
+    destination: str = typer.Option(..., "--to", help="SQLAlchemy URL of the store to copy them into (created if "
+                                                       "it is a new SQLite file or an empty database)."),
+) -> None:
+    """Copy runs (with per-user vectors and artifacts) missing from --to; rerunning copies nothing new."""
+    from harness.store_copy import copy_store
+
+    _setup()
+    try:
+        rep = copy_store(source, destination)
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    console.print(f"copied {rep.runs_copied} runs and {rep.artifacts_copied} artifacts from {rep.source} to "
+                  f"{rep.destination} ({rep.runs_present} runs and {rep.artifacts_present} artifacts were already "
+                  "there)", highlight=False, soft_wrap=True)
+
+
+@store_app.command("upgrade")
+def store_upgrade(db: Optional[str] = DB_OPTION) -> None:
+    """Bring an older store to this version's schema (give runs stored before uuids existed their uuid)."""
+    from harness.store import mask_url, upgrade_store
+
+    _setup()
+    try:
+        changed = upgrade_store(db)
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    from harness.paths import default_db_url
+
+    what = ", ".join(f"{n} {t}" for t, n in changed.items()) if changed else "nothing: it was current"
+    console.print(f"upgraded {mask_url(db or default_db_url())}: {what}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -216,9 +216,12 @@ def legacy_uuid(table: str, row: dict) -> str:
     return uuid5(NAMESPACE_URL, f"mmsr-bench:{table}:" + json.dumps(body, sort_keys=True)).hex
 
 
-def _upgrade(engine, pending: dict[str, list[str]], url: str, attempts: int = 8) -> None:
-    """Add the ``uuid`` column to an older store's tables, fill it (:func:`legacy_uuid`) and index it uniquely."""
+def _upgrade(engine, pending: dict[str, list[str]], url: str, attempts: int = 8) -> dict[str, int]:
+    """Add the ``uuid`` column to an older store's tables, fill it (:func:`legacy_uuid`) and index it uniquely;
+    returns how many rows of each table got a uuid."""
     from sqlalchemy import inspect
+
+    filled: dict[str, int] = {}
 
     def step(table: str) -> None:
         with engine.begin() as conn:
@@ -234,6 +237,7 @@ def _upgrade(engine, pending: dict[str, list[str]], url: str, attempts: int = 8)
                 seen.add(value)
                 conn.execute(text(f"UPDATE {table} SET uuid = :u WHERE id = :i"), {"u": value, "i": row["id"]})
             conn.execute(text(f"CREATE UNIQUE INDEX IF NOT EXISTS ix_{table}_uuid ON {table} (uuid)"))
+        filled[table] = filled.get(table, 0) + len(rows)
         if rows:
             log.warning("upgraded the results store %s: gave %d %s rows a uuid", url, len(rows), table)
 
@@ -241,6 +245,21 @@ def _upgrade(engine, pending: dict[str, list[str]], url: str, attempts: int = 8)
         if cols != ["uuid"]:
             raise BenchError(f"the results store {url}: no upgrade known for {table}.{', '.join(cols)}")
         _retrying(lambda: step(table), attempts)
+    return filled
+
+
+def upgrade_store(url: str | None) -> dict[str, int]:
+    """Bring an existing store to this version's schema (``bench store upgrade``): rows stored before uuids get
+    theirs. Returns the rows changed per table (empty when it was current); never creates a store."""
+    url = url or default_db_url()
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        raise BenchError(f"no results store at {path} (--db {mask_url(url)})")
+    store = Store(url, read_only=True, _upgradable=True)
+    store.engine.dispose()
+    if not store.exists():
+        raise BenchError(f"the results store {store.url} holds no runs yet: nothing to upgrade")
+    return Store(url).upgraded
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -317,10 +336,11 @@ def decode_vector(blob: bytes) -> np.ndarray:
 class Store:
     """A results store at any SQLAlchemy URL (default ``sqlite:///results.db`` in the current directory)."""
 
-    def __init__(self, url: str | None = None, *, read_only: bool = False) -> None:
+    def __init__(self, url: str | None = None, *, read_only: bool = False, _upgradable: bool = False) -> None:
         self.connect_url = url or default_db_url()
         self.url = mask_url(self.connect_url)  # for messages: the password masked
         self.read_only = read_only
+        self.upgraded: dict[str, int] = {}  # rows given a uuid by this opening (an older store's upgrade)
         self.engine = _engine(self.connect_url, read_only=read_only)
         if self.connect_url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -328,12 +348,12 @@ class Store:
             if not read_only:
                 _create_tables(self.engine)
             pending = check_schema(self.engine, self.url)
-            if pending and read_only:
+            if pending and read_only and not _upgradable:
                 raise BenchError(f"the results store {self.url} predates run uuids (no column uuid in "
                                  f"{', '.join(pending)}): open it once for writing to add them, with "
                                  f"`bench store upgrade --db {self.url}` (any `bench run` on it does it too)")
-            if pending:
-                _upgrade(self.engine, pending, self.url)
+            if pending and not read_only:
+                self.upgraded = _upgrade(self.engine, pending, self.url)
         except (OperationalError, DatabaseError) as exc:
             raise BenchError(f"cannot open the results store {self.url}: {_one_line(exc)}") from None
 
