@@ -219,3 +219,27 @@ def test_postgres_schema_creation_waits_for_the_schema_lock(new_postgres_url):
         holder.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
         t.join()
     assert len(opened) == 1 and opened[0].runs() == []
+
+
+def test_bench_commands_end_to_end_on_a_postgres_store(frozen_tiny, new_postgres_url):
+    """`bench run` writes a shared PostgreSQL store; the read-only commands read it back (through read-only
+    transactions); `--resume` finds the stored cells there."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    url = new_postgres_url()
+    cli = CliRunner()
+    res = cli.invoke(app, ["run", "--suite", str(frozen_tiny), "--model", "test-successor", "--seed", "0",
+                           "--seed", "1", "--db", url])
+    assert res.exit_code == 0, res.output
+    runs = Store(url, read_only=True).runs()
+    assert [r.seed for r in runs] == [0, 1] and runs[0].metrics["hr@10"] > 0.5
+    assert len(Store(url, read_only=True).per_user(runs[0].id)["ndcg@10"]) == 120
+    res = cli.invoke(app, ["runs", "list", "--db", url])
+    assert res.exit_code == 0 and "test-successor" in res.output, res.output
+    res = cli.invoke(app, ["leaderboard", "--suite", "tiny", "--format", "csv", "--db", url])
+    assert res.exit_code == 0 and "test-successor" in res.output, res.output
+    res = cli.invoke(app, ["run", "--suite", str(frozen_tiny), "--model", "test-successor", "--seed", "0",
+                           "--resume", "--db", url])
+    assert res.exit_code == 0 and len(Store(url).runs()) == 2, res.output
