@@ -647,6 +647,9 @@ def _register_extensions() -> None:
         from harness import cli_mllm
 
         cli_mllm.register(app)
+    from harness import cli_adapter  # bench adapter check | new (the conformance kit)
+
+    cli_adapter.register(app)
 
 
 _register_extensions()
