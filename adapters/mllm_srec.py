@@ -4,7 +4,10 @@ arXiv 2408.09698), written against the harness contract.
 Pipeline (all steps on item content or training histories only):
 
 1. Item understanding (:mod:`harness.vlm`): a vision-language model answers fixed visual questions about each
-   item image; the answer is the item's caption (cached per model/prompt/image content).
+   item image; the answer is the item's caption (cached per model/prompt/image content). ``vlm``: ``tiny-llava``
+   (default; a tiny LLaVA from random weights trained on the items' reference descriptions), ``effnet-smollm2``
+   (frozen real EfficientNet-Lite0 + SmolLM2-135M-Instruct with a trained projector, :mod:`harness.captioner`) or
+   a LLaVA-style folder / cached hub id.
 2. Item multimodal summary (:mod:`harness.summaries`): item text + caption fused into one short summary (an LLM
    for real checkpoints; a deterministic template for ``tiny-*`` backbones, recorded as ``summary_mode``).
 3. Temporal-aware user preference: the history (last ``pref_history`` items) is cut into windows of
@@ -231,6 +234,9 @@ class MLLMSRec(Adapter):
         present = [i for i, p in enumerate(paths) if p]
         feats = []
         for s in range(0, len(present), 64):
+            if vlm.captioner is not None:  # a captioner of frozen towers: its projected image tokens, mean-pooled
+                feats.append(vlm.captioner.image_embeddings([paths[i] for i in present[s:s + 64]]))
+                continue
             imgs = [_read_rgb(paths[i]) for i in present[s:s + 64]]
             pix = vlm.processor.image_processor(images=imgs, return_tensors="pt")["pixel_values"].to(vlm.device)
             with torch.inference_mode():

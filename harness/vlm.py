@@ -12,6 +12,11 @@ interactions), saved, and loaded back through the same ``from_pretrained`` path.
 part of the recorded identity. :class:`VLM` records ``random_init=False, trained_on=...`` so captions of a tiny VLM
 can never pass for a real MLLM's.
 
+``effnet-smollm2`` (:mod:`harness.captioner`) is the LLaVA recipe with real parts: frozen EfficientNet-Lite0
+(ImageNet) and frozen SmolLM2-135M-Instruct joined by a projector trained on the same pairs with the same held-out
+items; :class:`VLM` carries its ``captioner`` (own prompt layout and greedy decoding) and records that its towers are
+real pretrained weights.
+
 Questions: MLLM-SRec asks the MLLM fixed questions (what is it, colour, material, style, use). Here one prompt
 combines them (:data:`CAPTION_PROMPT`), so each item costs one generation; the answer is the caption.
 
@@ -24,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -72,6 +77,8 @@ class VLM:
     trained_on: str | None
     device: str = "cpu"
     info: dict[str, Any] = field(default_factory=dict)
+    #: a captioner with its own prompt and generation (:mod:`harness.captioner`); None = transformers' generate
+    captioner: Any = None
 
     def run_info(self) -> dict[str, Any]:
         return {"vlm": self.name, "vlm_path": self.path, "vlm_sha256": self.weights_sha256,
@@ -211,11 +218,19 @@ def build_tiny_vlm(image_paths: Sequence[str], descriptions: Sequence[str], keys
 def load_vlm(name: str, *, image_paths: Sequence[str] = (), descriptions: Sequence[str] = (),
              keys: Sequence[str] = (), spec: TinyVLMSpec = TinyVLMSpec(), device: str = "cpu",
              allow_hub: bool = False) -> VLM:
-    """``tiny-llava`` (built and trained on the given pairs) or a LLaVA-style folder / cached hub id."""
+    """``tiny-llava`` (built and trained on the given pairs), a captioner of real frozen towers with a trained
+    projector (:data:`harness.captioner.CAPTIONERS`, e.g. ``effnet-smollm2``; ``spec`` gives it only the holdout
+    share and seed) or a LLaVA-style folder / cached hub id."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from harness.backbones import resolve_checkpoint, weights_sha256
+    from harness.captioner import CAPTIONERS
 
+    if name in CAPTIONERS:
+        from harness.captioner import build_captioner
+
+        return build_captioner(name, image_paths, descriptions, keys,
+                               spec=replace(CAPTIONERS[name], holdout=spec.holdout, seed=spec.seed), device=device)
     if name == "tiny-llava":
         from harness.backbones import cached_weights_intact
 
@@ -257,7 +272,7 @@ def _generate(vlm: VLM, images: list, prompt: str, max_new_tokens: int) -> list[
 def caption_items(vlm: VLM, image_paths: Sequence[str | None], *, question: str = CAPTION_PROMPT,
                   max_new_tokens: int = 24, batch_size: int = 32) -> tuple[list[str], dict[str, int]]:
     """Caption every image (``None`` -> empty caption), reusing the on-disk cache. Returns captions and counts."""
-    prompt = _prompt_text(question)
+    prompt = vlm.captioner.prompt(question) if vlm.captioner is not None else _prompt_text(question)
     cache_file = cache_dir("captions", vlm.weights_sha256[:16]) / f"{sha256_bytes(prompt.encode())[:16]}.json"
     cache: dict[str, str] = read_verified_json(cache_file)
     keys: list[str | None] = []
@@ -273,7 +288,10 @@ def caption_items(vlm: VLM, image_paths: Sequence[str | None], *, question: str 
     items = list(todo.items())
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        caps = _generate(vlm, [_read_rgb(p) for _, p in chunk], prompt, max_new_tokens)
+        if vlm.captioner is not None:
+            caps = vlm.captioner.caption([p for _, p in chunk], question, max_new_tokens)
+        else:
+            caps = _generate(vlm, [_read_rgb(p) for _, p in chunk], prompt, max_new_tokens)
         cache.update({k: c for (k, _), c in zip(chunk, caps)})
     if items:
         write_verified_json(cache_file, cache)
