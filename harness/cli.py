@@ -650,6 +650,9 @@ def _register_extensions() -> None:
     from harness import cli_adapter  # bench adapter check | new (the conformance kit)
 
     cli_adapter.register(app)
+    from harness import cli_sweep  # bench sweep (local processes or a Ray cluster)
+
+    cli_sweep.register(app)
 
 
 _register_extensions()
