@@ -224,52 +224,66 @@ def get(name: str) -> Registration:
     return reg[name]
 
 
-def _coerce(field: dataclasses.Field, raw: Any, where: str) -> Any:
-    typ = field.type if isinstance(field.type, type) else str(field.type)
-    text = str(raw)
+def _resolved_types(config_cls: type) -> dict[str, Any]:
+    """The config's field types as real types (adapter modules use ``from __future__ import annotations``)."""
+    import typing
+
     try:
-        if typ in (bool, "bool"):
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true or false")
-        if typ in (int, "int"):
-            return int(text)
-        if typ in (float, "float"):
-            return float(text)
-        if typ in (str, "str"):
-            return text
-        if "tuple" in str(typ):
-            items = [t.strip() for t in text.strip("()[]").split(",") if t.strip()]
-            inner = str(typ)
-            if "int" in inner:
-                return tuple(int(t) for t in items)
-            if "float" in inner:
-                return tuple(float(t) for t in items)
-            return tuple(items)
-        if "None" in str(typ) or "|" in str(typ):
-            if text.lower() in ("none", "null", ""):
-                return None
-            for cast in (int, float):
-                if cast.__name__ in str(typ):
-                    return cast(text)
-            return text
-    except ValueError as exc:
-        raise BenchError(f"{where}: cannot parse {raw!r} as {typ}: {exc}") from None
-    return raw
+        return typing.get_type_hints(config_cls)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation keeps its string form
+        return {f.name: f.type for f in dataclasses.fields(config_cls)}
+
+
+def _type_name(typ: Any) -> str:
+    return getattr(typ, "__name__", None) if isinstance(typ, type) else str(typ).replace("typing.", "")
+
+
+def _coerce(typ: Any, raw: Any, where: str) -> Any:
+    """``raw`` (a ``--set`` string or a variant's value) validated by pydantic against the field's type ``typ``:
+    ints, floats, bools (true/false, yes/no, on/off, 1/0), strings, ``Literal`` choices, ``X | None`` (``none``,
+    ``null`` or empty for None) and tuples (comma-separated, optionally in brackets). A value that does not fit
+    raises BenchError naming the field, the value, the type and pydantic's reason."""
+    import typing
+
+    import pydantic
+
+    if isinstance(typ, str):  # unresolvable annotation: keep the value as given
+        return raw
+    args = typing.get_args(typ)
+    optional = type(None) in args
+    text = raw if isinstance(raw, str) else None
+    value: Any = raw
+    if text is not None:
+        value = text.strip()
+        if optional and value.lower() in ("none", "null", ""):
+            return None
+        inner = [a for a in args if a is not type(None)] if optional else [typ]
+        if any(typing.get_origin(t) in (tuple, list) for t in inner):
+            value = [t.strip() for t in value.strip("()[]").split(",") if t.strip()]
+    elif isinstance(raw, (int, float, bool)) and typ is str:
+        value = str(raw)
+    try:
+        return pydantic.TypeAdapter(typ).validate_python(value)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        loc = "".join(f"[{x}]" for x in err.get("loc", ()))
+        reason = f"{err['msg']}" + (f" (item {loc})" if loc else "")
+        raise BenchError(f"{where}: cannot parse {raw!r} as {_type_name(typ)}: {reason}") from None
+    except pydantic.PydanticSchemaGenerationError:
+        return raw
 
 
 def parse_overrides(config_cls: type[AdapterConfig], pairs: Mapping[str, Any], where: str = "--set") -> dict:
-    """Check override keys against the config's fields and coerce values to the field types."""
+    """Check override keys against the config's fields and validate the values (pydantic) against their types."""
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    types = _resolved_types(config_cls) if pairs else {}
     out = {}
     for key, raw in pairs.items():
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=3)
             hint = f" Did you mean: {', '.join(close)}?" if close else f" Known keys: {', '.join(fields)}."
             raise BenchError(f"{where}: {config_cls.__name__} has no field {key!r}.{hint}")
-        out[key] = _coerce(fields[key], raw, f"{where} {key}")
+        out[key] = _coerce(types.get(key, fields[key].type), raw, f"{where} {config_cls.__name__}.{key}")
     return out
 
 

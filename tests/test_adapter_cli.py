@@ -167,3 +167,18 @@ def test_a_third_party_package_installed_through_the_entry_point_is_checked(tmp_
     missing = subprocess.run(bench + ["adapter", "check", "plugin-last-item"], env=env_without,
                              capture_output=True, text=True, cwd=tmp_path)
     assert missing.returncode == 1 and "unknown model 'plugin-last-item'" in missing.stderr
+
+
+def test_set_values_are_validated_by_pydantic_naming_the_field():
+    from harness import adapter
+    from harness.errors import BenchError
+
+    assert adapter.build("mmgcn", {"text_fields": "title, brand", "concat": "yes"}).config.text_fields == (
+        "title", "brand")
+    for override, words in [({"epochs": "1.5"}, "--set SASRecConfig.epochs: cannot parse '1.5' as int"),
+                            ({"epochs": "ten"}, "valid integer"),
+                            ({"num_threads": "x"}, "SASRecConfig.num_threads")]:
+        with pytest.raises(BenchError, match=words.replace("(", r"\(").replace(".", r"\.")):
+            adapter.build("sasrec", override)
+    with pytest.raises(BenchError, match=r"MMGCNConfig\.concat: cannot parse 'maybe' as bool"):
+        adapter.build("mmgcn", {"concat": "maybe"})
