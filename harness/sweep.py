@@ -209,6 +209,9 @@ class LocalExecutor:
         return list(getattr(self._pool, "_processes", {}) or {})
 
     def shutdown(self, cancel: bool = False) -> None:
+        if cancel:  # in-flight cells were recorded as interrupted: their workers must not write a run later
+            for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
+                proc.terminate()
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
 
 
@@ -216,7 +219,7 @@ class RayExecutor:
     """Ray tasks with the cell's declared resources (num_cpus, num_gpus); ``address`` joins a running cluster
     ("auto" or HOST:PORT), None starts a local one with ``workers`` CPUs. Ray is imported only here."""
 
-    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+    def __init__(self, address: str | None = None, workers: int | None = None, task: Callable = None) -> None:
         try:
             import ray
         except ImportError as exc:
@@ -226,14 +229,20 @@ class RayExecutor:
         if not ray.is_initialized():
             kw = {"address": address} if address else {"num_cpus": workers}
             ray.init(include_dashboard=False, log_to_driver=False, **kw)
-        self._remote = ray.remote(max_retries=0)(run_cell)
+        # max_retries=0: the sweep, not Ray, decides how often a cell whose worker died is retried
+        self._remote = ray.remote(max_retries=0)(task or run_cell)
+        self._refs: list = []
 
     def submit(self, cell: Cell, db_url: str | None, group_id: str) -> cf.Future:
         ref = self._remote.options(num_cpus=cell.num_cpus, num_gpus=cell.num_gpus).remote(cell, db_url, group_id)
+        self._refs.append(ref)
         return ref.future()
 
     def shutdown(self, cancel: bool = False) -> None:
-        pass
+        if cancel:  # stop in-flight tasks (recorded as interrupted) so that none writes a run later
+            for ref in self._refs:
+                self.ray.cancel(ref, force=True)
+        self._refs = []
 
 
 def make_executor(req: SweepRequest) -> Executor:

@@ -84,6 +84,16 @@ def test_ray_sweep_matches_bench_run_to_the_last_digit(two_sets, tmp_path, reque
         got = {k: v for k, v in _metrics(db).items() if k[1] in ("seq", "seq2")}
         assert got == _bench_run_reference(two_sets, tmp_path)
         assert all(s.status == "skipped" for s in sweep.sweep(req))  # rerun: nothing to do
+        # a Ray worker killed mid-cell: the cell is retried and stored once, complete
+        db2 = f"sqlite:///{tmp_path / 'raykill.db'}"
+        Store(db2)
+        states = sweep.sweep(_req(two_sets, db2, executor="ray", retries=2),
+                             executor=sweep.RayExecutor(task=crash_first_attempt))
+        by = {s.cell.key: s for s in states}
+        assert by["pop/seq/seed0"].attempts == 2 and by["pop/seq/seed0"].status == "done"
+        assert "WorkerCrashed" in by["pop/seq/seed0"].error or by["pop/seq/seed0"].error
+        runs = Store(db2).runs(status=None)
+        assert len(runs) == 8 and {r.status for r in runs} == {"completed"}
     finally:
         ray.shutdown()
 
@@ -172,3 +182,20 @@ def test_worker_with_different_artifacts_refuses_the_cell(two_sets, tmp_path):
     forged = sweep.Cell(**{**cell.__dict__, "fingerprint": "0" * 64})
     with pytest.raises(BenchError, match="refusing the cell"):
         sweep.run_cell(forged, f"sqlite:///{tmp_path / 'x.db'}", "g")
+
+
+def test_ctrl_c_stops_scheduling_and_records_in_flight_cells_interrupted(two_sets, tmp_path):
+    db = f"sqlite:///{tmp_path / 'int.db'}"
+
+    def interrupt(states):
+        if any(s.status == "running" for s in states):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep.sweep(_req(two_sets, db), on_update=interrupt)
+    runs = Store(db).runs(status=None)
+    interrupted = [r for r in runs if r.status == "interrupted"]
+    assert len(interrupted) == 2 and all(r.metrics == {} for r in interrupted)  # the two cells in flight
+    assert len(runs) < 8  # scheduling stopped
+    again = sweep.sweep(_req(two_sets, db))  # a rerun completes the sweep
+    assert len(Store(db).runs()) == 8 and not any(s.status == "failed" for s in again)
