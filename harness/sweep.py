@@ -159,6 +159,10 @@ def run_cell(cell: Cell, db_url: str | None, group_id: str) -> dict:
     done = stored(store, cell)
     if done is not None:
         return {"run_id": done.id, "skipped": True, "host": platform.node()}
+    if wants_gpu(cell.model):  # torch adapters: as many threads as CPUs the cell reserved (no oversubscription);
+        import torch  # the run records its thread count, which the numbers depend on
+
+        torch.set_num_threads(max(1, int(cell.num_cpus)))
     req = runner.RunRequest(spec, cell.model, [cell.dataset], [cell.seed], dict(cell.overrides), db_url,
                             cell.device, variant=cell.variant)
     runs = runner.run_one(req, data, cell.seed, group_id, store)
