@@ -125,6 +125,8 @@ def plan(req: SweepRequest) -> list[Cell]:
     names = [d.name for d in spec.select(req.datasets)]
     probes = {m: adapter_mod.build(m, req.overrides, device="cpu") for m in req.models}  # bad model / --set fail here
     check_store(req.db_url)
+    if req.executor == "ray":
+        import_ray()  # before any store is opened
     fps = {name: build.load(spec, name).fingerprint for name in names}
     seeds = list(dict.fromkeys(req.seeds))
     cells = []
@@ -219,17 +221,22 @@ class LocalExecutor:
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
 
 
+def import_ray():
+    """Ray, imported only when a sweep asks for it; a clear error when it cannot be imported."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise BenchError(f"--executor ray: Ray cannot be imported ({type(exc).__name__}: {exc}); ray 2.6.3 needs "
+                         f"setuptools<81 for pkg_resources (see the README on sweeps)") from exc
+    return ray
+
+
 class RayExecutor:
     """Ray tasks with the cell's declared resources (num_cpus, num_gpus); ``address`` joins a running cluster
     ("auto" or HOST:PORT), None starts a local one with ``workers`` CPUs. Ray is imported only here."""
 
     def __init__(self, address: str | None = None, workers: int | None = None, task: Callable = None) -> None:
-        try:
-            import ray
-        except ImportError as exc:
-            raise BenchError(f"--executor ray: Ray cannot be imported ({type(exc).__name__}: {exc}); see the README "
-                             f"section on sweeps for the supported Ray version") from exc
-        self.ray = ray
+        self.ray = ray = import_ray()
         if not ray.is_initialized():
             kw = {"address": address} if address else {"num_cpus": workers}
             ray.init(include_dashboard=False, log_to_driver=False, **kw)

@@ -177,6 +177,24 @@ def test_bad_input_fails_before_any_work_and_writes_nothing(two_sets, tmp_path, 
     assert not db.exists()
 
 
+def test_ray_that_cannot_be_imported_is_refused_before_any_store(two_sets, tmp_path, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_ray(name, *a, **kw):
+        if name == "ray":
+            raise ModuleNotFoundError("No module named 'pkg_resources'")
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    db = tmp_path / "noray.db"
+    res = CliRunner().invoke(app, ["sweep", "--suite", str(two_sets), "--model", "pop", "--executor", "ray",
+                                   "--db", f"sqlite:///{db}"])
+    assert res.exit_code == 1 and "--executor ray" in res.output and "pkg_resources" in res.output, res.output
+    assert not db.exists()
+
+
 def test_worker_with_different_artifacts_refuses_the_cell(two_sets, tmp_path):
     cell = sweep.plan(_req(two_sets, None, models=["pop"], seeds=[0]))[0]
     forged = sweep.Cell(**{**cell.__dict__, "fingerprint": "0" * 64})
