@@ -226,10 +226,25 @@ def _from_folder(folder: Path, *, quantization: str | None, device: str, local_o
                          "hold config.json, tokenizer files and *.safetensors weights") from None
     if qcfg is None:
         model.to(device)
+    elif device == "cpu":
+        _fp32_cpu_4bit(model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
+
+
+def _fp32_cpu_4bit(model: Any) -> None:
+    """Keep 4-bit layers on the float32 dequantize-and-matmul path on CPU.
+
+    In eval mode bitsandbytes repacks NF4 weights for AVX512-BF16 CPUs and multiplies in bfloat16 with a tiling that
+    depends on the input's shape: scores then differ with how users and candidates are batched (by ~1e-4, the
+    conformance kit's batch and permutation checks) and between machines with and without that instruction set.
+    The float32 path gives the same numbers on every CPU.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _missing_weights_message(name: str) -> str:

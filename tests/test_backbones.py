@@ -97,6 +97,22 @@ def test_lora_and_qlora_lower_the_loss(quantization, tmp_path):
     assert (tmp_path / "ckpt" / "adapter_model.safetensors").exists()
 
 
+def test_4bit_cpu_scores_do_not_depend_on_the_batch():
+    """On CPU the 4-bit layers stay on bitsandbytes' float32 path: a row scored alone equals the same row in a
+    batch (the bfloat16 AVX512 path differs by ~1e-4, and only on CPUs that have that instruction set)."""
+    import bitsandbytes as bnb
+
+    bb = load_backbone("tiny-llama", texts=TEXTS, quantization="4bit", device="cpu")
+    layers = [m for m in bb.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and not any(m.support_avx512bf16_for_cpu for m in layers)
+    ids = torch.tensor([bb.tokenizer(t).input_ids[:4] for t in TEXTS[:6]])
+    with torch.no_grad():
+        together = bb.model(input_ids=ids).logits
+        alone = torch.cat([bb.model(input_ids=ids[i:i + 1]).logits for i in range(len(ids))])
+    scale = float(together.abs().max())
+    assert float((together - alone).abs().max()) <= 1e-6 * max(1.0, scale)
+
+
 def test_early_stopping_restores_best_state(tmp_path):
     bb = load_backbone("tiny-llama", texts=TEXTS, device="cpu")
     model = apply_lora(bb.model, LoraSettings(dropout=0.0))

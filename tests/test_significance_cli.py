@@ -30,7 +30,7 @@ def test_compare_models_with_seeds_and_across_seed_test(frozen_tiny):
     assert cmp.rows[0].diff > 0 and cmp.rows[0].significant
     # model names resolve to every seed of the latest runs; the across-seed test pairs seeds
     for r in bad:  # give the noisy runs their own model name through a copy in the store
-        store.add_run(Run(**{**r.model_dump(exclude={"id"}), "model": "noisy"}), store.per_user(r.id))
+        store.add_run(Run(**{**r.model_dump(exclude={"id", "uuid"}), "model": "noisy"}), store.per_user(r.id))
     cmp2 = significance.compare(store, "test-successor", "noisy", suite="tiny", dataset="seq", metrics=["ndcg@10"])
     assert len(cmp2.a_runs) == 3 and set(cmp2.seed_tests) == {"ndcg@10"}
     assert cmp2.seed_tests["ndcg@10"].seeds == (0, 1, 2)
@@ -41,10 +41,10 @@ def test_compare_models_with_seeds_and_across_seed_test(frozen_tiny):
 def test_refuses_incomparable_runs(frozen_tiny):
     a = _run(frozen_tiny, "test-successor")[0]
     store = Store()
-    other = store.add_run(Run(**{**a.model_dump(exclude={"id"}), "suite_hash": "different"}), store.per_user(a.id))
+    other = store.add_run(Run(**{**a.model_dump(exclude={"id", "uuid"}), "suite_hash": "different"}), store.per_user(a.id))
     with pytest.raises(BenchError, match="suite hashes differ"):
         significance.compare(store, str(a.id), str(other.id))
-    users = store.add_run(Run(**{**a.model_dump(exclude={"id"}), "eval_users_hash": "x"}), store.per_user(a.id))
+    users = store.add_run(Run(**{**a.model_dump(exclude={"id", "uuid"}), "eval_users_hash": "x"}), store.per_user(a.id))
     with pytest.raises(BenchError, match="different users"):
         significance.compare(store, str(a.id), str(users.id))
     res = CliRunner().invoke(app, ["compare", str(a.id), str(other.id)])
@@ -69,7 +69,7 @@ def test_cli_compare_json_and_markdown(frozen_tiny):
 def test_leaderboard_against_marks_and_latex(frozen_tiny):
     store = Store()
     for r in _run(frozen_tiny, "test-successor", seeds=(0, 1), noise=1000.0):
-        store.add_run(Run(**{**r.model_dump(exclude={"id"}), "model": "noisy"}), store.per_user(r.id))
+        store.add_run(Run(**{**r.model_dump(exclude={"id", "uuid"}), "model": "noisy"}), store.per_user(r.id))
     _run(frozen_tiny, "test-successor", seeds=(0, 1), noise=0.01)  # newest runs of test-successor are the clean ones
     board = build_board(store, "tiny", None, ["ndcg@10", "hr@10"])
     assert board.cells[("test-successor", "seq", "ndcg@10")].n_seeds == 2
