@@ -16,17 +16,21 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from sqlalchemy.engine import make_url
 
-from harness import stats
+from harness import ablation_report
+from harness.ablation_report import AblationCell
 from harness.errors import BenchError
-from harness.leaderboard import Board, build_board, latest_runs
+from harness.leaderboard import Board, build_board, latest_runs, summarize_seeds
 from harness.paths import default_db_url
-from harness.significance import check_comparable, compare, mark_board, seed_averaged
+from harness.significance import compare, mark_board
+from harness.tables import Cell as TableCell
+from harness.tables import plain_text
 from harness.store import Artifact, Run, Store
 
 log = logging.getLogger(__name__)
@@ -255,91 +259,19 @@ def bar_figure(board: Board, metric: str) -> go.Figure:
 # ------------------------------------------------------------------------------------------------- ablations
 
 
-def family_prefix(base: str) -> str:
-    """``mllm-srec-qlora`` -> ``mllm-srec-``: variants are the other models sharing the base's family prefix."""
-    return base.rsplit("-", 1)[0] + "-" if "-" in base else base + "-"
+# the statistics live in harness.ablation_report (also behind `bench report ablations`); these are the page's views
+family_prefix = ablation_report.family_prefix
 
 
-@dataclass(frozen=True)
-class AblationCell:
-    dataset: str
-    variant: str  # a model name, or "<base> [<variant tag>]"
-    metric: str
-    base_mean: float
-    mean: float
-    rel_change: float
-    p_corrected: float
-    significant: bool
-
-
-MAX_VARIANTS = 40
-
-
-def ablation(store: Store, suite: str, base: str, prefix: str, metrics: list[str], *, test: str = "t",
-             alpha: float = 0.05, n_resamples: int = 1000,
-             max_variants: int = MAX_VARIANTS) -> tuple[list[AblationCell], list[str]]:
-    """Relative change of every variant against ``base`` per dataset and metric, with the corrected p of a paired
-    per-user test; returns the cells and notes (variants left out).
-
-    The statistics are those of :func:`harness.significance.compare` (same resolution of a model name to its latest
-    untagged run per seed, same comparability checks, per-user vectors averaged over seeds, same
-    ``stats.compare_metrics`` call), computed from one load of the suite's runs with the base's vectors loaded once
-    per dataset instead of one ``compare`` call (and one full scan of the runs table) per variant; perturbation
-    variants (runs of the base with a tag such as "blank:0.2") are resolved the same way by tag."""
-    runs = store.runs(suite=suite)
-    variant_models = sorted({r.model for r in runs if r.model != base and r.model.startswith(prefix)
-                             and r.variant == ""})
-    notes = []
-    if len(variant_models) > max_variants:
-        notes.append(f"{len(variant_models)} models start with {prefix!r}; the first {max_variants} are shown "
-                     f"(narrow the prefix to see others)")
-        variant_models = variant_models[:max_variants]
-    datasets = sorted({r.dataset for r in runs if r.model == base and r.variant == ""})
-    cells: list[AblationCell] = []
-    for dataset in datasets:
-        here = [r for r in runs if r.dataset == dataset]
-        base_runs = _resolve(here, base, "")
-        ms = [m for m in metrics if all(m in r.metrics for r in base_runs)]
-        if not ms:
-            continue
-        base_vecs = seed_averaged(store, base_runs, ms)
-        jobs = [(vm, _resolve(here, vm, "")) for vm in variant_models]
-        jobs += [(f"{base} [{tag}]", _resolve(here, base, tag))
-                 for tag in sorted({r.variant for r in here if r.model == base and r.variant})]
-        for label, var_runs in jobs:
-            if not var_runs:
-                continue
-            try:
-                check_comparable(var_runs, base_runs)
-                rows = stats.compare_metrics(seed_averaged(store, var_runs, ms), base_vecs, ms, test=test,
-                                             alpha=alpha, n_boot=n_resamples, n_perm=n_resamples)
-            except BenchError as exc:
-                notes.append(f"{label} on {dataset} left out: {exc}")
-                continue
-            cells += [_ablation_cell(dataset, label, row) for row in rows]
-    return cells, notes
-
-
-def _resolve(runs: list[Run], model: str, variant: str) -> list[Run]:
-    """significance.resolve on an already loaded list: the latest run per seed of ``model`` with tag ``variant``."""
-    picked, _ = latest_runs([r for r in runs if r.model == model and r.variant == variant])
-    return sorted(picked, key=lambda r: r.seed)
-
-
-def _ablation_cell(dataset: str, variant: str, row: stats.MetricComparison) -> AblationCell:
-    rel = row.rel_diff if not math.isnan(row.rel_diff) else math.nan
-    return AblationCell(dataset, variant, row.metric, row.mean_b, row.mean_a, rel, row.p_corrected, row.significant)
-
-
-def ablation_frame(cells: list[AblationCell]) -> pd.DataFrame:
-    return pd.DataFrame([c.__dict__ for c in cells],
+def ablation_frame(cells: Sequence[AblationCell]) -> pd.DataFrame:
+    return pd.DataFrame([{**c.__dict__, "marker": c.marker} for c in cells],
                         columns=["dataset", "variant", "metric", "base_mean", "mean", "rel_change", "p_corrected",
-                                 "significant"])
+                                 "significant", "marker"])
 
 
 def heatmap_figure(df: pd.DataFrame, dataset: str, base: str, metrics: list[str]) -> go.Figure:
-    """Variants x metrics, colour = relative change against the base (diverging at 0), text = change and "*" where
-    the corrected paired test is significant."""
+    """Variants x metrics, colour = relative change against the base (diverging at 0), text = change and the
+    report's ▲/▼ marker where the corrected paired test is significant."""
     sub = df[df["dataset"] == dataset]
     variants = list(dict.fromkeys(sub["variant"]))
     ms = [m for m in metrics if m in set(sub["metric"])]
@@ -348,13 +280,13 @@ def heatmap_figure(df: pd.DataFrame, dataset: str, base: str, metrics: list[str]
     for _, r in sub.iterrows():
         i, j = variants.index(r["variant"]), ms.index(r["metric"])
         z[i, j] = 100 * r["rel_change"]
-        text[i][j] = ("n/a" if math.isnan(r["rel_change"]) else f"{100 * r['rel_change']:+.1f}%") + \
-            ("*" if r["significant"] else "")
+        text[i][j] = plain_text(TableCell("n/a" if math.isnan(r["rel_change"]) else f"{100 * r['rel_change']:+.1f}%",
+                                          marker=r["marker"]))
     lim = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
     fig = go.Figure(go.Heatmap(z=z, x=ms, y=variants, text=text, texttemplate="%{text}", colorscale="RdBu",
                                zmid=0, zmin=-lim, zmax=lim, colorbar=dict(title="% vs base"),
                                hovertemplate="%{y}<br>%{x}: %{text}<extra></extra>"))
-    fig.update_layout(title=f"{dataset}: relative change against {base} (* significant)",
+    fig.update_layout(title=f"{dataset}: relative change against {base} (▲/▼ significantly better/worse)",
                       height=max(260, 60 + 40 * len(variants)), margin=dict(l=40, r=20, t=60, b=40),
                       yaxis=dict(autorange="reversed"))
     return fig
@@ -492,8 +424,6 @@ def parse_variant(tag: str) -> tuple[str, float] | None:
 def perturbation_curves(store: Store, suite: str, metric: str) -> pd.DataFrame:
     """Metric against perturbation share, per (model, dataset, kind): the untagged runs give share 0, runs tagged
     "kind:share" the rest; mean and 95% CI across seeds of the latest runs."""
-    from harness.leaderboard import ci_half_width
-
     runs = [r for r in store.runs(suite=suite) if metric in r.metrics]
     perturbed = {(r.model, r.dataset) for r in runs if parse_variant(r.variant)}
     rows = []
@@ -508,9 +438,9 @@ def perturbation_curves(store: Store, suite: str, metric: str) -> pd.DataFrame:
         for kind in sorted({k for k, _ in by}):
             points = ([(0.0, base)] if base else []) + sorted((s, v) for (k, s), v in by.items() if k == kind)
             for share, vals in points:
-                hw = ci_half_width(vals)
+                mean, hw = summarize_seeds(vals)
                 rows.append({"model": model, "dataset": dataset, "kind": kind, "share": share,
-                             "mean": float(np.mean(vals)), "half_width": hw, "n_seeds": len(vals)})
+                             "mean": mean, "half_width": hw, "n_seeds": len(vals)})
     return pd.DataFrame(rows, columns=["model", "dataset", "kind", "share", "mean", "half_width", "n_seeds"])
 
 

@@ -16,6 +16,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import queries as q
+from harness import ablation_report
+from harness.ablation_report import Ablation
 from harness.errors import BenchError
 from harness.leaderboard import Board
 from harness.store import Store
@@ -121,9 +123,10 @@ def board(url: str, token: str, suite: str, datasets: tuple[str, ...], metrics: 
 
 @st.cache_data(**CACHE)
 def ablation(url: str, token: str, suite: str, base: str, prefix: str, metrics: tuple[str, ...], test: str,
-             alpha: float) -> tuple[pd.DataFrame, list[str]]:
-    cells, notes = q.ablation(store_for(url), suite, base, prefix, list(metrics), test=test, alpha=alpha)
-    return q.ablation_frame(cells), notes
+             alpha: float) -> Ablation:
+    """The function behind ``bench report ablations`` (same defaults), so page and report show the same numbers."""
+    return ablation_report.compute(store_for(url), suite, base, prefix=prefix, metrics=list(metrics), test=test,
+                                   alpha=alpha)
 
 
 @st.cache_data(**CACHE)

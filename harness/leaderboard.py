@@ -1,15 +1,18 @@
 """Leaderboard tables from the results store: one row per model, one column per (dataset, metric), mean over
-seeds with a 95% confidence interval where several seeds exist. Exporters: markdown, csv, json, latex."""
+seeds with a 95% confidence interval where several seeds exist (:func:`harness.stats.seed_summary`, the one CI
+of the harness). Exporters: markdown and latex through :mod:`harness.tables`, csv and json as data."""
 
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
-from scipy import stats as sps
 
+from harness import tables
+from harness.stats import seed_summary
 from harness.store import Run, Store
 
 
@@ -36,12 +39,12 @@ class Board:
         return c.mean if c else float("nan")
 
 
-def ci_half_width(values: list[float], confidence: float = 0.95) -> float:
-    """Half width of the t-based confidence interval of the mean across seeds; nan for a single seed."""
-    if len(values) < 2:
-        return float("nan")
-    sem = float(np.std(values, ddof=1)) / math.sqrt(len(values))
-    return float(sps.t.ppf(0.5 + confidence / 2, len(values) - 1) * sem)
+def summarize_seeds(values: list[float]) -> tuple[float, float]:
+    """Mean and 95% CI half width across seeds (:func:`harness.stats.seed_summary`, nan with one seed); a
+    non-finite seed value makes the mean say so, with no CI, instead of failing the whole board."""
+    if all(math.isfinite(v) for v in values):
+        return seed_summary(values)
+    return float(np.mean(values)), math.nan
 
 
 def latest_runs(runs: list[Run]) -> tuple[list[Run], list[str]]:
@@ -84,8 +87,7 @@ def build_board(store: Store, suite: str, datasets: list[str] | None = None, met
         for m in ms:
             vals = [r.metrics[m] for r in rs if m in r.metrics]
             if vals:
-                cells[(model, dataset, m)] = Cell(float(np.mean(vals)), ci_half_width(vals), len(vals),
-                                                  tuple(r.id for r in rs))
+                cells[(model, dataset, m)] = Cell(*summarize_seeds(vals), len(vals), tuple(r.id for r in rs))
     models = sorted({r.model for r in runs})
     if ds and ms:
         key_metric = _primary_metric(suite, ms)
@@ -130,13 +132,24 @@ def _metric_order(name: str) -> tuple:
     return (order.get(base, 9), int(k) if k else 0)
 
 
-def fmt_cell(c: Cell | None, digits: int = 4) -> str:
-    if c is None:
-        return "–"
+def _value_text(c: Cell, digits: int = 4) -> str:
     s = f"{c.mean:.{digits}f}"
     if c.n_seeds > 1 and not math.isnan(c.half_width):
         s += f" ± {c.half_width:.{digits}f}"
-    return s + {"+": " ▲", "-": " ▼"}.get(c.marker, "")
+    return s
+
+
+def fmt_cell(c: Cell | None, digits: int = 4) -> str:
+    """One cell as plain text ("mean ± ci ▲"), for the terminal and the dashboard."""
+    if c is None:
+        return tables.MISSING
+    return tables.plain_text(_table_cell(c, digits))
+
+
+def _table_cell(c: Cell | None, digits: int) -> tables.Cell:
+    if c is None:
+        return tables.missing()
+    return tables.Cell(_value_text(c, digits), c.mean, c.marker)
 
 
 def to_rows(board: Board, digits: int = 4) -> tuple[list[str], list[list[str]]]:
@@ -149,28 +162,20 @@ def to_rows(board: Board, digits: int = 4) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def board_table(board: Board, digits: int = 4, *, rank: bool = True, group_name: Callable[[str], str] = str,
+                metric_name: Callable[[str], str] = str) -> tables.Table:
+    """The board as a :class:`harness.tables.Table`: one group of metric columns per dataset, best/second mean of
+    each column ranked, the board's notes as the footer."""
+    rows = tuple((model, *(_table_cell(board.cells.get((model, d, m)), digits)
+                           for d in board.datasets for m in board.metrics)) for model in board.models)
+    table = tables.Table(("model", *(metric_name(m) for _ in board.datasets for m in board.metrics)), rows,
+                         footer="\n".join(board.notes),
+                         groups=tuple((group_name(d), len(board.metrics)) for d in board.datasets))
+    return tables.rank_columns(table) if rank else table
+
+
 def to_markdown(board: Board, digits: int = 4, bold_best: bool = True) -> str:
-    header, rows = to_rows(board, digits)
-    if bold_best:
-        rows = _mark_best(board, rows, lambda s: f"**{s}**", lambda s: f"<u>{s}</u>")
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out + [""] + [f"_{n}_" for n in board.notes])
-
-
-def _mark_best(board: Board, rows: list[list[str]], best, second) -> list[list[str]]:
-    rows = [list(r) for r in rows]
-    col = 1
-    for d in board.datasets:
-        for m in board.metrics:
-            vals = [(board.value(mo, d, m), i) for i, mo in enumerate(board.models)]
-            vals = sorted([v for v in vals if not math.isnan(v[0])], reverse=True)
-            if vals:
-                rows[vals[0][1]][col] = best(rows[vals[0][1]][col])
-            if len(vals) > 1 and vals[1][0] < vals[0][0]:
-                rows[vals[1][1]][col] = second(rows[vals[1][1]][col])
-            col += 1
-    return rows
+    return tables.to_markdown(board_table(board, digits, rank=bold_best))
 
 
 def to_csv(board: Board) -> str:

@@ -51,6 +51,12 @@ def _json_default(o):
     return str(o)
 
 
+TEST_NAMES = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test", "perm": "paired randomization test",
+              "bootstrap": "paired bootstrap test"}
+CORRECTION_NAMES = {"holm": "Holm-Bonferroni", "fdr_bh": "Benjamini-Hochberg", "bonferroni": "Bonferroni",
+                    "none": "no"}
+
+
 def resolve(store: Store, ref: str, suite: str | None, dataset: str | None) -> list[Run]:
     """A run id ("12"), or a model name resolved to its latest run per seed on ``suite``/``dataset``."""
     if ref.isdigit():
@@ -149,9 +155,5 @@ def mark_board(store: Store, board: Board, against: str, *, alpha: float = 0.05,
                 if row.significant and key in board.cells:
                     mark = MARK_BETTER if row.diff > 0 else MARK_WORSE
                     board.cells[key] = dataclasses.replace(board.cells[key], marker=mark)
-    names = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test", "perm": "paired randomization test",
-             "bootstrap": "paired bootstrap test"}
-    corr = {"holm": "Holm-Bonferroni", "fdr_bh": "Benjamini-Hochberg", "bonferroni": "Bonferroni",
-            "none": "no"}[correction]
-    return (f"▲/▼: significantly better/worse than {against} (two-sided {names[test]} on per-user values, "
-            f"{corr} correction across metrics, alpha = {alpha})")
+    return (f"▲/▼: significantly better/worse than {against} (two-sided {TEST_NAMES[test]} on per-user values, "
+            f"{CORRECTION_NAMES[correction]} correction across metrics, alpha = {alpha})")

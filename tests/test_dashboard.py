@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 import dashboard
 from dashboard import queries as q
 from dashboard.fixture import FixtureSpec, build_fixture_store
+from harness.ablation_report import compute
 from harness.errors import BenchError
 from harness.leaderboard import build_board, to_markdown
 from harness.significance import compare
@@ -228,16 +229,18 @@ def test_every_page_on_a_store_with_only_a_failed_run(monkeypatch, tmp_path):
 
 def test_ablation_statistics_equal_significance_compare(fixture_url):
     store = Store(fixture_url)
-    cells, notes = q.ablation(store, "synth4", "mllm-srec-qlora", "mllm-srec-", ["hr@10", "mrr"], test="wilcoxon")
-    assert notes == []
+    ab = compute(store, "synth4", "mllm-srec-qlora", prefix="mllm-srec-", metrics=["hr@10", "mrr"], test="wilcoxon")
+    cells, notes = ab.cells, ab.notes
+    assert notes == ()
     comp = compare(store, "mllm-srec-text", "mllm-srec-qlora", suite="synth4", dataset="toys",
                    metrics=["hr@10", "mrr"], test="wilcoxon", n_resamples=1000)
     mine = {c.metric: c for c in cells if c.dataset == "toys" and c.variant == "mllm-srec-text"}
     for row in comp.rows:
         assert mine[row.metric].p_corrected == row.p_corrected
         assert mine[row.metric].rel_change == row.rel_diff and mine[row.metric].significant == row.significant
-    capped, notes = q.ablation(store, "synth4", "mllm-srec-qlora", "mllm-srec-", ["hr@10"], max_variants=0)
-    assert {c.variant for c in capped} == {"mllm-srec-qlora [blank:0.2]", "mllm-srec-qlora [blank:0.5]"}
+    capped = compute(store, "synth4", "mllm-srec-qlora", prefix="mllm-srec-", metrics=["hr@10"], max_variants=0)
+    notes = capped.notes
+    assert {c.variant for c in capped.cells} == {"mllm-srec-qlora [blank:0.2]", "mllm-srec-qlora [blank:0.5]"}
     assert "the first 0 are shown" in notes[0]
 
 

@@ -1,5 +1,6 @@
 """Ablations page: relative change of every variant of a base model (same family prefix, or the base's runs with a
-variant tag such as "blank:0.2") per metric and dataset, with paired-test significance on the cells."""
+variant tag such as "blank:0.2") per metric and dataset, with paired-test significance on the cells; the numbers
+and markers come from :func:`harness.ablation_report.compute`, the function behind ``bench report ablations``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import streamlit as st
 
 from dashboard import queries as q
 from dashboard import ui
-from harness import stats
+from harness import ablation_report, stats
 
 ctx = ui.context()
 st.title("Ablations")
@@ -51,16 +52,22 @@ if not metrics:
 
 with ui.guard():
     with st.spinner("testing every variant against the base..."):
-        df, notes = ui.ablation(ctx.url, ctx.token, suite, base, prefix, tuple(metrics), test, alpha)
-    for note in notes:
+        ab = ui.ablation(ctx.url, ctx.token, suite, base, prefix, tuple(metrics), test, alpha)
+    df = q.ablation_frame(ab.cells)
+    for note in ab.notes:
         st.caption(note)
     if df.empty:
         st.info(f"No variants of `{base}` on {suite}: no other model starts with `{prefix}` and no run of `{base}` "
                 f"carries a variant tag (e.g. `blank:0.2`).")
         st.stop()
-    st.caption(f"Cell = (variant - {base}) / {base} in percent; * = significant ({test} test on per-user values, "
-               f"seeds averaged, Holm correction across the metrics, alpha = {alpha}).")
+    st.caption(f"Cell = (variant - {base}) / {base} in percent; {ab.footer}.")
     for dataset in sorted(df["dataset"].unique()):
         st.plotly_chart(q.heatmap_figure(df, dataset, base, metrics), key=f"ab_heat_{dataset}")
     with st.expander("Table"):
         st.dataframe(df, hide_index=True, key="ab_table")
+    with st.expander("Report (as `bench report ablations`)"):
+        markdown = ablation_report.to_markdown(ab)
+        st.code(markdown, language="markdown")
+        ui.download_row([("Markdown", markdown, f"ablations-{suite}-{base}.md", "text/markdown"),
+                         ("LaTeX", ablation_report.to_latex(ab), f"ablations-{suite}-{base}.tex",
+                          "application/x-tex")])
