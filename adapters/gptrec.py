@@ -30,11 +30,9 @@ Deviations (benchmark protocol / CPU budget):
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
-from dataclasses import dataclass, replace
-from typing import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -42,38 +40,16 @@ import torch
 from harness.adapter import Adapter, AdapterConfig, register
 from harness.data import EvalSplit, ScoreBatch, TrainData
 from harness.errors import BenchError
-from harness.metrics import RankCounts, aggregate, per_user_metrics, rank_counts, rank_counts_full
-from harness.progress import track
+from harness.training import (EarlyStopping, Validator, fit_epochs, module_restore, module_snapshot,
+                              split_metric, valid_subset)
 
 log = logging.getLogger(__name__)
 
 PAD, BOS, OFFSET = 0, 1, 2  # item / sub-item tokens start at OFFSET
 
 
-# ------------------------------------------------------------------------------------ validation helpers
-def valid_subset(valid: EvalSplit, n_users: int, seed: int) -> EvalSplit:
-    """The first-class validation split, or a deterministic random subsample of ``n_users`` of its users."""
-    if n_users <= 0 or n_users >= len(valid):
-        return valid
-    idx = np.sort(np.random.default_rng(seed).choice(len(valid), n_users, replace=False))
-    return EvalSplit(name=valid.name, users=valid.users[idx], histories=[valid.histories[i] for i in idx],
-                     targets=valid.targets[idx], candidates=None if valid.candidates is None else valid.candidates[idx],
-                     n_items=valid.n_items, exclude=None if valid.exclude is None else [valid.exclude[i] for i in idx])
-
-
-def evaluate_split(score_fn: Callable[[ScoreBatch], np.ndarray], split: EvalSplit, metric: str,
-                   batch_size: int = 256) -> float:
-    """Mean ``metric`` of ``score_fn`` on ``split`` with the harness metric engine (sampled or full ranking)."""
-    parts: list[RankCounts] = []
-    for b in split.batches(batch_size):
-        scores = np.asarray(score_fn(b), dtype=np.float64)
-        if split.full_ranking:
-            sl = slice(b.offset, b.offset + len(b.users))
-            exclude = split.exclude[sl] if split.exclude is not None else [np.zeros(0, np.int64)] * len(b.users)
-            parts.append(rank_counts_full(scores, split.targets[sl], exclude))
-        else:
-            parts.append(rank_counts(scores))
-    return aggregate(per_user_metrics(RankCounts.concat(parts), [metric]))[metric]
+#: The harness's validation scorer under this module's former name (tests and notebooks import it from here).
+evaluate_split = split_metric
 
 
 # ------------------------------------------------------------------------------------------ SVD tokeniser
@@ -182,46 +158,36 @@ class GPTRec(Adapter):
         sub = valid_subset(valid, c.valid_users, self.seed)
         opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         rng = np.random.default_rng(self.seed)
-        best, best_state, best_epoch, bad = -np.inf, None, 0, 0
-        history = []
-        steps_per_epoch = (len(seqs) + c.train_batch_size - 1) // c.train_batch_size
-        with track(f"gptrec fit ({c.tokenization})", total=c.epochs * steps_per_epoch) as task:
-            for epoch in range(1, c.epochs + 1):
-                self.model.train()
-                order = rng.permutation(len(seqs))
-                losses = []
-                for b0 in range(0, len(order), c.train_batch_size):
-                    batch = [seqs[i] for i in order[b0:b0 + c.train_batch_size]]
-                    L = max(len(s) for s in batch)
-                    ids = torch.full((len(batch), L), PAD, dtype=torch.long)
-                    for r, s in enumerate(batch):
-                        ids[r, :len(s)] = torch.tensor(s)
-                    mask = (ids != PAD).long()
-                    labels = ids.masked_fill(mask == 0, -100)
-                    labels[:, 0] = -100  # never predict BOS
-                    out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                     labels=labels.to(self.device), use_cache=False)
-                    out.loss.backward()
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                    losses.append(float(out.loss.detach()))
-                    task.advance(1)
-                value = evaluate_split(self.score, sub, c.valid_metric, batch_size=c.batch_size)
-                history.append({"epoch": epoch, "loss": float(np.mean(losses)), c.valid_metric: value})
-                log.info("gptrec epoch %d loss %.4f valid %s %.4f", epoch, np.mean(losses), c.valid_metric, value)
-                if value > best:
-                    best, best_epoch, bad = value, epoch, 0
-                    best_state = copy.deepcopy(self.model.state_dict())
-                else:
-                    bad += 1
-                    if bad >= c.patience:
-                        break
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
+
+        def train_epoch(epoch: int) -> float:
+            self.model.train()
+            order = rng.permutation(len(seqs))
+            losses = []
+            for b0 in range(0, len(order), c.train_batch_size):
+                batch = [seqs[i] for i in order[b0:b0 + c.train_batch_size]]
+                L = max(len(s) for s in batch)
+                ids = torch.full((len(batch), L), PAD, dtype=torch.long)
+                for r, s in enumerate(batch):
+                    ids[r, :len(s)] = torch.tensor(s)
+                mask = (ids != PAD).long()
+                labels = ids.masked_fill(mask == 0, -100)
+                labels[:, 0] = -100  # never predict BOS
+                out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                 labels=labels.to(self.device), use_cache=False)
+                out.loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                losses.append(float(out.loss.detach()))
+            return float(np.mean(losses))
+
+        stopper = EarlyStopping(c.patience, module_snapshot(self.model), module_restore(self.model))
+        loop = fit_epochs(train_epoch, Validator(sub, c.valid_metric, self.score, c.batch_size), stopper,
+                          epochs=c.epochs, description=f"gptrec fit ({c.tokenization})")
         self.model.eval()
         self.run_info.update({"early_stopping_split": "valid", "valid_metric": c.valid_metric,
-                              "best_valid": float(best), "best_epoch": best_epoch, "epochs_run": len(history),
-                              "valid_users": len(sub), "history": history, "vocab_size": vocab,
+                              "best_valid": float(loop.best_value), "best_epoch": loop.best_epoch,
+                              "epochs_run": loop.epochs_run, "valid_users": len(sub), "history": loop.history,
+                              "vocab_size": vocab,
                               "n_parameters": int(sum(p.numel() for p in self.model.parameters())),
                               "fit_seconds": time.perf_counter() - t0})
         return self

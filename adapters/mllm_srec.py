@@ -82,6 +82,7 @@ from harness.adapter import Adapter, AdapterConfig, Needs, register
 from harness.data import EvalSplit, ItemTable, ScoreBatch, TrainData
 from harness.errors import BenchError, MissingModality
 from harness.metrics import aggregate, evaluate_scores
+from harness.training import balanced_subsample, pointwise_validation_set
 
 log = logging.getLogger(__name__)
 
@@ -389,8 +390,6 @@ class MLLMSRec(Adapter):
 
         pairs = train.pointwise_pairs(negatives_per_positive=1, seed=self.seed,
                                       max_history=max(1, c.pref_history, c.max_history))
-        from adapters.tallrec import balanced_subsample
-
         examples = []
         for hist, pair in balanced_subsample(pairs, c.max_pairs, self.seed, f"mllm-srec on {train.dataset}"):
             answer = "Yes." if pair.label == 1 else "No."
@@ -437,8 +436,6 @@ class MLLMSRec(Adapter):
         self._pref_step = fn
 
     def _validation_set(self, valid: EvalSplit) -> tuple[EvalSplit, np.ndarray]:
-        from adapters.tallrec import pointwise_validation_set
-
         return pointwise_validation_set(valid, self.config.valid_users, self.config.valid_negatives, self.seed)
 
     # ------------------------------------------------------------------ score

@@ -28,86 +28,23 @@ Deviations (CPU budget / benchmark protocol):
 
 from __future__ import annotations
 
-import abc
-
-import contextlib
-import copy
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.adapter import Adapter, AdapterConfig, Needs, register
+from harness.adapter import AdapterConfig, Needs, register
 from harness.data import ITEM_TEXT_FIELDS, EvalSplit, ScoreBatch, TrainData
 from harness.errors import BenchError
-from harness.features import FeatureMatrix, FeatureSpec, item_features, parse_modalities
-from harness.metrics import RankCounts, aggregate, evaluate_scores, per_user_metrics, rank_counts_full
-from harness.progress import track
+from harness.feature_adapter import FeatureAdapter
+from harness.features import FeatureMatrix
+from harness.training import EarlyStopping, Validator, fit_epochs, module_restore, module_snapshot
 
 log = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------------ shared helpers
-def evaluate_split(score_fn: Callable[[ScoreBatch], np.ndarray], split: EvalSplit, metric: str,
-                   batch_size: int = 1024) -> float:
-    """Mean ``metric`` of ``score_fn`` on a split with the harness metric engine (sampled or full ranking)."""
-    if not split.full_ranking:
-        scores = np.concatenate([score_fn(b) for b in split.batches(batch_size)], axis=0)
-        return aggregate(evaluate_scores(scores, [metric]))[metric]
-    parts: list[RankCounts] = []
-    for b in split.batches(batch_size):
-        n = len(b.users)
-        sl = slice(b.offset, b.offset + n)
-        exclude = split.exclude[sl] if split.exclude is not None else [np.zeros(0, np.int64)] * n
-        parts.append(rank_counts_full(score_fn(b), split.targets[sl], exclude))
-    return aggregate(per_user_metrics(RankCounts.concat(parts), [metric]))[metric]
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Training context: torch intra-op threads limited to ``n`` (0 = leave as is) and autograd anomaly detection
-    off (importing RecBole turns it on globally, which makes every backward pass several times slower); both
-    restored afterwards."""
-    old_threads = torch.get_num_threads()
-    old_anomaly = (torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled())
-    if old_anomaly[0]:
-        log.debug("autograd anomaly detection is on (RecBole enables it on import); off while training")
-    torch.autograd.set_detect_anomaly(False)
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old_threads)
-        torch.autograd.set_detect_anomaly(*old_anomaly)
-
-
-def needs_for(modalities: tuple[str, ...]) -> Needs:
-    return Needs(text="text" in modalities, images="image" in modalities)
-
-
-def build_features(train: TrainData, modalities: tuple[str, ...], config, device: str, seed: int
-                   ) -> dict[str, FeatureMatrix]:
-    """Frozen text/image features for the requested modalities (raises MissingModality before any training)."""
-    spec = FeatureSpec(text_encoder=config.text_encoder, text_fields=tuple(config.text_fields),
-                       image_encoder=config.image_encoder, clip_weights=config.clip_weights or None,
-                       allow_network=config.allow_network, device=device, seed=0)
-    feats = item_features(train.items, train.dataset, modalities, spec)
-    for name, fm in feats.items():
-        if fm.values.shape[0] != train.n_items + 1:
-            raise BenchError(f"{train.dataset}: {name} features have {fm.values.shape[0] - 1} rows for "
-                             f"{train.n_items} items")
-    return feats
-
-
-def feature_run_info(feats: dict[str, FeatureMatrix]) -> dict:
-    return {"features": {m: fm.identity for m, fm in feats.items()},
-            "random_init": any(bool(fm.identity.get("random_init")) for fm in feats.values())}
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -208,35 +145,6 @@ def _mean_adjacency(n_users: int, n_items: int, users: np.ndarray, items: np.nda
     return torch.sparse_coo_tensor(idx, torch.as_tensor(vals), (n, n)).coalesce()
 
 
-class FeatureAdapter(Adapter):
-    """What MMGCN and MMSR share: the configured modalities, the needs they imply, cached item features built
-    before training (so a missing modality refuses before any work), and the thread budget while training."""
-
-    def __init__(self, config, *, seed: int = 0, device: str = "cpu", cache_dir: str = "") -> None:
-        super().__init__(config, seed=seed, device=device, cache_dir=cache_dir)
-        self.modalities = parse_modalities(config.modalities)
-
-    @property
-    def effective_needs(self) -> Needs:
-        return needs_for(self.modalities)
-
-    def recorded_modalities(self, feats: dict[str, FeatureMatrix]) -> list[str]:
-        return list(self.modalities)
-
-    def fit(self, train: TrainData, valid: EvalSplit) -> "FeatureAdapter":
-        cfg = self.config
-        feats = build_features(train, self.modalities, cfg, self.device, self.seed)  # may raise MissingModality
-        self.run_info.update(feature_run_info(feats), modalities=self.recorded_modalities(feats),
-                             early_stopping_split="valid", valid_metric=cfg.valid_metric)
-        with torch_threads(cfg.threads):
-            self._fit(train, valid, feats)
-        return self
-
-    @abc.abstractmethod
-    def _fit(self, train: TrainData, valid: EvalSplit, feats: dict[str, FeatureMatrix]) -> None:
-        """Train on ``train`` with the built features; early-stop on ``valid``."""
-
-
 @register()
 class MMGCN(FeatureAdapter):
     """Multi-modal graph convolution on the training user-item graph; BPR; inner-product scoring."""
@@ -263,50 +171,40 @@ class MMGCN(FeatureAdapter):
         seen = [set(s.tolist()) for s in train.sequences]
         self.net = _MMGCNNet(n_users, n_items, feats, "id" in self.modalities, cfg)
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
-        best, best_state, best_epoch, bad = -1.0, None, -1, 0
         t0 = time.perf_counter()
-        epoch = 0
-        with track(f"mmgcn {train.dataset}", total=cfg.epochs) as task:
-            for epoch in range(1, cfg.epochs + 1):
-                self.net.train()
-                order = rng.permutation(len(users))
-                total = 0.0
-                for start in range(0, len(order), cfg.batch_size):
-                    idx = order[start:start + cfg.batch_size]
-                    u, pos = users[idx], items[idx]
-                    neg = rng.integers(1, n_items + 1, size=len(idx))
-                    for k in range(len(idx)):  # resample the (rare) seen negatives
-                        while int(neg[k]) in seen[u[k]]:
-                            neg[k] = rng.integers(1, n_items + 1)
-                    rep = self.net(adj)
-                    ut = torch.as_tensor(u)
-                    pt, nt = torch.as_tensor(pos), torch.as_tensor(neg)
-                    ue = rep[ut]
-                    ps = (ue * rep[n_users + pt - 1]).sum(-1)
-                    ns = (ue * rep[n_users + nt - 1]).sum(-1)
-                    loss = -F.logsigmoid(ps - ns).mean() + cfg.reg_weight * self.net.reg(ut, pt)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total += loss.item() * len(idx)
-                self._cache_rep(adj)
-                score = evaluate_split(self.score, valid, cfg.valid_metric, cfg.eval_batch_size)
-                log.debug("mmgcn epoch %d loss %.4f valid %s %.4f", epoch, total / len(users), cfg.valid_metric,
-                          score)
-                task.advance(1)
-                if score > best:
-                    best, best_epoch, bad = score, epoch, 0
-                    best_state = copy.deepcopy(self.net.state_dict())
-                else:
-                    bad += 1
-                    if bad >= cfg.patience:
-                        break
-        if best_state is not None:
-            self.net.load_state_dict(best_state)
+
+        def train_epoch(epoch: int) -> float:
+            self.net.train()
+            order = rng.permutation(len(users))
+            total = 0.0
+            for start in range(0, len(order), cfg.batch_size):
+                idx = order[start:start + cfg.batch_size]
+                u, pos = users[idx], items[idx]
+                neg = rng.integers(1, n_items + 1, size=len(idx))
+                for k in range(len(idx)):  # resample the (rare) seen negatives
+                    while int(neg[k]) in seen[u[k]]:
+                        neg[k] = rng.integers(1, n_items + 1)
+                rep = self.net(adj)
+                ut = torch.as_tensor(u)
+                pt, nt = torch.as_tensor(pos), torch.as_tensor(neg)
+                ue = rep[ut]
+                ps = (ue * rep[n_users + pt - 1]).sum(-1)
+                ns = (ue * rep[n_users + nt - 1]).sum(-1)
+                loss = -F.logsigmoid(ps - ns).mean() + cfg.reg_weight * self.net.reg(ut, pt)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+            self._cache_rep(adj)
+            return total / len(users)
+
+        stopper = EarlyStopping(cfg.patience, module_snapshot(self.net), module_restore(self.net))
+        loop = fit_epochs(train_epoch, Validator(valid, cfg.valid_metric, self.score, cfg.eval_batch_size), stopper,
+                          epochs=cfg.epochs, description=f"mmgcn {train.dataset}", log_level=logging.DEBUG)
         self._cache_rep(adj)
-        self.run_info.update(best_epoch=best_epoch, epochs_run=epoch, best_valid={cfg.valid_metric: best},
+        self.run_info.update(best_epoch=loop.best_epoch, epochs_run=loop.epochs_run,
+                             best_valid={cfg.valid_metric: loop.best_value},
                              train_seconds=round(time.perf_counter() - t0, 2))
-        log.info("mmgcn %s: best %s %.4f at epoch %d of %d", train.dataset, cfg.valid_metric, best, best_epoch, epoch)
 
     def _cache_rep(self, adj: torch.Tensor) -> None:
         self.net.eval()

@@ -38,7 +38,6 @@ Deviations (CPU budget / harness contract), all configurable:
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -49,12 +48,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters.mmgcn import FeatureAdapter, evaluate_split
 from harness.adapter import AdapterConfig, Needs, register
 from harness.data import ITEM_TEXT_FIELDS, EvalSplit, ScoreBatch, TrainData
 from harness.errors import BenchError
+from harness.feature_adapter import FeatureAdapter
 from harness.features import FeatureMatrix
-from harness.progress import track
+from harness.training import EarlyStopping, Validator, fit_epochs, module_restore, module_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -356,46 +355,38 @@ class MMSR(FeatureAdapter):
         X, y = self._examples(train)
         lengths = (X > 0).sum(1)
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.l2)
-        best, best_state, best_epoch, bad, epoch = -1.0, None, -1, 0, 0
         t0 = time.perf_counter()
         gate_hist = []
-        with track(f"mmsr {train.dataset}", total=cfg.epochs) as task:
-            for epoch in range(1, cfg.epochs + 1):
-                self.net.train()
-                total, gsum, nb = 0.0, torch.zeros(2), 0
-                for idx in self._length_buckets(lengths, rng):
-                    seqs = torch.as_tensor(X[idx], device=self.device)
-                    target = torch.as_tensor(y[idx], device=self.device)
-                    rep, gate = self.net(seqs)
-                    logits = self._logits(rep, self.net.item_table()[1:])
-                    loss = F.cross_entropy(logits, target - 1)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total += loss.item() * len(idx)
-                    gsum += gate.detach().cpu()
-                    nb += 1
-                gate_hist.append((gsum / max(nb, 1)).tolist())
-                self._refresh()
-                score = evaluate_split(self.score, valid, cfg.valid_metric, cfg.eval_batch_size)
-                log.debug("mmsr epoch %d loss %.4f valid %s %.4f", epoch, total / len(y), cfg.valid_metric, score)
-                task.advance(1)
-                if score > best:
-                    best, best_epoch, bad = score, epoch, 0
-                    best_state = copy.deepcopy(self.net.state_dict())
-                else:
-                    bad += 1
-                    if bad >= cfg.patience:
-                        break
-        if best_state is not None:
-            self.net.load_state_dict(best_state)
+
+        def train_epoch(epoch: int) -> float:
+            self.net.train()
+            total, gsum, nb = 0.0, torch.zeros(2), 0
+            for idx in self._length_buckets(lengths, rng):
+                seqs = torch.as_tensor(X[idx], device=self.device)
+                target = torch.as_tensor(y[idx], device=self.device)
+                rep, gate = self.net(seqs)
+                logits = self._logits(rep, self.net.item_table()[1:])
+                loss = F.cross_entropy(logits, target - 1)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                gsum += gate.detach().cpu()
+                nb += 1
+            gate_hist.append((gsum / max(nb, 1)).tolist())
+            self._refresh()
+            return total / len(y)
+
+        stopper = EarlyStopping(cfg.patience, module_snapshot(self.net), module_restore(self.net))
+        loop = fit_epochs(train_epoch, Validator(valid, cfg.valid_metric, self.score, cfg.eval_batch_size), stopper,
+                          epochs=cfg.epochs, description=f"mmsr {train.dataset}", log_level=logging.DEBUG)
         self._refresh()
+        best_epoch = loop.best_epoch or 0
         self.run_info.update(
-            best_epoch=best_epoch, epochs_run=epoch, best_valid={cfg.valid_metric: best},
+            best_epoch=loop.best_epoch, epochs_run=loop.epochs_run, best_valid={cfg.valid_metric: loop.best_value},
             train_examples=int(len(y)), train_seconds=round(time.perf_counter() - t0, 2),
             n_clusters={m: int(inits[m].shape[0] - 1) for m in inits},
             update_gate_late_early=gate_hist[best_epoch - 1] if best_epoch >= 1 else None)
-        log.info("mmsr %s: best %s %.4f at epoch %d of %d", train.dataset, cfg.valid_metric, best, best_epoch, epoch)
 
     def _length_buckets(self, lengths: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
         """Shuffled batches of similar history length, so a batch pays only for its longest history."""

@@ -5,9 +5,10 @@ Why this shape:
   *position* in the sequence as RecBole's timestamp, so RecBole's time ordering and prefix augmentation reproduce
   the harness order exactly (no real timestamps exist here, and float32 would reorder long unix times anyway).
   An ``.item`` file lists every harness item so the embedding table covers all ``1..n_items``.
-- Every epoch runs RecBole's ``Trainer._train_epoch``; validation, early stopping and best-epoch selection use the
-  harness validation split and metric engine (:mod:`harness.metrics`), never RecBole's evaluator. RecBole's own
-  ``early_stopping`` rule (patience counted in validation checks) decides when to stop.
+- Every epoch runs RecBole's ``Trainer._train_epoch`` inside the harness loop (:mod:`harness.training`);
+  validation, early stopping and best-epoch selection use the harness validation split and metric engine, never
+  RecBole's evaluator. RecBole's own ``early_stopping`` rule (ties update the best; patience counted in validation
+  checks) decides when to stop, as :meth:`harness.training.EarlyStopping.recbole`.
 - Scoring calls the model's ``full_sort_predict`` on ``item_seq``/``item_seq_len`` built from the histories
   (last ``max_seq_length`` items, left-aligned and right-padded as RecBole's datasets are) and gathers the
   harness candidates from the all-item scores.
@@ -43,17 +44,18 @@ import pandas as pd
 import torch
 
 import adapters.recbole_compat as compat  # noqa: F401  (must precede every recbole import)
-from harness import metrics, progress
+from harness import metrics
 from harness.adapter import Adapter, AdapterConfig, register
 from harness.data import EvalSplit, ScoreBatch, TrainData
 from harness.errors import BenchError
+from harness.training import EarlyStopping, Validator, evenly_spaced, fit_epochs, module_restore, module_snapshot
 
 from recbole.data import create_dataset  # noqa: E402
 from recbole.data.dataloader import TrainDataLoader  # noqa: E402
 from recbole.data.interaction import Interaction  # noqa: E402
 from recbole.model.sequential_recommender import BERT4Rec, SASRec  # noqa: E402
 from recbole.sampler import RepeatableSampler  # noqa: E402
-from recbole.utils import early_stopping, init_seed  # noqa: E402
+from recbole.utils import init_seed  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -280,8 +282,7 @@ class _RecBoleSequential(Adapter):
             self._model = model
             log.info("%s: %d training interactions -> %d training sequences, %d batches/epoch", self.name,
                      n_inter, len(dataset), len(train_loader))
-            history = self._train_loop(trainer, train_loader, valid, t_start)
-            trainer.load_best()
+            history = self._train_loop(trainer, train_loader, valid, t_start)  # restores the best state
             self._model.eval()
             self.run_info.update(history)
             self.run_info.update({
@@ -301,70 +302,40 @@ class _RecBoleSequential(Adapter):
 
     def _train_loop(self, trainer: _HarnessTrainer, train_loader: TrainDataLoader, valid: EvalSplit,
                     t_start: float) -> dict[str, Any]:
-        """RecBole epochs; harness validation every ``eval_step`` epochs; RecBole's early_stopping rule."""
+        """RecBole epochs in the harness loop (:func:`harness.training.fit_epochs`): harness validation every
+        ``eval_step`` epochs, RecBole's ``early_stopping`` rule (:meth:`EarlyStopping.recbole`). The run_info
+        keys and RecBole's 0-based epoch numbers are kept, so stored runs stay comparable."""
         c = self.config
-        best, cur_step = -math.inf, 0
-        curve: list[list[float]] = []
-        epoch_seconds: list[float] = []
-        stopped = "max_epochs"
-        epoch = -1
-        with progress.track(f"training {self.name}", total=c.epochs) as task:
-            for epoch in range(c.epochs):
-                t0 = time.perf_counter()
-                loss = trainer._train_epoch(train_loader, epoch)
-                epoch_seconds.append(time.perf_counter() - t0)
-                loss = float(sum(loss) if isinstance(loss, tuple) else loss)
-                if not math.isfinite(loss):
-                    raise BenchError(f"{self.name}: training loss became {loss} at epoch {epoch}; lower "
-                                     f"learning_rate (now {c.learning_rate})")
-                task.advance(1)
-                if (epoch + 1) % max(1, c.eval_step) == 0 or epoch == c.epochs - 1:
-                    score = self.validate(valid)
-                    curve.append([epoch, round(loss, 6), score])
-                    best, cur_step, stop, update = early_stopping(score, best, cur_step,
-                                                                  max_step=c.stopping_step, bigger=True)
-                    if update or trainer.best_state is None:
-                        trainer._save_checkpoint(epoch, verbose=False)
-                    log.info("%s epoch %d: loss %.4f, valid %s %.5f%s (%.1fs)", self.name, epoch, loss,
-                             c.valid_metric, score, " *" if update else "", epoch_seconds[-1])
-                    if stop:
-                        stopped = "early_stopping"
-                        break
-                if c.max_train_minutes and time.perf_counter() - t_start > 60 * c.max_train_minutes:
-                    stopped = "time_limit"
-                    if trainer.best_state is None:
-                        trainer._save_checkpoint(epoch, verbose=False)
-                    break
+
+        def train_epoch(epoch: int) -> float:
+            loss = trainer._train_epoch(train_loader, epoch - 1)
+            loss = float(sum(loss) if isinstance(loss, tuple) else loss)
+            if not math.isfinite(loss):
+                raise BenchError(f"{self.name}: training loss became {loss} at epoch {epoch - 1}; lower "
+                                 f"learning_rate (now {c.learning_rate})")
+            return loss
+
+        stopper = EarlyStopping.recbole(c.stopping_step, snapshot=module_snapshot(trainer.model),
+                                        restore_fn=module_restore(trainer.model))
+        deadline = t_start + 60 * c.max_train_minutes if c.max_train_minutes else None
+        loop = fit_epochs(train_epoch, self._validator(valid), stopper, epochs=c.epochs, eval_every=c.eval_step,
+                          description=f"training {self.name}", deadline=deadline)
         return {
-            "best_epoch": trainer.best_epoch,
-            "best_valid": best if math.isfinite(best) else None,
-            "epochs_trained": epoch + 1,
-            "stopped_by": stopped,
-            "valid_curve": curve,  # [epoch, train loss, valid metric]
-            "mean_epoch_seconds": round(float(np.mean(epoch_seconds)), 3) if epoch_seconds else None,
+            "best_epoch": None if loop.best_epoch is None else loop.best_epoch - 1,
+            "best_valid": loop.best_value if math.isfinite(loop.best_value) else None,
+            "epochs_trained": loop.epochs_run,
+            "stopped_by": loop.stopped_by,
+            "valid_curve": [[h["epoch"] - 1, round(h["loss"], 6), h[c.valid_metric]] for h in loop.history],
+            "mean_epoch_seconds": round(float(np.mean(loop.epoch_seconds)), 3) if loop.epoch_seconds else None,
         }
+
+    def _validator(self, valid: EvalSplit) -> Validator:
+        c = self.config
+        return Validator(evenly_spaced(valid, c.valid_max_users), c.valid_metric, self.score, c.batch_size)
 
     def validate(self, valid: EvalSplit) -> float:
         """Mean ``config.valid_metric`` on the validation split's shared candidates (harness metric engine)."""
-        c = self.config
-        idx = np.arange(len(valid))
-        if c.valid_max_users and len(valid) > c.valid_max_users:
-            idx = np.linspace(0, len(valid) - 1, c.valid_max_users).astype(np.int64)
-        parts = []
-        all_items = np.arange(1, valid.n_items + 1, dtype=np.int64)
-        for start in range(0, len(idx), c.batch_size):
-            sel = idx[start:start + c.batch_size]
-            hist = [valid.histories[i] for i in sel]
-            if valid.full_ranking:
-                batch = ScoreBatch(users=valid.users[sel], histories=hist,
-                                   candidates=np.broadcast_to(all_items, (len(sel), valid.n_items)), full_ranking=True)
-                scores = self.score(batch)
-                parts.append(metrics.rank_counts_full(scores, valid.targets[sel], [valid.exclude[i] for i in sel]))
-            else:
-                batch = ScoreBatch(users=valid.users[sel], histories=hist, candidates=valid.candidates[sel])
-                parts.append(metrics.rank_counts(self.score(batch)))
-        per_user = metrics.per_user_metrics(metrics.RankCounts.concat(parts), [c.valid_metric])
-        return float(np.mean(per_user[c.valid_metric]))
+        return self._validator(valid)()
 
     # ------------------------------------------------------------------------------------------------ score
     def _item_seq(self, histories: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

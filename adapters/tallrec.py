@@ -49,6 +49,7 @@ from harness.data import EvalSplit, ScoreBatch, TrainData
 from harness.errors import BenchError, MissingModality
 from harness.metrics import aggregate, evaluate_scores
 from harness.trainable import is_tiny, prepare_trainable, resolve_train_mode
+from harness.training import balanced_subsample, pointwise_validation_set
 
 log = logging.getLogger(__name__)
 
@@ -128,37 +129,6 @@ class TALLRecConfig(AdapterConfig):
     threads: int = 0
     batch_size: int = 32
 
-
-def balanced_subsample(pairs: list, max_pairs: int, seed: int, where: str) -> list:
-    """At most ``max_pairs`` of the harness's (positive, negative) pairs, drawn as whole groups so the sample
-    stays balanced, in their original order; seeded. Raises when there is no pair at all."""
-    n_groups = len(pairs) // 2
-    if n_groups == 0:
-        raise BenchError(f"{where}: no training pairs (every user has < 2 training items)")
-    groups = np.arange(n_groups)
-    if max_pairs and 2 * n_groups > max_pairs:
-        groups = np.sort(np.random.default_rng(seed).choice(n_groups, max(1, max_pairs // 2), replace=False))
-    return [p for g in groups for p in pairs[2 * g:2 * g + 2]]
-
-
-def pointwise_validation_set(valid: EvalSplit, n_users: int, n_negatives: int, seed: int) -> tuple[EvalSplit, np.ndarray]:
-    """A seeded subsample of validation users and their candidates (target in column 0) for early stopping of
-    costly pointwise models: the shared validation candidates where the suite has them; under full ranking, the
-    target plus ``n_negatives`` items the user has not seen (validation only, never test candidates)."""
-    from adapters.gptrec import valid_subset
-
-    sub = valid_subset(valid, n_users, seed)
-    if sub.candidates is not None:
-        return sub, sub.candidates
-    rng = np.random.default_rng(seed + 1)
-    rows = []
-    for hist, target in zip(sub.histories, sub.targets):
-        seen = set(np.asarray(hist).tolist()) | {int(target)}
-        pool = np.array([i for i in range(1, sub.n_items + 1) if i not in seen], dtype=np.int64)
-        k = min(n_negatives, len(pool))
-        rows.append(np.concatenate([[int(target)], rng.choice(pool, k, replace=False)]))
-    width = min(len(r) for r in rows)
-    return sub, np.stack([r[:width] for r in rows])
 
 @register()
 class TALLRec(Adapter):

@@ -75,7 +75,8 @@ def main() -> None:
 
     import torch
 
-    from adapters.tallrec import balanced_subsample, build_prefix, build_suffix, quote
+    from adapters.tallrec import build_prefix, build_suffix, quote
+    from harness.training import balanced_subsample
     from harness import build, suites
     from harness.backbones import load_backbone
     from harness.finetune import LoraSettings, SFTConfig, SFTExample, sft_train

@@ -34,6 +34,7 @@ import numpy as np
 from harness.errors import BenchError
 from harness.llm_scoring import answer_token_id, encode_prefix, encode_suffix
 from harness.progress import track
+from harness.training import EarlyStopping
 
 log = logging.getLogger(__name__)
 
@@ -306,8 +307,8 @@ def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(encoded) / (config.batch_size * config.grad_accum))
     result = SFTResult()
-    best_state: dict[str, Any] | None = None
-    bad = 0
+    # Strict improvement of the validation AUC; the kept state is the trainable tensors only (LoRA or all).
+    stopper = EarlyStopping(config.patience, lambda: _trainable_state(model), lambda s: _load_trainable(model, s))
     t0 = time.perf_counter()
     stop = False
     resume = (_ResumePoint(Path(checkpoint_dir) / "resume", _fingerprint(config, encoded, model))
@@ -316,36 +317,36 @@ def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config
     if resume is not None:
         loaded = resume.load(model, opt)
         if loaded is not None:
-            pos, best_state = loaded
-            start_epoch, start_micro, bad = pos["epoch"], pos["micro"], pos["bad"]
+            pos, stopper.state = loaded
+            start_epoch, start_micro, stopper.bad = pos["epoch"], pos["micro"], pos["bad"]
             result.steps, result.epochs_run = pos["steps"], pos["epoch"]
             result.best_auc, result.best_step = pos["best_auc"], pos["best_step"]
+            if result.best_auc is not None:
+                stopper.best, stopper.best_epoch = result.best_auc, result.best_step
             result.history, result.losses = pos["history"], pos["losses"]
             log.info("%s: resuming at step %d (epoch %d) from %s", description, result.steps, start_epoch,
                      resume.folder)
 
     def save_point(epoch: int, micro: int) -> None:
         if resume is not None:
-            resume.save(model, opt, best_state, {
-                "epoch": epoch, "micro": micro, "bad": bad, "steps": result.steps, "best_auc": result.best_auc,
-                "best_step": result.best_step, "history": result.history, "losses": result.losses})
+            resume.save(model, opt, stopper.state, {
+                "epoch": epoch, "micro": micro, "bad": stopper.bad, "steps": result.steps,
+                "best_auc": result.best_auc, "best_step": result.best_step, "history": result.history,
+                "losses": result.losses})
 
     def run_validation() -> bool:
         """Validate, keep the best state; True when patience is exhausted."""
-        nonlocal best_state, bad
         auc = float(validate())  # type: ignore[misc]
         model.train()
         result.history.append({"step": result.steps, "epoch": result.epochs_run, "auc": auc,
                                "loss": float(np.mean(result.losses[-steps_per_epoch:])) if result.losses else float("nan")})
         log.info("%s: step %d validation AUC %.4f", description, result.steps, auc)
-        if result.best_auc is None or auc > result.best_auc:
-            result.best_auc, result.best_step, bad = auc, result.steps, 0
-            best_state = _trainable_state(model)
+        if stopper.update(auc, result.steps):
+            result.best_auc, result.best_step = auc, result.steps
             if checkpoint_dir is not None:
                 result.checkpoint = save_trainable(model, checkpoint_dir)
             return False
-        bad += 1
-        return bad >= config.patience
+        return stopper.should_stop
 
     model.train()
     with track(description, total=steps_per_epoch * config.epochs) as task:
@@ -385,8 +386,8 @@ def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config
             save_point(epoch + 1, 0)
     if resume is not None:
         shutil.rmtree(resume.folder, ignore_errors=True)
-    if validate is not None and best_state is not None:
-        _load_trainable(model, best_state)
+    if validate is not None and stopper.state is not None:
+        stopper.restore()
     elif checkpoint_dir is not None:
         result.checkpoint = save_trainable(model, checkpoint_dir)
     model.eval()

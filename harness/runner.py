@@ -29,6 +29,7 @@ from harness.errors import BenchError, MissingModality
 from harness.paths import REPO_ROOT, auto_device, cache_dir, check_device
 from harness.store import Run, Store, check_store
 from harness.suites import SuiteSpec
+from harness.training import evenly_spaced
 
 log = logging.getLogger(__name__)
 
@@ -128,15 +129,9 @@ def _announce_estimate(description: str, done: int, total: int, seconds: float, 
 
 def evaluate_valid(model: Adapter, valid: EvalSplit, metric: str = "ndcg@10", batch_size: int = 256,
                    max_users: int | None = None) -> float:
-    """Mean validation metric on the shared validation candidates: what adapters use for early stopping."""
-    split = valid
-    if max_users and len(valid) > max_users:
-        idx = np.linspace(0, len(valid) - 1, max_users).astype(int)
-        split = dataclasses.replace(
-            valid, users=valid.users[idx], histories=[valid.histories[i] for i in idx], targets=valid.targets[idx],
-            candidates=None if valid.candidates is None else valid.candidates[idx],
-            exclude=None if valid.exclude is None else [valid.exclude[i] for i in idx])
-    vec = score_split(model, split, [metric], batch_size, description="validating")[metric]
+    """Mean validation metric on the shared validation candidates, for an adapter that early-stops in its own loop
+    (an adapter that trains in epochs hands its loop to :func:`harness.training.fit_epochs` instead)."""
+    vec = score_split(model, evenly_spaced(valid, max_users), [metric], batch_size, description="validating")[metric]
     return float(vec.mean())
 
 
