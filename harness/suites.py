@@ -152,6 +152,7 @@ class SuiteSpec(_Frozen):
     protocol: Protocol = Protocol()
     evaluation: Evaluation = Evaluation()
     hashes: dict[str, dict[str, str]] = Field(default_factory=dict)
+    extends: str | None = None  # the suite this one was declared against (its file's ``extends`` key)
     path: str = Field("", exclude=True)
 
     @field_validator("name")
@@ -235,9 +236,57 @@ def suite_files(directory: Path = SUITES_DIR) -> dict[str, Path]:
     return {p.stem: p for p in sorted(directory.glob("*.toml"))}
 
 
-def load_suite_file(path: Path) -> SuiteSpec:
+#: Keys a suite never inherits from the suite it extends: its identity and its own frozen artifact hashes.
+NOT_INHERITED = ("name", "description", "hashes", "extends")
+
+
+def _merged(base: dict, override: dict) -> dict:
+    """``override`` on top of ``base``: tables merge key by key, everything else (arrays included) replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _resolve_extends(raw: dict, path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A suite file with ``extends = "other"`` declares only what differs from ``other.toml`` beside it (e.g. the
+    lite and full-ranking suites differ from amazon4 in one protocol field); the rest, datasets included, is
+    inherited. The result is the spec as if written out in full, so hashes and fingerprints do not change."""
+    parent_name = raw.get("extends")
+    if parent_name is None:
+        return raw
+    if not isinstance(parent_name, str):
+        raise BenchError(f"{path}: field extends: expected a suite name, got {parent_name!r}")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        check_safe_name(parent_name, "extends")
+    except BenchError as exc:
+        raise BenchError(f"{path}: field {exc}") from None
+    parent_path = path.with_name(f"{parent_name}.toml")
+    if parent_path.resolve() in {p.resolve() for p in (*chain, path)}:
+        raise BenchError(f"{path}: field extends: {parent_name!r} extends back to this file (a cycle)")
+    if not parent_path.is_file():
+        raise BenchError(f"{path}: field extends: no suite file {parent_path.name} beside it")
+    parent = _resolve_extends(_read_toml(parent_path), parent_path, (*chain, path))
+    inherited = {k: v for k, v in parent.items() if k not in NOT_INHERITED}
+    return _merged(inherited, raw)
+
+
+def load_suite_file(path: Path) -> SuiteSpec:
+    raw = _resolve_extends(_read_toml(path), path)
+    try:
+        spec = SuiteSpec(**raw, path=str(path))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise BenchError(f"{path}: field {loc}: {first['msg']}") from None
+    if spec.name != path.stem:
+        raise BenchError(f"{path}: name {spec.name!r} must equal the file name {path.stem!r}")
+    return spec
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BenchError(f"suite file {path} does not exist") from None
     except IsADirectoryError:
@@ -248,15 +297,6 @@ def load_suite_file(path: Path) -> SuiteSpec:
         raise BenchError(f"suite file {path}: cannot be read ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise BenchError(f"{path}: invalid TOML: {exc}") from None
-    try:
-        spec = SuiteSpec(**raw, path=str(path))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise BenchError(f"{path}: field {loc}: {first['msg']}") from None
-    if spec.name != path.stem:
-        raise BenchError(f"{path}: name {spec.name!r} must equal the file name {path.stem!r}")
-    return spec
 
 
 def load_suite(name_or_path: str) -> SuiteSpec:
