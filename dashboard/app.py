@@ -20,7 +20,8 @@ PAGES = [("leaderboard.py", "Leaderboard", ":material/leaderboard:"),
          ("ablations.py", "Ablations", ":material/grid_on:"),
          ("compare.py", "Compare", ":material/compare_arrows:"),
          ("runs.py", "Runs", ":material/list:"),
-         ("hallucination.py", "Hallucination", ":material/visibility:")]
+         ("hallucination.py", "Hallucination", ":material/visibility:"),
+         ("study.py", "Study", ":material/science:")]
 
 st.set_page_config(page_title="mmsr-bench", page_icon=":material/leaderboard:", layout="wide")
 

@@ -618,12 +618,13 @@ def dashboard(db: Optional[str] = DB_OPTION, port: int = typer.Option(8501, "--p
 
 
 def _normalize_argv(argv: list[str]) -> list[str]:
-    """Allow ``--seed 0 1 2`` (as researchers type it) by expanding it to ``--seed 0 --seed 1 --seed 2``."""
+    """Allow ``--seed 0 1 2`` (as researchers type it) by expanding it to ``--seed 0 --seed 1 --seed 2`` (the same
+    for ``--seeds``, the spelling of ``bench study``)."""
     out: list[str] = []
     i = 0
     while i < len(argv):
         out.append(argv[i])
-        if argv[i] == "--seed":
+        if argv[i] in ("--seed", "--seeds"):
             j = i + 1
             vals = []
             while j < len(argv) and argv[j].lstrip("-").isdigit() and not argv[j].startswith("--"):
@@ -653,6 +654,9 @@ def _register_extensions() -> None:
     from harness import cli_sweep  # bench sweep (local processes or a Ray cluster)
 
     cli_sweep.register(app)
+    from harness import cli_study  # bench study | report study (the MLLM-SRec study in one command)
+
+    cli_study.register(app)
 
 
 _register_extensions()

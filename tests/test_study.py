@@ -1,0 +1,325 @@
+"""``bench study`` and ``bench report study`` end to end on the conformance kit's tiny suite, and the dashboard's
+Study page on the same store.
+
+The module fixture runs ``bench study --budget tiny --run`` ONCE, through the ``--models`` filter: every
+non-MLLM-SRec model of RQ1 (pop, random, SASRec, BERT4Rec, GPTRec, TALLRec, MMGCN, MMSR; 13-60 s on 2 shared
+cores). The MLLM-SRec variants are left out of the test's grid because a tiny MLLM-SRec fit costs minutes on a CPU
+(tests/test_conformance_builtins.py: MLLM-SRec-text 478 s for the kit, QLoRA not done in 600 s), so their cells
+print as "missing" here. The reference-is-the-full-model path of RQ2-RQ4 is checked on a copy of the store into
+which two runs are added under the full model's and mllm-srec-text's tiny configuration hashes (per-user vectors
+derived from stored runs; test data, not results).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from harness import conformance, significance, study, suites
+from harness.cli import app
+from harness.store import Run, Store
+
+MODELS = ("pop", "random", "sasrec", "bert4rec", "gptrec", "tallrec", "mmgcn", "mmsr")
+METRICS = ["hr@5", "hr@10", "ndcg@5", "ndcg@10"]  # the kit's suite: hr, ndcg, mrr at 1, 5, 10 (no recall, no AUC)
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    """The kit suite, frozen, and a store holding the tiny study runs of MODELS; ``seconds``: the run's time."""
+    work = tmp_path_factory.mktemp("study")
+    k = conformance.make_suite(work / "kit")
+    url = f"sqlite:///{work / 'results.db'}"
+    runner = CliRunner()
+    with conformance._home(k.home):
+        r = runner.invoke(app, ["suite", "freeze", str(k.spec.path)])
+        assert r.exit_code == 0, r.output
+        t0 = time.perf_counter()
+        r = runner.invoke(app, ["study", "--suite", str(k.spec.path), "--budget", "tiny", "--run", "--seed", "0",
+                                "--models", ",".join(MODELS), "--db", url])
+        seconds = time.perf_counter() - t0
+    assert r.exit_code == 0, r.output
+    print(f"\nbench study --run on {len(MODELS)} models took {seconds:.1f} s")
+    return {"path": str(k.spec.path), "spec": suites.load_suite(str(k.spec.path)), "url": url, "work": work,
+            "home": k.home, "seconds": seconds, "output": r.output}
+
+
+def _report(kit, *args, url=None):
+    r = CliRunner().invoke(app, ["report", "study", "--suite", kit["path"], "--budget", "tiny",
+                                 "--db", url or kit["url"], *args])
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def _opts(kit, url=None):
+    return study.validate(kit["path"], budget="tiny", db=url or kit["url"], check_db=False)
+
+
+def _section(md: str, title: str) -> str:
+    return md.split(f"**{title}**", 1)[1].split("\n**", 1)[0]
+
+
+def _row(section: str, label: str) -> list[str]:
+    line = next(ln for ln in section.splitlines() if ln.startswith(f"| {label} |"))
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+# ------------------------------------------------------------------------------------------------------ study
+
+
+def test_run_stored_every_cell_and_the_plan_shows_nothing_missing(kit):
+    assert "0 missing" in kit["output"]
+    p = study.plan(study.validate(kit["path"], budget="tiny", db=kit["url"], models=",".join(MODELS)))
+    assert not p.missing and len(p.stored) == len(MODELS)
+    r = CliRunner().invoke(app, ["study", "--suite", kit["path"], "--budget", "tiny", "--plan", "--models",
+                                 ",".join(MODELS), "--db", kit["url"]])
+    assert r.exit_code == 0 and f"{len(MODELS)} of {len(MODELS)} cells stored, 0 missing" in r.output
+    runs = Store(kit["url"]).runs()
+    assert sorted(r.model for r in runs) == sorted(MODELS)
+    for run in runs:  # the tiny budget is part of each run's configuration (and so of its hash)
+        for k, v in conformance.tiny_overrides(run.model).items():
+            assert str(run.config[k]).lower() == v.lower() or float(run.config[k]) == float(v)
+        assert run.config_hash == study.expected_config_hash(run.model, "tiny")
+    assert study.expected_config_hash("sasrec", "tiny") != study.expected_config_hash("sasrec", "default")
+    # the default budget's plan sees none of them (tiny and default runs never mix); pop/random have no tiny budget
+    default = study.plan(study.validate(kit["path"], db=kit["url"], models=",".join(MODELS)))
+    assert {c.model for c in default.missing} == set(MODELS) - {"pop", "random"}
+    # with the full grid, the estimate of a missing cell is known only where the model has stored runs
+    full = study.plan(study.validate(kit["path"], budget="tiny", db=kit["url"]))
+    assert {c.model for c in full.missing} == set(study.grid_models()) - set(MODELS)
+    assert all(c.estimate_s is None for c in full.missing)
+    assert all(c.estimate_s is not None for c in default.missing)  # from the tiny runs of the same model
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--dataset", "nope"], "--dataset"),
+    (["--models", "sasrecc"], "--models"),
+    (["--models", "mmgcn-text"], "--models"),  # registered, but not in the study's grid
+    (["--budget", "huge"], "--budget"),
+    (["--rq", "rq9"], "--rq"),
+    (["--seed", "-1"], "--seed"),
+])
+def test_bad_argument_fails_with_one_line_and_writes_nothing(kit, tmp_path, args, option):
+    db = tmp_path / "new.db"
+    r = CliRunner().invoke(app, ["study", "--suite", kit["path"], "--run", "--db", f"sqlite:///{db}", *args])
+    assert r.exit_code == 1
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and option in lines[0], r.output
+    assert not db.exists()
+
+
+def test_unknown_suite_fails_with_one_line(tmp_path):
+    r = CliRunner().invoke(app, ["study", "--suite", "no-such-suite", "--db", f"sqlite:///{tmp_path / 'x.db'}"])
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "x.db").exists()
+
+
+# ----------------------------------------------------------------------------------------------------- report
+
+
+def test_report_has_every_rq_table_with_its_rows_missing_cells_and_footer(kit):
+    md = _report(kit, "--format", "markdown")
+    runs = Store(kit["url"]).runs()
+    fingerprint = kit["spec"].protocol_fingerprint("baby")
+    for key, rq in study.RQS.items():
+        sec = _section(md, rq.title)
+        labels = [ln.split("|")[1].strip() for ln in sec.splitlines() if ln.startswith("| ")][1:]
+        assert labels == [study._label(rq, m) for m in rq.models], key
+        header = [c.strip() for c in sec.splitlines()[2].strip("|").split("|")]
+        assert header == ["model", *METRICS, "%Improv." if key == "rq1" else "%Diff. vs full"]
+        for m in rq.models:
+            row = _row(sec, study._label(rq, m))
+            if m in MODELS:
+                run = next(r for r in runs if r.model == m)
+                assert row[1].strip("*<u>/ ▲▼") == f"{run.metrics['hr@5']:.4f}"
+            else:
+                assert row[1:5] == ["missing"] * 4  # never 0
+        assert f"suite_hash: baby={fingerprint}" in sec
+    rq1 = _section(md, study.RQS["rq1"].title)
+    assert "runs: " + ", ".join(str(r.id) for r in sorted(runs, key=lambda r: r.id)) in rq1
+    assert "code version: " in rq1 and "Holm correction" in rq1
+    hal = _section(md, "Hallucination and robustness")
+    assert _row(hal, study.FULL)[1:] == ["missing", "missing"]
+
+
+def test_best_bold_second_underlined_and_markers_agree_with_compare(kit):
+    store = Store(kit["url"])
+    rep = study.build_report(store, _opts(kit))
+    t = rep.tables[0]
+    ref = t.references[0]
+    means = {m: t.cells[(m, 0, "ndcg@10")].mean for m in MODELS}
+    assert ref == max(means, key=means.get)  # the strongest baseline by the primary metric
+    n_checked = 0
+    for m in MODELS:
+        if m == ref:
+            assert all(t.cells[(m, 0, x)].marker == "" for x in METRICS)
+            continue
+        cmp = significance.compare(store, m, ref, suite="conformance", dataset="baby", metrics=METRICS)
+        for row in cmp.rows:
+            want = ("+" if row.diff > 0 else "-") if row.significant else ""
+            assert t.cells[(m, 0, row.metric)].marker == want, (m, row.metric)
+            n_checked += 1
+    assert n_checked == 4 * (len(MODELS) - 1)
+    table = study.to_table(t)
+    col = table.header.index("ndcg@10")
+    ranked = sorted((c.value, c.rank) for r in table.rows if (c := r[col]).value is not None)
+    assert ranked[-1][1] == 1 and [rk for _, rk in ranked].count(1) >= 1
+    assert any(rk == 2 for _, rk in ranked)
+    md = _report(kit, "--format", "markdown")
+    best = max(means, key=means.get)
+    assert _row(_section(md, study.RQS["rq1"].title), best)[4].startswith("**")
+
+
+def test_latex_html_and_out_file(kit, tmp_path):
+    tex = _report(kit, "--format", "latex")
+    assert tex.count(r"\begin{table}") == 5 and r"\textbf{" in tex and "missing" in tex
+    html = _report(kit, "--format", "html")
+    assert html.count("<table>") == 5 and "<b>" in html and "<u>" in html
+    out = tmp_path / "study.md"
+    _report(kit, "--format", "markdown", "--out", str(out))
+    assert out.read_text(encoding="utf-8") == _report(kit, "--format", "markdown")
+    r = CliRunner().invoke(app, ["report", "study", "--suite", kit["path"], "--format", "pdf", "--db", kit["url"]])
+    assert r.exit_code == 1 and "--format" in r.output
+
+
+def test_deleted_runs_print_missing(kit, tmp_path):
+    db = tmp_path / "copy.db"
+    shutil.copy(kit["work"] / "results.db", db)
+    with sqlite3.connect(db) as con:
+        (rid,) = con.execute("SELECT id FROM runs WHERE model = 'sasrec'").fetchone()
+        con.execute("DELETE FROM user_metrics WHERE run_id = ?", (rid,))
+        con.execute("DELETE FROM runs WHERE id = ?", (rid,))
+    md = _report(kit, "--format", "markdown", url=f"sqlite:///{db}")
+    sec = _section(md, study.RQS["rq1"].title)
+    assert _row(sec, "sasrec")[1:5] == ["missing"] * 4
+    assert f" {rid}," not in sec.split("runs: ")[1] and not sec.split("runs: ")[1].startswith(f"{rid},")
+
+
+def _add_copy(store: Store, src: Run, model: str, shift: float) -> Run:
+    """A run of ``model`` (its tiny configuration hash) whose per-user values are ``src``'s moved by ``shift``."""
+    vecs = {k: np.clip(v + shift, 0, 1) for k, v in store.per_user(src.id).items()}
+    data = src.model_dump(exclude={"id", "uuid"})
+    data.update(model=model, config_hash=study.expected_config_hash(model, "tiny"),
+                metrics_json=json.dumps({k: float(v.mean()) for k, v in vecs.items()}))
+    return store.add_run(Run(**data), vecs)
+
+
+def test_full_model_is_the_reference_of_rq2_to_rq4_and_improves_on_the_strongest_baseline(kit, tmp_path):
+    db = tmp_path / "copy.db"
+    shutil.copy(kit["work"] / "results.db", db)
+    url = f"sqlite:///{db}"
+    store = Store(url)
+    sasrec = next(r for r in store.runs() if r.model == "sasrec")
+    full = _add_copy(store, sasrec, study.FULL, 0.3)
+    text = _add_copy(store, sasrec, "mllm-srec-text", 0.0)
+    rep = study.build_report(store, _opts(kit, url))
+    rq1, rq2 = rep.tables[0], rep.tables[1]
+    assert rq2.references[0] == study.FULL and rq1.references[0] != study.FULL
+    cmp = significance.compare(store, "mllm-srec-text", study.FULL, suite="conformance", dataset="baby",
+                               metrics=METRICS)
+    for row in cmp.rows:
+        assert rq2.cells[("mllm-srec-text", 0, row.metric)].marker == (
+            ("+" if row.diff > 0 else "-") if row.significant else "")
+    assert any(row.significant for row in cmp.rows)
+    ref = rq1.references[0]
+    expect = (full.metrics["ndcg@10"] - rq1.cells[(ref, 0, "ndcg@10")].mean) / rq1.cells[(ref, 0, "ndcg@10")].mean
+    assert rq1.improv[(study.FULL, 0)] == pytest.approx(expect)
+    md = _report(kit, "--format", "markdown", url=url)
+    assert _row(_section(md, study.RQS["rq1"].title), study._label(study.RQS["rq1"], study.FULL))[-1] == \
+        f"{100 * expect:+.2f}%"
+    assert str(text.id) in _section(md, study.RQS["rq2"].title).split("runs: ")[1]
+    # the hallucination table: a `bench hallucination` artifact and a `--perturb` run of the full model
+    from harness.store import Artifact
+
+    art = store.add_artifact(Artifact(kind="hallucination", suite=kit["path"], dataset="baby", model=study.FULL,
+                                      payload_json=json.dumps({"flagged_share": 0.25, "auroc": 0.7})))
+    blank = _add_copy(store, full, study.FULL, -0.1)
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE runs SET variant = 'blank:0.2' WHERE id = ?", (blank.id,))
+    hal = _section(_report(kit, "--format", "markdown", url=url), "Hallucination and robustness")
+    drop = (blank.metrics["ndcg@10"] - full.metrics["ndcg@10"]) / full.metrics["ndcg@10"]
+    assert _row(hal, study.FULL)[1:] == ["25.0%", "0.700", f"{100 * drop:+.2f}%"]
+    assert f"Artifacts: {art.id};" in hal and str(blank.id) in hal.split("runs: ")[1]
+
+
+# -------------------------------------------------------------------------------------------------- dashboard
+
+
+def test_dashboard_study_page_shows_the_same_tables(kit, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    import dashboard
+    from harness import tables
+
+    monkeypatch.setenv("MMSR_BENCH_DB", kit["url"])
+    at = AppTest.from_file(str(Path(dashboard.__file__).resolve().parent / "app.py"), default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.switch_page("app_pages/study.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Study"
+    at.text_input(key="study_suite_file").set_value(kit["path"]).run()
+    at.selectbox(key="study_budget").set_value("tiny").run()
+    assert not at.exception, [e.value for e in at.exception]
+    rep = study.build_report(Store(kit["url"]), _opts(kit))
+    shown = [m.value.strip() for m in at.markdown]
+    for t in study.all_tables(rep):
+        assert tables.to_markdown(t).strip() in shown
+    assert [b.label for b in at.get("download_button")] == ["Markdown", "LaTeX", "HTML"]
+
+
+def test_also_adds_the_full_ranking_columns(kit, tmp_path):
+    """``--also`` puts another protocol's columns beside the suite's: here a full-ranking copy of the kit suite."""
+    text = Path(kit["path"]).read_text(encoding="utf-8").split("\n[hashes")[0]
+    full = tmp_path / "conformance-full.toml"
+    full.write_text(text.replace('name = "conformance"', 'name = "conformance-full"', 1)
+                    .replace('candidates = "sampled"', 'candidates = "full"'), encoding="utf-8")
+    db = tmp_path / "copy.db"
+    shutil.copy(kit["work"] / "results.db", db)
+    url = f"sqlite:///{db}"
+    runner = CliRunner()
+    with conformance._home(kit["home"]):
+        r = runner.invoke(app, ["suite", "freeze", str(full)])
+        assert r.exit_code == 0, r.output
+        r = runner.invoke(app, ["run", "--suite", str(full), "--model", "pop", "--db", url])
+        assert r.exit_code == 0, r.output
+    md = _report(kit, "--format", "markdown", "--also", str(full), url=url)
+    sec = _section(md, study.RQS["rq1"].title)
+    header = [c.strip() for c in sec.splitlines()[2].strip("|").split("|")]
+    assert header[1:6] == [f"baby/{m}" for m in METRICS] + ["baby/%Improv."]
+    assert header[6:] == [f"baby (conformance-full)/{m}" for m in METRICS] + ["baby (conformance-full)/%Improv."]
+    pop_full = next(r for r in Store(url).runs(suite="conformance-full"))
+    row = _row(sec, "pop")
+    assert row[6].strip("*<u>/ ") == f"{pop_full.metrics['hr@5']:.4f}"
+    assert _row(sec, "sasrec")[6:10] == ["missing"] * 4
+    assert suites.load_suite(str(full)).protocol_fingerprint("baby") in sec
+
+
+def test_dashboard_study_page_on_other_stores(monkeypatch, tmp_path):
+    """A store with only a failed run says so; a store of other configurations shows the tables, all missing."""
+    from streamlit.testing.v1 import AppTest
+
+    import dashboard
+    from dashboard.fixture import FixtureSpec, build_fixture_store
+
+    app_file = str(Path(dashboard.__file__).resolve().parent / "app.py")
+    failed = f"sqlite:///{tmp_path / 'failed.db'}"
+    Store(failed).add_run(Run(group_id="g", suite="synth4", suite_hash="h", dataset="beauty", model="gptrec",
+                              status="failed", error="boom"))
+    demo = f"sqlite:///{tmp_path / 'demo.db'}"
+    build_fixture_store(demo, FixtureSpec(seeds=(0,), n_users=50, perturbations=()))
+    for url, expect in ((failed, "No completed runs"), (demo, None)):
+        monkeypatch.setenv("MMSR_BENCH_DB", url)
+        at = AppTest.from_file(app_file, default_timeout=120).run()
+        at.switch_page("app_pages/study.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        if expect:
+            assert expect in at.info[0].value
+        else:
+            text = "\n".join(m.value for m in at.markdown)
+            assert "RQ1: overall performance" in text and "| sasrec | missing |" in text
