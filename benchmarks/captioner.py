@@ -1,12 +1,12 @@
 """Item captioners compared on held-out items: ``effnet-smollm2`` (frozen real EfficientNet-Lite0 + frozen real
-SmolLM2-135M-Instruct, a trained LLaVA-style projector; :mod:`harness.captioner`) against ``tiny-llava`` (a tiny
-LLaVA from random weights, trained whole; :mod:`harness.vlm`).
+SmolLM2-135M-Instruct, a trained LLaVA-style projector; :mod:`mmsr_bench.models.toolkits.captioner`) against ``tiny-llava`` (a tiny
+LLaVA from random weights, trained whole; :mod:`mmsr_bench.models.toolkits.vlm`).
 
 Both are trained on the same dataset's (image, ``image_description``) pairs with the same held-out items
-(:func:`harness.vlm.holdout_mask`, share ``--holdout``), and both answer :data:`harness.vlm.CAPTION_PROMPT`. Printed:
+(:func:`mmsr_bench.models.toolkits.vlm.holdout_mask`, share ``--holdout``), and both answer :data:`mmsr_bench.models.toolkits.vlm.CAPTION_PROMPT`. Printed:
 the projector's training loss curve, training time, held-out (and, as a fit check, training-item) attribute accuracy
-by :func:`harness.captioner.attribute_accuracy`, the share of captions contradicting their reference
-(:func:`harness.hallucination.contradicts`) and seconds per caption (generation only, features cached, batches of
+by :func:`mmsr_bench.models.toolkits.captioner.attribute_accuracy`, the share of captions contradicting their reference
+(:func:`mmsr_bench.results.hallucination.contradicts`) and seconds per caption (generation only, features cached, batches of
 ``--batch-caption``). Hyper-parameters are the registry defaults unless given; none were chosen on held-out items.
 
     python benchmarks/captioner.py --suite synth4-lite --dataset beauty
@@ -36,8 +36,8 @@ def _timed_captions(fn, items: list, batch: int) -> tuple[list[str], float]:
 
 
 def _report(name: str, caps: list[str], refs: list[str], seconds: float) -> dict:
-    from harness.captioner import attribute_accuracy
-    from harness.hallucination import contradicts
+    from mmsr_bench.models.toolkits.captioner import attribute_accuracy
+    from mmsr_bench.results.hallucination import contradicts
 
     acc = attribute_accuracy(caps, refs)
     bad = float(np.mean([contradicts(c, r) for c, r in zip(caps, refs)]))
@@ -66,12 +66,15 @@ def main() -> None:
 
     import torch
 
-    from harness import build, suites
-    from harness.captioner import CAPTIONERS, build_captioner, image_feature_matrix
-    from harness.vlm import CAPTION_PROMPT, TinyVLMSpec, _generate, _prompt_text, _read_rgb, holdout_mask, load_vlm
+    from mmsr_bench.suites import build
+    from mmsr_bench.suites import spec as suites
+    from mmsr_bench.models.toolkits.captioner import CAPTIONERS, build_captioner, image_feature_matrix
+    from mmsr_bench.models.toolkits.captioner import load_vlm
+    from mmsr_bench.models.toolkits.vlm import (CAPTION_PROMPT, TinyVLMSpec, _generate, _prompt_text, _read_rgb,
+                                                holdout_mask)
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("harness.captioner").setLevel(logging.INFO)
+    logging.getLogger("mmsr_bench.models.toolkits.captioner").setLevel(logging.INFO)
     torch.set_num_threads(args.threads)
     data = build.load(suites.load_suite(args.suite), args.dataset)
     f = data.items.frame

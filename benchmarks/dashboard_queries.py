@@ -1,7 +1,7 @@
 """Time the dashboard's queries on a large store: 5,000 runs with per-user vectors in a temporary SQLite file.
 
 Reports, cold (first call, nothing cached) and cached (``st.cache_data`` keyed on ``Store.last_change()``):
-the cache key itself, the runs table, the leaderboard (harness.leaderboard.build_board), and optionally the
+the cache key itself, the runs table, the leaderboard (mmsr_bench.results.leaderboard.build_board), and optionally the
 leaderboard with significance markers (mark_board) on one dataset.
 
     .venv/bin/python benchmarks/dashboard_queries.py [--runs 5000] [--users 1000] [--significance] [--pages]
@@ -40,9 +40,9 @@ def main() -> None:
     ap.add_argument("--pages", action="store_true", help="also time every page's full render with AppTest")
     args = ap.parse_args()
 
-    from dashboard import queries as q
-    from dashboard import ui
-    from dashboard.fixture import bulk_fill
+    from mmsr_bench.dashboard import queries as q
+    from mmsr_bench.dashboard import ui
+    from mmsr_bench.dashboard.fixture import bulk_fill
 
     for name in ("streamlit.runtime.caching.cache_data_api", "streamlit.runtime.scriptrunner_utils.script_run_context",
                  "streamlit"):
@@ -87,7 +87,7 @@ def time_pages(url: str) -> None:
     from streamlit.testing.v1 import AppTest
 
     os.environ["MMSR_BENCH_DB"] = url
-    app = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+    app = str(Path(__file__).resolve().parent.parent / "mmsr_bench" / "dashboard" / "app.py")
     at = AppTest.from_file(app, default_timeout=600)
     print(f"{'page render (AppTest)':44s} {'first':>10s} {'rerun':>12s}")
     for page in ("leaderboard", "ablations", "compare", "runs", "hallucination"):

@@ -1,7 +1,7 @@
 """Feature-extraction throughput (items/s), cold (empty cache) vs cached, on synthetic items.
 
 Usage: ``python benchmarks/features.py [--category beauty] [--items 300] [--image-encoder open_clip:ViT-B-32]
-[--threads 1]``. Items come from the synth4 generator (:func:`harness.synth.generate`: titles, descriptions and
+[--threads 1]``. Items come from the synth4 generator (:func:`mmsr_bench.data.synth.generate`: titles, descriptions and
 rendered PNGs). The cache lives in a temporary folder, so the numbers never depend on earlier runs. Image features
 use random weights (no checkpoint offline): throughput is the same as with real weights.
 """
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.data import ItemTable
-from harness.features import image_features, text_features
-from harness.images import resolve_images
+from mmsr_bench.data.splits import ItemTable
+from mmsr_bench.models.toolkits.features import image_features, text_features
+from mmsr_bench.data.images import resolve_images
 
 
 def synthetic_items(category: str, n_items: int, image_dir: Path) -> ItemTable:
-    from harness.synth import generate
+    from mmsr_bench.data.synth import generate
 
     raw = generate(category, 0, image_dir)
     frame = raw.items.reset_index(drop=True).head(n_items)

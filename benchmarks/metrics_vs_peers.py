@@ -4,7 +4,7 @@ Why: the harness computes HR/NDCG/Recall@{1,5,10,20}, MRR and AUC per user for e
 engine must be both correct (numbers agree with the peers) and cheap (time and memory). This script builds one
 seeded (users x candidates) score matrix with the target in column 0 and evaluates it with
 
-* ours:    ``harness.metrics.rank_counts`` + ``per_user_metrics`` (exact tie expectation; no sorting);
+* ours:    ``mmsr_bench.evaluation.metrics.rank_counts`` + ``per_user_metrics`` (exact tie expectation; no sorting);
 * ranx:    ``ranx.evaluate(Qrels, Run, ..., return_mean=False)``; building the Qrels/Run objects from the matrix
            (Python dicts -> ranx's numba structures) is reported separately as "convert", and the evaluation is
            timed twice (first call loads numba's cached kernels; the second is warm);
@@ -63,7 +63,7 @@ def make_scores(users: int, candidates: int, seed: int) -> np.ndarray:
 
 
 def run_ours(scores: np.ndarray) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    from harness.metrics import per_user_metrics, rank_counts
+    from mmsr_bench.evaluation.metrics import per_user_metrics, rank_counts
 
     t0 = time.perf_counter()
     counts = rank_counts(scores)
@@ -97,7 +97,7 @@ def run_ranx(scores: np.ndarray) -> tuple[dict[str, float], dict[str, np.ndarray
 def _recbole_metrics():
     """Import RecBole's metric classes with numpy-2 aliases in place (the project shim if present)."""
     try:
-        import adapters.recbole_compat  # noqa: F401  (adds np.float etc.)
+        import mmsr_bench.models.recbole_compat  # noqa: F401  (adds np.float etc.)
     except Exception:  # noqa: BLE001 - the shim is optional here; fall back to the aliases RecBole needs
         for name, value in {"float": np.float64, "int": np.int_, "bool": np.bool_, "long": np.int_}.items():
             if name not in np.__dict__:

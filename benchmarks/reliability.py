@@ -65,7 +65,7 @@ cutoffs = [1, 5, 10]
 
 def bench_cmd() -> list[str]:
     exe = Path(sys.executable).with_name("bench")
-    return [str(exe)] if exe.exists() else [sys.executable, "-c", "from harness.cli import main; main()"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-c", "from mmsr_bench.cli.main import main; main()"]
 
 
 def write_suite(folder: Path, name: str) -> Path:
@@ -144,7 +144,7 @@ def concurrency(work: Path, env: dict, writers: int) -> dict:
 def invoke(args: list[str]):
     from typer.testing import CliRunner
 
-    from harness.cli import app
+    from mmsr_bench.cli.main import app
 
     return CliRunner().invoke(app, args)
 
@@ -160,8 +160,9 @@ def classify(result, invalid: bool = True) -> str:
 def tampering(work: Path) -> dict:
     import numpy as np
 
-    from harness import build, suites
-    from harness.paths import bench_home
+    from mmsr_bench.suites import build
+    from mmsr_bench.suites import spec as suites
+    from mmsr_bench.paths import bench_home
 
     suite = write_suite(work, "tamper")
     assert invoke(["suite", "freeze", str(suite)]).exit_code == 0
@@ -195,9 +196,9 @@ def tampering(work: Path) -> dict:
                       in res.output, "kind": classify(res)})
     suite.write_text(text)
     # caches: recomputed (with a warning naming the file), never used
-    from harness.backbones import PretrainSpec, load_backbone
-    from harness.data import ItemTable
-    from harness.features import text_features
+    from mmsr_bench.models.toolkits.backbones import PretrainSpec, load_backbone
+    from mmsr_bench.data.splits import ItemTable
+    from mmsr_bench.models.toolkits.features import text_features
 
     import pandas as pd
 
@@ -207,7 +208,7 @@ def tampering(work: Path) -> dict:
         def emit(self, record):
             records.append(record)
 
-    logging.getLogger("harness").addHandler(_Keep(level=logging.WARNING))
+    logging.getLogger("mmsr_bench").addHandler(_Keep(level=logging.WARNING))
     items = ItemTable(pd.DataFrame({"title": ["red lipstick", "blue toy truck", "green soap"]}, index=[1, 2, 3]))
     root = bench_home() / "bench-features"
     first = text_features(items, fields=("title",), cache_root=root)
@@ -231,7 +232,7 @@ def tampering(work: Path) -> dict:
 
 
 def malformed(work: Path, sentinel: Path) -> dict:
-    from harness.store import Store
+    from mmsr_bench.results.store import Store
 
     suite = write_suite(work, "inputs")
     assert invoke(["suite", "freeze", str(suite)]).exit_code == 0
@@ -301,8 +302,8 @@ def malformed(work: Path, sentinel: Path) -> dict:
     counts["rows_added"] = len(Store(url).runs(status=None)) - before
     counts["examples"] = examples
     # raw data files through the loaders
-    from harness.errors import BenchError
-    from harness.loaders import load_amazon_2014, load_sequence_file
+    from mmsr_bench.errors import BenchError
+    from mmsr_bench.data.loaders import load_amazon_2014, load_sequence_file
 
     raw_cases = {"deep-json": '{"a": ' * 200_000, "huge-time": json.dumps(
         {"reviewerID": "u", "asin": "a", "unixReviewTime": 1e30, "overall": 5}), "dict-id": json.dumps(

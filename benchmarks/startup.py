@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/startup.py [--repeat 3]
 
 Both sides run in fresh processes on the same machine, one after the other. "catalog" is what the commands do now:
-`bench models` reads adapters/registry.toml, and `pop` imports only adapters.baselines. "every adapter" is the
+`bench models` reads mmsr_bench/models/registry.toml, and `pop` imports only mmsr_bench.models.baselines. "every adapter" is the
 earlier behaviour, where the first lookup imported all adapter modules (torch, RecBole, transformers) and
 registered them. The script prints the median wall time, peak RSS and whether torch was imported, plus the ratios.
 """
@@ -26,16 +26,16 @@ print(json.dumps({{"seconds": time.perf_counter() - t0, "rss_mib": resource.getr
 """
 
 CASES = {
-    "bench models (catalog)": "from typer.testing import CliRunner\nfrom harness.cli import app\n"
+    "bench models (catalog)": "from typer.testing import CliRunner\nfrom mmsr_bench.cli.main import app\n"
                               "assert CliRunner().invoke(app, ['models']).exit_code == 0",
-    "bench models (every adapter)": "from harness import adapter\nadapter.registry()\n"
-                                    "from typer.testing import CliRunner\nfrom harness.cli import app\n"
+    "bench models (every adapter)": "from mmsr_bench.models import adapter\nadapter.registry()\n"
+                                    "from typer.testing import CliRunner\nfrom mmsr_bench.cli.main import app\n"
                                     "assert CliRunner().invoke(app, ['models']).exit_code == 0",
-    "bench run --model pop (catalog)": "from typer.testing import CliRunner\nfrom harness.cli import app\n"
+    "bench run --model pop (catalog)": "from typer.testing import CliRunner\nfrom mmsr_bench.cli.main import app\n"
                                        "r = CliRunner().invoke(app, ['run', '--suite', 'synth4', '--model', 'pop', "
                                        "'--dataset', 'baby', '--db', 'sqlite:///{db}'])\nassert r.exit_code == 0",
-    "bench run --model pop (every adapter)": "from harness import adapter\nadapter.registry()\n"
-                                             "from typer.testing import CliRunner\nfrom harness.cli import app\n"
+    "bench run --model pop (every adapter)": "from mmsr_bench.models import adapter\nadapter.registry()\n"
+                                             "from typer.testing import CliRunner\nfrom mmsr_bench.cli.main import app\n"
                                              "r = CliRunner().invoke(app, ['run', '--suite', 'synth4', '--model', "
                                              "'pop', '--dataset', 'baby', '--db', 'sqlite:///{db}'])\n"
                                              "assert r.exit_code == 0",

@@ -29,7 +29,8 @@ def make_suite(root: Path, users: int) -> Path:
                               'items = "tiny_items.tsv"\n'
     path.write_text(text)
     os.environ["MMSR_BENCH_DATA"] = str(root / "data")
-    from harness import build, suites
+    from mmsr_bench.suites import build
+    from mmsr_bench.suites import spec as suites
 
     for name in ("seq", "seq2"):
         spec = suites.load_suite(str(path))
@@ -38,8 +39,10 @@ def make_suite(root: Path, users: int) -> Path:
 
 
 def plain_loop(path: Path, models, seeds, db: str, overrides=None) -> float:
-    from harness import build, runner, suites
-    from harness.store import Store
+    from mmsr_bench.suites import build
+    from mmsr_bench.runner import execute as runner
+    from mmsr_bench.suites import spec as suites
+    from mmsr_bench.results.store import Store
 
     spec = suites.load_suite(str(path))
     store = Store(db)
@@ -54,7 +57,7 @@ def plain_loop(path: Path, models, seeds, db: str, overrides=None) -> float:
 
 
 def swept(path: Path, models, seeds, db: str, executor: str, workers: int, overrides=None) -> float:
-    from harness import sweep
+    from mmsr_bench.runner import sweep
 
     req = sweep.SweepRequest(str(path), models, None, seeds, dict(overrides or {}), db, executor, None, workers, 0)
     t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 Why: a full ``bench run --model tallrec`` on a synth4-lite dataset costs about an hour of two cores, most of it
 scoring 300 users x 100 candidates, so the training budget cannot be searched that way. This probe fine-tunes with
-the adapter's own prompt, examples and loop (``adapters.tallrec`` and :func:`harness.finetune.sft_train`) and
+the adapter's own prompt, examples and loop (``mmsr_bench.models.tallrec`` and :func:`mmsr_bench.models.toolkits.finetune.sft_train`) and
 validates on a cheap fixed subsample (``--valid-users`` validation users, target plus ``--valid-cands - 1`` of their
 shared candidates), printing the curve. On synth suites it also prints the ceiling a text-only model can reach
 there: scoring each candidate by how many of the user's last ``--history`` items share its planted text attribute
@@ -33,8 +33,8 @@ def oracle_auc(data, history: int) -> dict[str, float] | None:
     """The planted text signal's ceiling on a synth dataset (None for other sources)."""
     import pandas as pd
 
-    from harness import synth
-    from harness.metrics import aggregate, evaluate_scores
+    from mmsr_bench.data import synth
+    from mmsr_bench.evaluation.metrics import aggregate, evaluate_scores
 
     spec = data.suite.dataset(data.dataset)
     if spec.source != "synth":
@@ -75,14 +75,15 @@ def main() -> None:
 
     import torch
 
-    from adapters.tallrec import build_prefix, build_suffix, quote
-    from harness.training import balanced_subsample
-    from harness import build, suites
-    from harness.backbones import load_backbone
-    from harness.finetune import LoraSettings, SFTConfig, SFTExample, sft_train
-    from harness.llm_scoring import ScoringOptions, yes_no_scores
-    from harness.metrics import aggregate, evaluate_scores
-    from harness.trainable import prepare_trainable
+    from mmsr_bench.models.tallrec import build_prefix, build_suffix, quote
+    from mmsr_bench.evaluation.training import balanced_subsample
+    from mmsr_bench.suites import build
+    from mmsr_bench.suites import spec as suites
+    from mmsr_bench.models.toolkits.backbones import load_backbone
+    from mmsr_bench.models.toolkits.finetune import LoraSettings, SFTConfig, SFTExample, sft_train
+    from mmsr_bench.models.toolkits.llm_scoring import ScoringOptions, yes_no_scores
+    from mmsr_bench.evaluation.metrics import aggregate, evaluate_scores
+    from mmsr_bench.models.toolkits.trainable import prepare_trainable
 
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)

@@ -5,7 +5,7 @@ preference" from the harness's pointwise pairs, whose labels are noisy (a real n
 with the preference, a random negative sometimes does). This probe isolates that skill: a synthetic prompt
 "User likes: w1, w2, ..." / "Target item: <synth4 title>" whose answer is Yes exactly when the (lower-cased) title
 contains one of the liked words, with a share ``--noise`` of labels flipped. It fine-tunes the same way the
-adapters do (:func:`harness.finetune.sft_train`, optional decision loss) and prints validation AUC every
+adapters do (:func:`mmsr_bench.models.toolkits.finetune.sft_train`, optional decision loss) and prints validation AUC every
 ``--eval-every`` steps, so settings (learning rate, pretraining, loss, case) can be compared in minutes.
 
 Measured on this project's 2-core CPU machine (shared with two training runs; ``tiny-llama``, 300 pretraining
@@ -33,10 +33,11 @@ import time
 import numpy as np
 import torch
 
-from harness import build, suites
-from harness.backbones import PretrainSpec, load_backbone
-from harness.finetune import LoraSettings, SFTConfig, SFTExample, apply_lora, sft_train
-from harness.llm_scoring import yes_no_scores
+from mmsr_bench.suites import build
+from mmsr_bench.suites import spec as suites
+from mmsr_bench.models.toolkits.backbones import PretrainSpec, load_backbone
+from mmsr_bench.models.toolkits.finetune import LoraSettings, SFTConfig, SFTExample, apply_lora, sft_train
+from mmsr_bench.models.toolkits.llm_scoring import yes_no_scores
 
 ALL_PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

@@ -10,8 +10,9 @@ import pytest
 
 from dataclasses import dataclass
 
-from harness import build, suites
-from harness.adapter import Adapter, AdapterConfig, Needs, register
+from mmsr_bench.suites import build
+from mmsr_bench.suites import spec as suites
+from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, register
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,7 +49,7 @@ requires_smollm2 = pytest.mark.skipif(
 def smollm2_home(tmp_path_factory) -> Path:
     """A cache home holding the converted SmolLM2 checkpoint, converted once per test session; a test that loads
     ``smollm2-135m`` sets ``MMSR_BENCH_HOME`` to it (monkeypatch) instead of converting again."""
-    from harness.backbones import NAMED_BACKBONES, convert_named
+    from mmsr_bench.models.toolkits.backbones import NAMED_BACKBONES, convert_named
 
     home = tmp_path_factory.mktemp("smollm2_home")
     old = os.environ.get("MMSR_BENCH_HOME")
@@ -66,7 +67,7 @@ def smollm2_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def smollm2(request):
     """SmolLM2 (float32) from the session's converted checkpoint, loaded once per test module that asks."""
-    from harness.backbones import load_backbone
+    from mmsr_bench.models.toolkits.backbones import load_backbone
 
     home = request.getfixturevalue("smollm2_home")
     with pytest.MonkeyPatch.context() as mp:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from harness import conformance
-from harness.cli import app
+from mmsr_bench.models import conformance
+from mmsr_bench.cli.main import app
 
 import tests.test_conformance  # noqa: F401 - registers the canary adapters
 
@@ -48,9 +48,9 @@ def test_check_rejects_unknown_models_and_fields_in_one_line(tmp_path):
 
 def _scaffold_root(tmp_path: Path) -> Path:
     root = tmp_path / "checkout"
-    (root / "adapters").mkdir(parents=True)
+    (root / "mmsr_bench" / "models").mkdir(parents=True)
     (root / "tests").mkdir()
-    (root / "adapters" / "registry.toml").write_text("# catalog\n")
+    (root / "mmsr_bench" / "models" / "registry.toml").write_text("# catalog\n")
     return root
 
 
@@ -58,10 +58,10 @@ def test_new_writes_a_conforming_adapter_its_test_and_catalog_entry(tmp_path):
     root = _scaffold_root(tmp_path)
     res = CliRunner().invoke(app, ["adapter", "new", "my-model", "--root", str(root)])
     assert res.exit_code == 0, res.output
-    src = root / "adapters" / "my_model.py"
+    src = root / "mmsr_bench" / "models" / "my_model.py"
     test = root / "tests" / "test_my_model.py"
     assert src.exists() and test.exists()
-    assert '[models."my-model"]' in (root / "adapters" / "registry.toml").read_text()
+    assert '[models."my-model"]' in (root / "mmsr_bench" / "models" / "registry.toml").read_text()
     assert 'conformance.run_checks("my-model"' in test.read_text()
     spec = importlib.util.spec_from_file_location("scaffolded_my_model", src)
     module = importlib.util.module_from_spec(spec)
@@ -81,7 +81,7 @@ def test_new_refuses_unsafe_and_taken_names(tmp_path, name, words):
     root = _scaffold_root(tmp_path)
     res = CliRunner().invoke(app, ["adapter", "new", name, "--root", str(root)])
     assert res.exit_code == 1 and words in _out(res), res.output
-    assert sorted(p.name for p in root.rglob("*")) == ["adapters", "registry.toml", "tests"]
+    assert sorted(p.name for p in root.rglob("*")) == ["mmsr_bench", "models", "registry.toml", "tests"]
 
 
 def test_new_refuses_to_overwrite_a_file(tmp_path):
@@ -90,7 +90,7 @@ def test_new_refuses_to_overwrite_a_file(tmp_path):
     res = CliRunner().invoke(app, ["adapter", "new", "fresh-one", "--root", str(root)])
     assert res.exit_code == 1 and "already exists" in _out(res)
     assert (root / "tests" / "test_fresh_one.py").read_text() == "# mine\n"
-    assert not (root / "adapters" / "fresh_one.py").exists()
+    assert not (root / "mmsr_bench" / "models" / "fresh_one.py").exists()
 
 
 PLUGIN = '''
@@ -98,8 +98,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.adapter import Adapter, AdapterConfig, register
-from harness.errors import BenchError
+from mmsr_bench.models.adapter import Adapter, AdapterConfig, register
+from mmsr_bench.errors import BenchError
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def test_a_third_party_package_installed_through_the_entry_point_is_checked(tmp_
                     "--no-index", "--target", str(site), str(pkg)], check=True, capture_output=True, text=True)
     assert list(site.glob("mmsr_plugin_demo-0.1.dist-info/entry_points.txt"))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(REPO)]))
-    bench = [sys.executable, "-c", "from harness.cli import main; main()"]
+    bench = [sys.executable, "-c", "from mmsr_bench.cli.main import main; main()"]
     ok = subprocess.run(bench + ["adapter", "check", "plugin-last-item", "--workdir", str(tmp_path / "kit")],
                         env=env, capture_output=True, text=True, cwd=tmp_path)
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -170,8 +170,8 @@ def test_a_third_party_package_installed_through_the_entry_point_is_checked(tmp_
 
 
 def test_set_values_are_validated_by_pydantic_naming_the_field():
-    from harness import adapter
-    from harness.errors import BenchError
+    from mmsr_bench.models import adapter
+    from mmsr_bench.errors import BenchError
 
     assert adapter.build("mmgcn", {"text_fields": "title, brand", "concat": "yes"}).config.text_fields == (
         "title", "brand")

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-import harness.backbones as hb
-from harness.backbones import (NAMED_BACKBONES, Backbone, PretrainSpec, build_tiny, convert_named, load_backbone,
+import mmsr_bench.models.toolkits.backbones as hb
+from mmsr_bench.models.toolkits.backbones import (NAMED_BACKBONES, Backbone, PretrainSpec, build_tiny, convert_named, load_backbone,
                                named_backbone_file, weights_sha256)
-from harness.errors import BenchError
-from harness.finetune import LoraSettings, SFTConfig, SFTExample, apply_lora, save_trainable, sft_train
-from harness.llm_scoring import answer_token_id
+from mmsr_bench.errors import BenchError
+from mmsr_bench.models.toolkits.finetune import LoraSettings, SFTConfig, SFTExample, apply_lora, save_trainable, sft_train
+from mmsr_bench.models.toolkits.llm_scoring import answer_token_id
 from tests.conftest import requires_smollm2
 
 TEXTS = [f"{c} {k} number {i}" for i, (c, k) in enumerate(
@@ -139,7 +139,7 @@ def test_early_stopping_restores_best_state(tmp_path):
 def test_decision_loss_is_the_two_way_cross_entropy_at_the_answer_word():
     """LM loss + weight x CE over the (Yes, No) logits at the position that predicts the answer word, found after
     a chain of thought too (the last answer label equal to Yes or No)."""
-    from harness.finetune import _collate, answer_loss, encode_example
+    from mmsr_bench.models.toolkits.finetune import _collate, answer_loss, encode_example
 
     bb = load_backbone("tiny-llama", texts=TEXTS, device="cpu")
     tok = bb.tokenizer
@@ -205,7 +205,7 @@ def test_smollm2_is_converted_once_and_recorded(smollm2, monkeypatch, caplog):
     assert folder.parent == home / "backbones" and folder.name == f"smollm2-135m-{SMOLLM2.sha256[:16]}"
     assert not list(folder.parent.glob("*.tmp-*"))
     stamp = {f.name: f.stat().st_mtime_ns for f in folder.iterdir()}
-    with caplog.at_level(logging.INFO, logger="harness.backbones"):
+    with caplog.at_level(logging.INFO, logger="mmsr_bench.models.toolkits.backbones"):
         again = load_backbone("smollm2-135m", device="cpu")
     assert not [r for r in caplog.records if "converting" in r.getMessage()]
     assert {f.name: f.stat().st_mtime_ns for f in folder.iterdir()} == stamp  # nothing rewritten

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from harness.cli import app
-from harness.errors import BenchError
-from harness.store import Store
+from mmsr_bench.cli.main import app
+from mmsr_bench.errors import BenchError
+from mmsr_bench.results.store import Store
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
                 derandomize=True)
@@ -150,7 +150,7 @@ def test_suite_files(tiny_suite, tmp_path, edits):
                            "overall": st.one_of(NUMBERS, TEXT, st.none())}).map(json.dumps),
     st.just("[" * 5000 + "]" * 5000), st.just('{"a": ' * 200_000), TEXT), max_size=6))
 def test_review_files(tmp_path, lines):
-    from harness.loaders import load_amazon_2014
+    from mmsr_bench.data.loaders import load_amazon_2014
 
     f = tmp_path / "reviews.json"
     f.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogatepass")
@@ -163,7 +163,7 @@ def test_review_files(tmp_path, lines):
 @settings(max_examples=60, **SETTINGS)
 @given(text=st.text(alphabet="0123456789 \t\n-+.eé\x00x", max_size=60))
 def test_sequence_files(tmp_path, text):
-    from harness.loaders import load_sequence_file
+    from mmsr_bench.data.loaders import load_sequence_file
 
     f = tmp_path / "seq.txt"
     f.write_text(text, encoding="utf-8")

@@ -1,4 +1,4 @@
-"""The ``effnet-smollm2`` captioner (harness.captioner): frozen real EfficientNet-Lite0 + frozen real SmolLM2 joined
+"""The ``effnet-smollm2`` captioner (mmsr_bench.models.toolkits.captioner): frozen real EfficientNet-Lite0 + frozen real SmolLM2 joined
 by a trained projector. Its training lowers the caption loss, captions are cached by (model, prompt, image content)
 and reused, and the record says the towers are real pretrained weights. Needs the SmolLM2 and EfficientNet-Lite0
 packages (skipped with the reason otherwise)."""
@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from harness.captioner import (CAPTIONERS, Captioner, _new_projector, attribute_accuracy, build_captioner,
+from mmsr_bench.models.toolkits.captioner import (CAPTIONERS, Captioner, _new_projector, attribute_accuracy, build_captioner,
                                image_feature_matrix, train_projector)
-from harness.errors import BenchError
-from harness.vlm import CAPTION_PROMPT, caption_items
+from mmsr_bench.errors import BenchError
+from mmsr_bench.models.toolkits.vlm import CAPTION_PROMPT, caption_items
 from tests.conftest import requires_smollm2
 
 SPEC = replace(CAPTIONERS["effnet-smollm2"], steps=2, batch_size=4, n_tokens=2, hidden=64, holdout=0.0)
@@ -118,8 +118,9 @@ def test_tampered_projector_is_trained_again(smollm2, pairs):
 
 
 def test_load_vlm_selects_the_captioner_and_refuses_without_pairs(monkeypatch):
-    import harness.captioner as captioner
-    from harness.vlm import TinyVLMSpec, load_vlm
+    import mmsr_bench.models.toolkits.captioner as captioner
+    from mmsr_bench.models.toolkits.captioner import load_vlm
+    from mmsr_bench.models.toolkits.vlm import TinyVLMSpec
 
     seen = {}
     monkeypatch.setattr(captioner, "build_captioner", lambda name, *a, spec, device: seen.update(

@@ -1,4 +1,4 @@
-"""The adapter conformance kit (harness/conformance.py): canary adapters that break one rule each are failed with a
+"""The adapter conformance kit (mmsr_bench/models/conformance.py): canary adapters that break one rule each are failed with a
 one-line reason, honest adapters pass, and `bench adapter check` / `bench adapter new` work from the command line."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from harness import conformance
-from harness.adapter import Adapter, AdapterConfig, register
-from harness.build import SuiteData
-from harness.errors import BenchError
+from mmsr_bench.models import conformance
+from mmsr_bench.models.adapter import Adapter, AdapterConfig, register
+from mmsr_bench.suites.build import SuiteData
+from mmsr_bench.errors import BenchError
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Every built-in model in the catalog passes the conformance kit at its tiny budget (harness.conformance.TINY_OVERRIDES).
+"""Every built-in model in the catalog passes the conformance kit at its tiny budget (mmsr_bench.models.conformance.TINY_OVERRIDES).
 
 The cheap ones (pop, random, SASRec, BERT4Rec, GPTRec: 20 s together, measured on 2 shared cores) run by default.
 The others are marked slow (deselect with -m 'not slow'); measured alone on the same machine: GPTRec-SVD 29 s,
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import adapter, conformance
+from mmsr_bench.models import adapter
+from mmsr_bench.models import conformance
 
 #: Run by default; every other catalog entry is slow.
 CHEAP = {"pop", "random", "sasrec", "bert4rec", "gptrec"}

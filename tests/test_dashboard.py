@@ -13,14 +13,14 @@ import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import dashboard
-from dashboard import queries as q
-from dashboard.fixture import FixtureSpec, build_fixture_store
-from harness.ablation_report import compute
-from harness.errors import BenchError
-from harness.leaderboard import build_board, to_markdown
-from harness.significance import compare
-from harness.store import Artifact, Run, Store
+from mmsr_bench import dashboard
+from mmsr_bench.dashboard import queries as q
+from mmsr_bench.dashboard.fixture import FixtureSpec, build_fixture_store
+from mmsr_bench.results.ablations import compute
+from mmsr_bench.errors import BenchError
+from mmsr_bench.results.leaderboard import build_board, to_markdown
+from mmsr_bench.results.significance import compare
+from mmsr_bench.results.store import Artifact, Run, Store
 
 APP = str(Path(dashboard.__file__).resolve().parent / "app.py")
 SPEC = FixtureSpec(skill=(("pop", 0.15), ("sasrec", 0.40), ("mllm-srec-qlora", 0.55), ("mllm-srec-text", 0.45)),
@@ -297,7 +297,7 @@ def test_parse_hallucination_names_artifact_and_field():
 def test_launch_command_is_loopback_headless_and_checks_the_port():
     cmd = dashboard.streamlit_command(8599)
     joined = " ".join(cmd)
-    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboard/app.py")
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("mmsr_bench/dashboard/app.py")
     for flag in ("--server.headless true", "--server.address 127.0.0.1", "--server.port 8599",
                  "--browser.gatherUsageStats false"):
         assert flag in joined

@@ -1,4 +1,4 @@
-"""The dashboard in a real browser: `streamlit run dashboard/app.py` (the command of `bench dashboard`) on a free
+"""The dashboard in a real browser: `streamlit run mmsr_bench/dashboard/app.py` (the command of `bench dashboard`) on a free
 loopback port against a fixture store, every page loaded in headless Chromium (Debian's chromium +
 chromium-driver via selenium), rendered content checked, no error shown, a screenshot of each page saved."""
 
@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from dashboard import screenshots as ss
-from dashboard.fixture import FixtureSpec, build_fixture_store
-from harness.store import Store
+from mmsr_bench.dashboard import screenshots as ss
+from mmsr_bench.dashboard.fixture import FixtureSpec, build_fixture_store
+from mmsr_bench.results.store import Store
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(ss.browser_missing() is not None, reason=str(ss.browser_missing()))]

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from harness.data import ItemTable
-from harness.errors import BenchError, MissingModality
-from harness.features import (FeatureMatrix, bundled_minilm_path, check_modalities, image_features, load_clip,
+from mmsr_bench.data.splits import ItemTable
+from mmsr_bench.errors import BenchError, MissingModality
+from mmsr_bench.models.toolkits.features import (FeatureMatrix, bundled_minilm_path, check_modalities, image_features, load_clip,
                               parse_modalities, text_features)
 
 CLIP = "open_clip:ViT-S-32"  # the smallest ViT config open_clip ships; same code path as ViT-B-32
@@ -74,7 +74,7 @@ def test_a_tampered_feature_shard_is_recomputed_never_used(tmp_path, caplog, whe
         index.write_text(json.dumps(data))
         shard.write_bytes(bytes(bytearray(shard.read_bytes())))
     stats: dict = {}
-    with caplog.at_level("WARNING", logger="harness.features"):
+    with caplog.at_level("WARNING", logger="mmsr_bench.models.toolkits.features"):
         again = text_features(items, fields=("title",), cache_root=tmp_path, stats=stats)
     assert stats == {"cached": 0, "computed": 3}
     np.testing.assert_allclose(again.values, fm.values, atol=1e-6)
@@ -147,8 +147,8 @@ def test_missing_modality_and_modalities_parsing():
 
 
 def test_image_features_default_to_real_efficientnet_weights(tmp_path):
-    from harness.features import DEFAULT_IMAGE_ENCODER
-    from harness.image_encoders import IMAGE_ENCODERS
+    from mmsr_bench.models.toolkits.features import DEFAULT_IMAGE_ENCODER
+    from mmsr_bench.models.toolkits.image_encoders import IMAGE_ENCODERS
 
     paths = []
     for i, colour in enumerate([(255, 0, 0), (250, 10, 10), (0, 0, 255)]):

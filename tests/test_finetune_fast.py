@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.backbones import load_backbone
-from harness.errors import BenchError
-from harness.finetune import LoraSettings, SFTExample, _collate, answer_loss, apply_lora, encode_example
-from harness.llm_scoring import _base, _body_and_head, answer_token_id
+from mmsr_bench.models.toolkits.backbones import load_backbone
+from mmsr_bench.errors import BenchError
+from mmsr_bench.models.toolkits.finetune import LoraSettings, SFTExample, _collate, answer_loss, apply_lora, encode_example
+from mmsr_bench.models.toolkits.llm_scoring import _base, _body_and_head, answer_token_id
 from tests.conftest import requires_smollm2
 
 TEXTS = [f"{c} {k} number {i}" for i, (c, k) in enumerate(
@@ -141,7 +141,7 @@ def test_answer_only_loss_trains_lora_parameters():
 
 @requires_smollm2
 def test_smollm2_lora_step_with_answer_only_loss(smollm2):
-    from adapters.tallrec import build_prefix, build_suffix
+    from mmsr_bench.models.tallrec import build_prefix, build_suffix
 
     tok = smollm2.tokenizer
     torch.manual_seed(0)

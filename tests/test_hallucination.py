@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import hallucination as h
-from harness.errors import BenchError
-from harness.store import Artifact, Store
+from mmsr_bench.results import hallucination as h
+from mmsr_bench.errors import BenchError
+from mmsr_bench.results.store import Artifact, Store
 
 
 def test_cosine_distance_controlled_pairs():
@@ -59,7 +59,7 @@ def test_tiny_clip_analysis_and_artifact(tmp_path):
 def test_lit_space_from_real_encoders_separates_contradicting_captions(tmp_path):
     """The default space: frozen EfficientNet-Lite0 + MiniLM, trained heads, on synth images and descriptions.
     Half the captions swap the colour word for another (contradicting), half are the reference (agreeing)."""
-    from harness import synth
+    from mmsr_bench.data import synth
 
     raw = synth.generate("toys", 3, tmp_path / "img", synth.SynthConfig(n_users=60, n_items=256))
     items = raw.items

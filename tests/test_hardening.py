@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from harness import build, suites
-from harness.cli import app
-from harness.errors import BenchError, HashMismatch
-from harness.paths import cache_dir, check_safe_name, inside
+from mmsr_bench.suites import build
+from mmsr_bench.suites import spec as suites
+from mmsr_bench.cli.main import app
+from mmsr_bench.errors import BenchError, HashMismatch
+from mmsr_bench.paths import cache_dir, check_safe_name, inside
 
 
 @pytest.mark.parametrize("name", ["../../../../victim", "../escape", "a/b", "..", ".", "", ".hidden", "a\\b",
@@ -174,7 +175,7 @@ def test_a_flipped_image_byte_is_refused_naming_the_file(_isolated_home, tmp_pat
 
 
 def test_resume_skips_stored_cells_and_runs_only_the_missing_ones(frozen_tiny):
-    from harness.store import Store
+    from mmsr_bench.results.store import Store
 
     cli = CliRunner()
     base = ["run", "--suite", str(frozen_tiny), "--model", "test-successor", "--set", "noise=0.1"]
@@ -194,7 +195,7 @@ def test_resume_skips_stored_cells_and_runs_only_the_missing_ones(frozen_tiny):
 
 
 def test_rejected_commands_leave_no_store_and_no_rows(frozen_tiny, _isolated_home, tmp_path):
-    from harness.store import Store
+    from mmsr_bench.results.store import Store
 
     db = tmp_path / "fresh.db"
     cli = CliRunner()
@@ -222,7 +223,7 @@ def test_rejected_commands_leave_no_store_and_no_rows(frozen_tiny, _isolated_hom
 
 
 def test_a_tampered_cached_backbone_is_rebuilt_not_used(caplog):
-    from harness.backbones import PretrainSpec, load_backbone
+    from mmsr_bench.models.toolkits.backbones import PretrainSpec, load_backbone
 
     texts = ["red lipstick", "blue toy truck", "green soap bar"] * 4
     first = load_backbone("tiny-llama", texts=texts, pretrain=PretrainSpec(steps=0), device="cpu")
@@ -230,7 +231,7 @@ def test_a_tampered_cached_backbone_is_rebuilt_not_used(caplog):
     raw = bytearray(weights.read_bytes())
     raw[-100] ^= 0x01
     weights.write_bytes(bytes(raw))
-    with caplog.at_level("WARNING", logger="harness.backbones"):
+    with caplog.at_level("WARNING", logger="mmsr_bench.models.toolkits.backbones"):
         again = load_backbone("tiny-llama", texts=texts, pretrain=PretrainSpec(steps=0), device="cpu")
     assert any("building it again" in r.getMessage() for r in caplog.records)
     assert again.weights_sha256 == first.weights_sha256  # rebuilt deterministically, not the tampered bytes
@@ -238,7 +239,7 @@ def test_a_tampered_cached_backbone_is_rebuilt_not_used(caplog):
 
 def test_an_id_sorted_dump_is_flagged_in_build_runs_and_leaderboard_and_freeze_needs_an_override(tmp_path,
                                                                                                  monkeypatch):
-    from harness.store import Store
+    from mmsr_bench.results.store import Store
 
     root = tmp_path / "data"
     root.mkdir()
@@ -267,12 +268,12 @@ def test_same_seed_same_threads_gives_identical_per_user_vectors(frozen_tiny, mo
     two runs must agree exactly, per user, and record the thread count."""
     import numpy as np
 
-    from harness import runner
+    from mmsr_bench.runner import execute as runner
 
     spec = suites.load_suite(str(frozen_tiny))
     overrides = {"epochs": "2", "hidden_size": "16", "inner_size": "16", "num_threads": "1"}
     runs = [runner.execute(runner.RunRequest(spec, model, ["seq"], [3], overrides))[0] for _ in range(2)]
-    from harness.store import Store
+    from mmsr_bench.results.store import Store
 
     a, b = (Store().per_user(r.id) for r in runs)
     assert a.keys() == b.keys()
@@ -286,7 +287,7 @@ def test_json_caches_are_verified_on_read(tmp_path, caplog):
     """Caption and summary caches: a flipped character, a truncation or the older unhashed format is recomputed."""
     import json
 
-    from harness.paths import read_verified_json, write_verified_json
+    from mmsr_bench.paths import read_verified_json, write_verified_json
 
     f = tmp_path / "captions.json"
     write_verified_json(f, {"abc": "a red round ball"})

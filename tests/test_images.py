@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from harness.images import ImagePolicy, ImageRejected, resolve_images, verify_image
+from mmsr_bench.data.images import ImagePolicy, ImageRejected, resolve_images, verify_image
 
 
 def _png(size=(32, 32), colour=(200, 30, 30)) -> bytes:
@@ -122,7 +122,7 @@ def test_downloads_verifies_and_refuses_by_reason(server):
 
 def test_offline_urls_are_reported_once_with_a_count(caplog):
     refs = [f"http://images.invalid/{i}.jpg" for i in range(7)] + [None]
-    with caplog.at_level(logging.WARNING, logger="harness.images"):
+    with caplog.at_level(logging.WARNING, logger="mmsr_bench.data.images"):
         rep = resolve_images(_frame(refs), "offline-ds", allow_network=False, policy=POLICY)
     assert rep.ok == 0 and rep.failed == {"offline": 7} and rep.missing == 1
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -147,7 +147,7 @@ def test_unreachable_network_stops_trying_after_a_few_failures(caplog):
 
     policy = ImagePolicy(timeout_s=2.0, retries=1, backoff_s=0.0, max_consecutive_network_errors=3,
                          allow_private_hosts=True)
-    with caplog.at_level(logging.WARNING, logger="harness.images"):
+    with caplog.at_level(logging.WARNING, logger="mmsr_bench.data.images"):
         rep = resolve_images(_frame(refs), "down", policy=policy, session=CountingSession())
     assert rep.failed == {"offline": 20}
     assert len(calls) == 3 * (policy.retries + 1)  # then the network is taken as down
@@ -198,7 +198,7 @@ def test_redirects_are_bounded_and_each_hop_is_checked(server, monkeypatch):
                               policy=dataclasses.replace(POLICY, max_redirects=4))
     assert too_many.failed == {"http_error": 1} and "redirects" in too_many.examples["http_error"]
     # a public first hop that redirects to a private address is refused at the second hop
-    from harness import images
+    from mmsr_bench.data import images
 
     seen = []
 
@@ -232,7 +232,7 @@ def test_local_paths_outside_the_roots_are_never_opened(tmp_path, monkeypatch):
     (root / "link.png").symlink_to(outside)
     refs = [str(root / "images" / "in.png"), str(outside), "../secret.png", "images/../../secret.png", "link.png"]
     opened = []
-    import harness.images as images
+    import mmsr_bench.data.images as images
 
     real = images.verify_image
     monkeypatch.setattr(images, "verify_image", lambda p, policy=POLICY: (opened.append(Path(p)), real(p, policy))[1])

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from harness.backbones import load_backbone
-from harness.errors import BenchError
-from harness.finetune import LoraSettings, apply_lora
-from harness.llm_scoring import (ScoringOptions, _yes_no_reducer, answer_token_id, continuation_logprobs, encode_prefix,
+from mmsr_bench.models.toolkits.backbones import load_backbone
+from mmsr_bench.errors import BenchError
+from mmsr_bench.models.toolkits.finetune import LoraSettings, apply_lora
+from mmsr_bench.models.toolkits.llm_scoring import (ScoringOptions, _yes_no_reducer, answer_token_id, continuation_logprobs, encode_prefix,
                                  encode_suffix, naive_continuation_logprobs, naive_yes_no_scores_ids,
                                  prefix_shared_reduce, yes_no_scores, yes_no_scores_ids)
 from tests.conftest import requires_smollm2
@@ -141,7 +141,7 @@ def test_yes_no_head_only_at_last_tokens(tiny, pack_tokens):
 @pytest.mark.parametrize("pack_tokens", [0, 256], ids=["unpacked", "packed"])
 def test_prefix_sharing_equals_naive_smollm2(smollm2, pack_tokens):
     """TALLRec's prompt on the real SmolLM2: 2 users x 3 candidates, log-odds equal to whole-prompt forwards."""
-    from adapters.tallrec import build_prefix, build_suffix
+    from mmsr_bench.models.tallrec import build_prefix, build_suffix
 
     tok = smollm2.tokenizer
     prefixes = [build_prefix(['"Organic Cotton Baby Blanket"', '"Wooden Puzzle Car"', '"Argan Oil Shampoo"']),
@@ -163,7 +163,7 @@ def test_prefix_sharing_equals_naive_smollm2(smollm2, pack_tokens):
 def test_head_logits_are_float32_for_bf16_models_and_under_autocast():
     """The gathered head product runs in float32: bf16 rounds logits of magnitude 16-32 to steps of 0.125, coarser
     than a user's spread of Yes/No log-odds; under CPU autocast the head must not fall back to bf16 either."""
-    from harness.llm_scoring import _head_logits
+    from mmsr_bench.models.toolkits.llm_scoring import _head_logits
 
     torch.manual_seed(0)
     head = torch.nn.Linear(64, 300, bias=False)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.data import RawDataset
-from harness.errors import DataError, UnknownName
-from harness.loaders import (find_data_root, format_categories, load_amazon_2014, load_amazon_2023, load_s3rec,
+from mmsr_bench.data.splits import RawDataset
+from mmsr_bench.errors import DataError, UnknownName
+from mmsr_bench.data.loaders import (find_data_root, format_categories, load_amazon_2014, load_amazon_2023, load_s3rec,
                              load_sequence_file, read_item_text_tsv, read_items_tsv, read_users_tsv)
 
 
@@ -107,7 +107,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_id_sorted_share_and_repeated_targets_are_measured() -> None:
     import numpy as np
 
-    from harness import quality
+    from mmsr_bench.data import quality
 
     sorted_dump = [["1", "2", "5"], ["3", "4"], ["2", "7", "9"], ["8", "3"]]
     seqs = [np.array([1, 2, 3]), np.array([4, 5, 4]), np.array([1, 3, 2]), np.array([6, 7])]
@@ -335,7 +335,7 @@ REAL = [("Beauty", 22_363, 12_101, 198_502), ("Sports_and_Outdoors", 35_598, 18_
 @pytest.mark.parametrize("dataset, n_users, n_items, n_inter", REAL)
 def test_real_s3rec_files(dataset: str, n_users: int, n_items: int, n_inter: int,
                           caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="harness.loaders"):
+    with caplog.at_level(logging.WARNING, logger="mmsr_bench.data.loaders"):
         ds = load_s3rec(dataset)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no id-sorted warning, no gaps
     lengths = [len(s) for s in ds.sequences]

@@ -1,4 +1,4 @@
-"""Cross-checks of ``harness.metrics`` against independent implementations.
+"""Cross-checks of ``mmsr_bench.evaluation.metrics`` against independent implementations.
 
 Why: the leaderboard's numbers are only as good as the metric engine, so every metric is compared per user with
 ranx (HR, NDCG, Recall, MRR) and scikit-learn (AUC), on continuous scores and on tie-heavy scores. For ties the
@@ -13,8 +13,8 @@ import warnings
 import numpy as np
 import pytest
 
-from harness.errors import BenchError
-from harness.metrics import (
+from mmsr_bench.errors import BenchError
+from mmsr_bench.evaluation.metrics import (
     RankCounts,
     aggregate,
     evaluate_scores,

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import adapter
-from harness.data import EvalSplit, ItemTable, ScoreBatch, TrainData
-from harness.errors import MissingModality
-from harness.runner import check_needs
-from harness.summaries import KeywordPreference, item_summaries, recurrent_preference, user_profile, windows
+from mmsr_bench.models import adapter
+from mmsr_bench.data.splits import EvalSplit, ItemTable, ScoreBatch, TrainData
+from mmsr_bench.errors import MissingModality
+from mmsr_bench.runner.execute import check_needs
+from mmsr_bench.models.toolkits.summaries import KeywordPreference, item_summaries, recurrent_preference, user_profile, windows
 
 VARIANTS = ["mllm-srec-qlora", "mllm-srec-lora", "mllm-srec-qlora-cot", "mllm-srec-lora-cot", "mllm-srec-text",
             "mllm-srec-image", "mllm-srec-base", "mllm-srec-sv", "mllm-srec-svi"]
@@ -148,10 +148,10 @@ def test_tiny_end_to_end_cot(tmp_path):
     scores = m.score(ScoreBatch(users=valid.users[:3], histories=valid.histories[:3], candidates=valid.candidates[:3]))
     assert scores.shape == (3, 4) and np.isfinite(scores).all()
     # CoT: the forced reasoning at scoring time tokenises exactly like the training target's reasoning
-    from harness.llm_scoring import encode_suffix
+    from mmsr_bench.models.toolkits.llm_scoring import encode_suffix
 
     h, i = valid.histories[0], int(valid.candidates[0, 1])
-    from adapters.mllm_srec import build_suffix
+    from mmsr_bench.models.mllm_srec import build_suffix
 
     base, reasoning = build_suffix(m.target_text(i)), m.reasoning(h, i)
     joint = encode_suffix(m.tokenizer, m.suffix(h, i))

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from harness import perturb
-from harness.data import ItemTable
-from harness.errors import BenchError
+from mmsr_bench.data import perturb
+from mmsr_bench.data.splits import ItemTable
+from mmsr_bench.errors import BenchError
 
 
 def _items(tmp_path, n=20) -> ItemTable:

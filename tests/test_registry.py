@@ -1,4 +1,4 @@
-"""The model catalog (adapters/registry.toml) lists exactly the registered built-ins, and looking one up imports only
+"""The model catalog (mmsr_bench/models/registry.toml) lists exactly the registered built-ins, and looking one up imports only
 its own module: `bench models` and `bench run --model pop` never import torch."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ import sys
 
 from typer.testing import CliRunner
 
-from harness import adapter
-from harness.cli import app
+from mmsr_bench.models import adapter
+from mmsr_bench.cli.main import app
 
 
 def test_catalog_matches_the_registry():
     cat = adapter.catalog()
-    reg = {n: r for n, r in adapter.registry().items() if r.cls.__module__.startswith("adapters.")}
+    reg = {n: r for n, r in adapter.registry().items() if r.cls.__module__.startswith("mmsr_bench.models.")}
     assert set(cat) == set(reg)
     for name, entry in cat.items():
         r = reg[name]
@@ -31,15 +31,15 @@ def _torch_imported(code: str) -> bool:
 
 
 def test_listing_and_pop_do_not_import_torch():
-    assert not _torch_imported("from typer.testing import CliRunner; from harness.cli import app; "
+    assert not _torch_imported("from typer.testing import CliRunner; from mmsr_bench.cli.main import app; "
                                "assert CliRunner().invoke(app, ['models']).exit_code == 0")
-    assert not _torch_imported("from harness import adapter; adapter.get('pop'); adapter.build('random')")
-    assert not _torch_imported("from typer.testing import CliRunner; from harness.cli import app; "
+    assert not _torch_imported("from mmsr_bench.models import adapter; adapter.get('pop'); adapter.build('random')")
+    assert not _torch_imported("from typer.testing import CliRunner; from mmsr_bench.cli.main import app; "
                                "r = CliRunner().invoke(app, ['run', '--suite', 'synth4', '--model', 'pop', "
                                "'--dataset', 'baby']); assert r.exit_code == 0, r.output; "
                                "r = CliRunner().invoke(app, ['leaderboard', '--suite', 'synth4']); "
                                "assert r.exit_code == 0, r.output")
-    assert _torch_imported("from harness import adapter; adapter.get('sasrec')")  # the check can fail
+    assert _torch_imported("from mmsr_bench.models import adapter; adapter.get('sasrec')")  # the check can fail
 
 
 def test_models_name_shows_the_configuration():

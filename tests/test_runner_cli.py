@@ -6,10 +6,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from harness import adapter, build, runner, suites
-from harness.cli import _normalize_argv, app
-from harness.errors import BenchError, HashMismatch, MissingModality
-from harness.store import Store
+from mmsr_bench.models import adapter
+from mmsr_bench.suites import build
+from mmsr_bench.evaluation import scoring
+from mmsr_bench.runner import execute as runner
+from mmsr_bench.suites import spec as suites
+from mmsr_bench.cli.main import _normalize_argv, app
+from mmsr_bench.errors import BenchError, HashMismatch, MissingModality
+from mmsr_bench.results.store import Store
 
 
 def _req(path, model="test-successor", seeds=(0,), **kw):
@@ -126,7 +130,7 @@ def test_sigterm_mid_run_leaves_an_interrupted_record(frozen_tiny, monkeypatch):
     import os
     import signal
 
-    from harness.cli import _terminate_as_interrupt
+    from mmsr_bench.cli.main import _terminate_as_interrupt
     from tests.conftest import Successor
 
     def killed(self, batch):
@@ -169,15 +173,15 @@ def test_also_scores_the_same_fit_on_a_suite_with_the_identical_split(frozen_tin
 def test_long_scoring_is_announced_with_an_estimate(caplog):
     import logging
 
-    with caplog.at_level(logging.WARNING, logger="harness.runner"):
-        runner._announce_estimate("scoring beauty", 8, 1000, 2.0)
-        runner._announce_estimate("scoring tiny", 8, 16, 0.1)
+    with caplog.at_level(logging.WARNING, logger="mmsr_bench.runner.execute"):
+        scoring._announce_estimate("scoring beauty", 8, 1000, 2.0)
+        scoring._announce_estimate("scoring tiny", 8, 16, 0.1)
     assert len(caplog.records) == 1
     assert "1000 users, about 4 min at 4.0 users/s" in caplog.records[0].getMessage()
 
 
 def test_leaderboard_ranks_by_the_suites_primary_metric(frozen_tiny):
-    from harness import leaderboard as lb
+    from mmsr_bench.results import leaderboard as lb
 
     for model, noise in (("test-successor", "5.0"), ("pop", None), ("random", None)):
         runner.execute(_req(frozen_tiny, model=model, overrides={"noise": noise} if noise else {}))

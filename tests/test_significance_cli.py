@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from harness import runner, significance, suites
-from harness.cli import app
-from harness.errors import BenchError
-from harness.leaderboard import build_board
-from harness.store import Run, Store
+from mmsr_bench.runner import execute as runner
+from mmsr_bench.results import significance
+from mmsr_bench.suites import spec as suites
+from mmsr_bench.cli.main import app
+from mmsr_bench.errors import BenchError
+from mmsr_bench.results.leaderboard import build_board
+from mmsr_bench.results.store import Run, Store
 
 
 def _run(frozen, model, seeds=(0,), **overrides):

@@ -1,4 +1,4 @@
-"""Checks of ``harness.stats``: agreement with ranx and scipy, exact small cases, calibration and power.
+"""Checks of ``mmsr_bench.results.stats``: agreement with ranx and scipy, exact small cases, calibration and power.
 
 Why: a significance marker on the leaderboard is a claim; these tests check that the p-values equal independent
 implementations (ranx's Student t and Fisher randomization tests, brute-force enumeration), that under the null
@@ -16,9 +16,9 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from harness.errors import BenchError
-from harness.metrics import evaluate_scores
-from harness.stats import across_seed_test, compare_metrics, correct, paired_tests, seed_summary
+from mmsr_bench.errors import BenchError
+from mmsr_bench.evaluation.metrics import evaluate_scores
+from mmsr_bench.results.stats import across_seed_test, compare_metrics, correct, paired_tests, seed_summary
 
 ranx = pytest.importorskip("ranx", reason="ranx is a test extra: pip install -e '.[test]'")
 

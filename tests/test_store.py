@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlmodel import select
 
-from harness.errors import BenchError
-from harness.store import Artifact, Run, Store, UserMetric, check_store
+from mmsr_bench.errors import BenchError
+from mmsr_bench.results.store import Artifact, Run, Store, UserMetric, check_store
 
 
 def _run(**kw) -> Run:
@@ -72,7 +72,7 @@ def test_failed_insert_leaves_nothing(store_url):
 def test_dashboard_opens_the_store_read_only(store_url):
     """The dashboard's store refuses writes: the Store guard, and below it the database itself (SQLite mode=ro,
     PostgreSQL read-only transactions)."""
-    from dashboard import queries as q
+    from mmsr_bench.dashboard import queries as q
 
     Store(store_url).add_run(_run())
     ro = q.open_store(store_url)
@@ -198,7 +198,7 @@ def test_postgres_schema_creation_waits_for_the_schema_lock(new_postgres_url):
 
     import psycopg
 
-    from harness.store import SCHEMA_LOCK_KEY
+    from mmsr_bench.results.store import SCHEMA_LOCK_KEY
     from tests.pg_server import _libpq
 
     url = new_postgres_url()
@@ -226,7 +226,7 @@ def test_bench_commands_end_to_end_on_a_postgres_store(frozen_tiny, new_postgres
     transactions); `--resume` finds the stored cells there."""
     from typer.testing import CliRunner
 
-    from harness.cli import app
+    from mmsr_bench.cli.main import app
 
     url = new_postgres_url()
     cli = CliRunner()

@@ -10,11 +10,11 @@ import pytest
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from harness import store_copy
-from harness.cli import app
-from harness.errors import BenchError
-from harness.store import Artifact, Run, Store, UserMetric
-from harness.store_copy import cell, copy_store
+from mmsr_bench.results import store_copy
+from mmsr_bench.cli.main import app
+from mmsr_bench.errors import BenchError
+from mmsr_bench.results.store import Artifact, Run, Store, UserMetric
+from mmsr_bench.results.store_copy import cell, copy_store
 
 
 def _fill(url: str, tag: str, n: int = 3) -> Store:

@@ -22,9 +22,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from harness import conformance, significance, study, suites
-from harness.cli import app
-from harness.store import Run, Store
+from mmsr_bench.models import conformance
+from mmsr_bench.results import significance
+from mmsr_bench.runner import study
+from mmsr_bench.suites import spec as suites
+from mmsr_bench.cli.main import app
+from mmsr_bench.results.store import Run, Store
 
 MODELS = ("pop", "random", "sasrec", "bert4rec", "gptrec", "tallrec", "mmgcn", "mmsr")
 METRICS = ["hr@5", "hr@10", "ndcg@5", "ndcg@10"]  # the kit's suite: hr, ndcg, mrr at 1, 5, 10 (no recall, no AUC)
@@ -235,7 +238,7 @@ def test_full_model_is_the_reference_of_rq2_to_rq4_and_improves_on_the_strongest
         f"{100 * expect:+.2f}%"
     assert str(text.id) in _section(md, study.RQS["rq2"].title).split("runs: ")[1]
     # the hallucination table: a `bench hallucination` artifact and a `--perturb` run of the full model
-    from harness.store import Artifact
+    from mmsr_bench.results.store import Artifact
 
     art = store.add_artifact(Artifact(kind="hallucination", suite=kit["path"], dataset="baby", model=study.FULL,
                                       payload_json=json.dumps({"flagged_share": 0.25, "auroc": 0.7})))
@@ -254,8 +257,8 @@ def test_full_model_is_the_reference_of_rq2_to_rq4_and_improves_on_the_strongest
 def test_dashboard_study_page_shows_the_same_tables(kit, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    import dashboard
-    from harness import tables
+    from mmsr_bench import dashboard
+    from mmsr_bench.results import tables
 
     monkeypatch.setenv("MMSR_BENCH_DB", kit["url"])
     at = AppTest.from_file(str(Path(dashboard.__file__).resolve().parent / "app.py"), default_timeout=120).run()
@@ -304,8 +307,8 @@ def test_dashboard_study_page_on_other_stores(monkeypatch, tmp_path):
     """A store with only a failed run says so; a store of other configurations shows the tables, all missing."""
     from streamlit.testing.v1 import AppTest
 
-    import dashboard
-    from dashboard.fixture import FixtureSpec, build_fixture_store
+    from mmsr_bench import dashboard
+    from mmsr_bench.dashboard.fixture import FixtureSpec, build_fixture_store
 
     app_file = str(Path(dashboard.__file__).resolve().parent / "app.py")
     failed = f"sqlite:///{tmp_path / 'failed.db'}"

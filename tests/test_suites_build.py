@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness import build, suites
-from harness.errors import BenchError, HashMismatch, UnknownName
+from mmsr_bench.suites import build
+from mmsr_bench.suites import spec as suites
+from mmsr_bench.errors import BenchError, HashMismatch, UnknownName
 from tests.conftest import write_tiny_suite
 
 
@@ -126,7 +127,7 @@ def test_missing_dataset_says_what_to_fetch():
 
 
 def test_kcore_and_duplicates(tmp_path):
-    from harness.data import RawDataset
+    from mmsr_bench.data.splits import RawDataset
     import pandas as pd
 
     raw = RawDataset("x", ["a", "b", "c"], [["1", "1", "2", "3"], ["1", "2", "2", "3"], ["9", "1"]],
@@ -186,7 +187,7 @@ def _with_item_text(tiny_suite, text: str, extra: str = 'item_text_kind = "deriv
 
 
 def test_item_text_replaces_every_title_and_is_recorded_with_runs(tiny_suite):
-    from harness import runner
+    from mmsr_bench.runner import execute as runner
 
     rows = "".join(f"{i}\tA{i:05d}\tdescriptor of item {i}\n" for i in range(1, 41) if i != 7)
     spec = _with_item_text(tiny_suite, "s3rec_item_id\tasin\tdescriptor\n" + rows)

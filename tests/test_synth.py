@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from harness.data import ITEM_TEXT_FIELDS, RawDataset
-from harness.errors import BenchError
-from harness.synth import (COLOURS, PATTERNS, SHAPES, SYNTH4_CATEGORIES, SynthConfig, generate, latent_attributes,
+from mmsr_bench.data.splits import ITEM_TEXT_FIELDS, RawDataset
+from mmsr_bench.errors import BenchError
+from mmsr_bench.data.synth import (COLOURS, PATTERNS, SHAPES, SYNTH4_CATEGORIES, SynthConfig, generate, latent_attributes,
                            latent_users)
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The one table writer (harness.tables): markdown/LaTeX/HTML/CSV of one small table, ranking with ties and
+"""The one table writer (mmsr_bench.results.tables): markdown/LaTeX/HTML/CSV of one small table, ranking with ties and
 lower-is-better columns, and the ablation numbers shared by the dashboard page and ``bench report ablations``."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from harness import ablation_report, tables
-from harness.errors import BenchError
-from harness.tables import MISSING, Cell, Table, rank_columns
+from mmsr_bench.results import ablations as ablation_report
+from mmsr_bench.results import tables
+from mmsr_bench.errors import BenchError
+from mmsr_bench.results.tables import MISSING, Cell, Table, rank_columns
 
 
 def _table() -> Table:
@@ -111,11 +112,11 @@ def _balanced(tex: str) -> bool:
 
 
 def test_dashboard_and_report_ablations_come_from_one_function(tmp_path, monkeypatch):
-    from dashboard import queries as q
-    from dashboard import ui
-    from dashboard.fixture import FixtureSpec, build_fixture_store
-    from harness.cli import app
-    from harness.store import Store
+    from mmsr_bench.dashboard import queries as q
+    from mmsr_bench.dashboard import ui
+    from mmsr_bench.dashboard.fixture import FixtureSpec, build_fixture_store
+    from mmsr_bench.cli.main import app
+    from mmsr_bench.results.store import Store
 
     url = f"sqlite:///{tmp_path / 'results.db'}"
     spec = FixtureSpec(skill=(("pop", 0.15), ("mllm-srec-qlora", 0.55), ("mllm-srec-text", 0.45)), seeds=(0, 1),

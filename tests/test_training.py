@@ -1,4 +1,4 @@
-"""The harness-owned training loop (harness.training): the early-stopping rules, best-state restore, the run
+"""The harness-owned training loop (mmsr_bench.evaluation.training): the early-stopping rules, best-state restore, the run
 record, the validation scorer against the runner's, and that no adapter module imports another adapter."""
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import runner
-from harness.adapter import Adapter
-from harness.data import EvalSplit, ScoreBatch
-from harness.training import (EarlyStopping, Validator, evenly_spaced, fit_epochs, split_metric, take_users,
+from mmsr_bench.evaluation import scoring
+from mmsr_bench.models import adapter
+from mmsr_bench.runner import execute as runner
+from mmsr_bench.models.adapter import Adapter
+from mmsr_bench.data.splits import EvalSplit, ScoreBatch
+from mmsr_bench.evaluation.training import (EarlyStopping, Validator, evenly_spaced, fit_epochs, split_metric, take_users,
                               valid_subset)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,7 +55,7 @@ def test_split_metric_is_the_runners_metric_engine(full):
         theirs = float(runner.score_split(model, split, [metric], batch_size=7)[metric].mean())
         assert ours == theirs
     assert Validator(split, "ndcg@10", model.score, 7)() == split_metric(model.score, split, "ndcg@10", 7)
-    assert runner.evaluate_valid(model, split, "mrr", 7, max_users=9) == split_metric(
+    assert scoring.evaluate_valid(model, split, "mrr", 7, max_users=9) == split_metric(
         model.score, evenly_spaced(split, 9), "mrr", 7)
 
 
@@ -97,7 +99,7 @@ def test_recbole_rule_matches_recbole(seed):
 
 def test_recbole_rule_copy_is_recboles_own():
     pytest.importorskip("recbole")
-    import adapters.recbole_compat  # noqa: F401  (before any recbole import)
+    import mmsr_bench.models.recbole_compat  # noqa: F401  (before any recbole import)
     from recbole.utils import early_stopping
 
     rng = np.random.default_rng(3)
@@ -162,7 +164,7 @@ def test_loop_stops_on_patience_and_restores_the_best_epoch():
 
 def test_loop_validates_every_k_epochs_and_after_the_last(caplog):
     toy = _Toy([0.1, 0.2, 0.3, 0.4, 0.5])
-    with caplog.at_level(logging.INFO, logger="harness.training"):
+    with caplog.at_level(logging.INFO, logger="mmsr_bench.evaluation.training"):
         res = fit_epochs(toy.train_epoch, Validator(_split(), "auc", toy.score, 10), _stopper(toy, 1), epochs=5,
                          eval_every=2, description="toy")
     assert [h["epoch"] for h in res.history] == [2, 4, 5] and res.stopped_by == "max_epochs"
@@ -178,9 +180,12 @@ def test_loop_deadline_keeps_a_state():
 
 
 def test_no_adapter_module_imports_another_adapter():
-    """Shared code lives in harness modules; adapters/recbole_compat.py is RecBole's shim, not an adapter."""
-    allowed = {"adapters.recbole_compat"}
-    for path in sorted((REPO / "adapters").glob("*.py")):
+    """Shared code lives in harness modules; mmsr_bench/models/recbole_compat.py is RecBole's shim, not an adapter."""
+    allowed = {"mmsr_bench.models.recbole_compat"}
+    families = {e.module for e in adapter.catalog().values()}
+    for path in sorted((REPO / "mmsr_bench" / "models").glob("*.py")):
+        if f"mmsr_bench.models.{path.stem}" not in families:
+            continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             names = []
@@ -188,5 +193,6 @@ def test_no_adapter_module_imports_another_adapter():
                 names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
-            bad = [n for n in names if n.startswith("adapters") and not any(n.startswith(a) for a in allowed)]
+            bad = [n for n in names if any(n == f or n.startswith(f + ".") for f in families - {f"mmsr_bench.models.{path.stem}"})
+                   and not any(n.startswith(a) for a in allowed)]
             assert not bad, f"{path.name}:{node.lineno} imports {bad[0]}"

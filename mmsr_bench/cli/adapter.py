@@ -1,0 +1,82 @@
+"""``bench adapter check NAME`` (the conformance kit, :mod:`mmsr_bench.models.conformance`) and ``bench adapter new NAME``
+(a new adapter from the ``pop`` template, :mod:`mmsr_bench.models.scaffold`). :func:`register` is called by
+:mod:`mmsr_bench.cli.main`; the shared helpers come from :mod:`mmsr_bench.cli.common`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+adapter_app = typer.Typer(help="Write and check adapters (the conformance kit).", no_args_is_help=True)
+
+
+@adapter_app.command("check")
+def adapter_check(
+    name: str = typer.Argument(..., help="A registered model (built-in, variant or entry point)."),
+    set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable), on top of the kit's "
+                                   "tiny budget."),
+    seed: int = typer.Option(0, "--seed"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep the kit's suite and cache here "
+                                           "(default: a temporary folder)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the conformance checks on NAME with a tiny budget; exit 1 when any fails."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from mmsr_bench.models import adapter
+    from mmsr_bench.models import conformance
+    from mmsr_bench.cli.common import _setup, console, err_console, fail
+    from mmsr_bench.errors import BenchError
+
+    _setup(verbose)
+    try:
+        overrides = adapter.parse_set_options(set_)
+        budget = {**conformance.tiny_overrides(name), **overrides}
+        results = conformance.run_checks(name, overrides, seed=seed, workdir=workdir)
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    table = Table(title=f"conformance of {name}" + (f" ({', '.join(f'{k}={v}' for k, v in budget.items())})"
+                                                   if budget else ""))
+    for col in ("check", "result", "reason"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.name, "[green]pass[/green]" if r.passed else "[bold red]FAIL[/bold red]", escape(r.reason))
+    console.print(table)
+    failed = [r for r in results if not r.passed]
+    for r in failed:
+        err_console.print(f"[bold red]error:[/bold red] {name} fails {r.name}: {escape(r.reason)}", highlight=False,
+                          soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@adapter_app.command("new")
+def adapter_new(
+    name: str = typer.Argument(..., help="The new model's name: lower-case letters, digits, inner hyphens."),
+    root: Optional[Path] = typer.Option(None, "--root", help="The checkout to write into (default: this one)."),
+) -> None:
+    """Write adapters/<name>.py and tests/test_<name>.py from the pop baseline, and its registry.toml entry."""
+    from mmsr_bench.models import scaffold
+    from mmsr_bench.cli.common import _setup, console, fail
+    from mmsr_bench.errors import BenchError
+
+    _setup()
+    try:
+        made = scaffold.new_adapter(name, root)
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    module = made.adapter.stem
+    console.print(f"wrote {made.adapter}\nwrote {made.test}")
+    if made.registry:
+        console.print(f"appended [bold]{name}[/bold] to {made.registry} (edit its description)")
+    console.print(f"next: add \"adapters.{module}\" to BUILTIN_ADAPTER_MODULES in mmsr_bench/models/adapter.py, write the "
+                  f"model, then `bench adapter check {name}` and `pytest -q {made.test}`", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(adapter_app, name="adapter")

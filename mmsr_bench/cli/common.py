@@ -1,0 +1,109 @@
+"""What every ``bench`` command module shares: the consoles, error exit, logging and progress setup, common
+options. Command modules import this, never each other, so the CLI has no import cycle."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+
+from mmsr_bench import progress as progress_mod
+from mmsr_bench.errors import BenchError
+
+# Without a terminal (pipes, CI, tests) tables get a fixed generous width instead of being cut at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+DB_OPTION = typer.Option(None, "--db", help="SQLAlchemy URL of the results store (default: $MMSR_BENCH_DB or "
+                                            "sqlite:///results.db in the current directory).")
+FORMATS = ("table", "markdown", "csv", "json", "latex")
+
+
+class RichReporter:
+    """Progress bars for long work (build, fit, scoring), shared by nested tasks."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                                 transient=False)
+        self.depth = 0
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: int | None) -> Iterator[object]:
+        if self.depth == 0:
+            self.progress.start()
+        self.depth += 1
+        tid = self.progress.add_task(description, total=total)
+
+        class _T:
+            def advance(_self, n: int = 1) -> None:
+                self.progress.advance(tid, n)
+
+        try:
+            yield _T()
+        finally:
+            if total is None:
+                self.progress.update(tid, total=1, completed=1)
+            self.depth -= 1
+            if self.depth == 0:
+                self.progress.stop()
+
+
+def _setup(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err_console, show_path=False)], force=True)
+    for noisy in ("recbole", "transformers", "httpx", "urllib3", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+    progress_mod.set_reporter(RichReporter(err_console) if err_console.is_terminal or verbose else _LineReporter())
+
+
+class _LineReporter:
+    """Without a terminal (CI, pipes), one line per long step instead of redrawn bars."""
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: int | None) -> Iterator[object]:
+        import time
+
+        t0 = time.perf_counter()
+        err_console.print(f"[dim]… {description}[/dim]" + (f" ({total})" if total else ""))
+
+        class _T:
+            def advance(self, n: int = 1) -> None:
+                return None
+
+        yield _T()
+        err_console.print(f"[dim]✓ {description} in {time.perf_counter() - t0:.1f}s[/dim]")
+
+
+def _names_option(value: Optional[str], option: str) -> list[str] | None:
+    """``"a,b"`` -> ["a", "b"]; None stays None (the default); a value naming nothing is an error."""
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise BenchError(f"{option} {value!r} names nothing; give comma-separated names or leave the option out")
+    return names
+
+
+def fail(message: str) -> None:
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _print_table(header: list[str], rows: list[list[str]], title: str | None = None) -> None:
+    t = Table(title=title, show_lines=False)
+    for i, h in enumerate(header):
+        t.add_column(h, justify="left" if i == 0 else "right")
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)

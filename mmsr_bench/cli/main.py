@@ -1,0 +1,592 @@
+"""The ``bench`` command line (Typer + rich): the app, its core commands, and the registration of the other command
+modules (:mod:`mmsr_bench.cli.common` holds what they share). Library code logs; only the CLI prints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mmsr_bench.cli.common import (DB_OPTION, FORMATS, _names_option, _print_table, _setup, console, err_console,
+                                   fail)
+from mmsr_bench import progress as progress_mod
+from mmsr_bench.errors import BenchError
+
+app = typer.Typer(help="mmsr-bench: frozen-protocol benchmarks for sequential recommenders.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+suite_app = typer.Typer(help="Describe, build, verify and freeze benchmark suites.", no_args_is_help=True)
+runs_app = typer.Typer(help="Inspect stored runs.", no_args_is_help=True)
+data_app = typer.Typer(help="Import raw data and fetch item images.", no_args_is_help=True)
+app.add_typer(suite_app, name="suite")
+app.add_typer(runs_app, name="runs")
+app.add_typer(data_app, name="data")
+store_app = typer.Typer(help="Copy runs between results stores; upgrade an older store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+
+# --------------------------------------------------------------------------------------------------- run
+@app.command()
+def run(
+    suite: str = typer.Option(..., "--suite", "-s", help="Suite name (see `bench suite list`) or a TOML path."),
+    model: str = typer.Option(..., "--model", "-m", help="Model name(s), comma-separated (see `bench models`)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Comma-separated datasets (default: all)."),
+    seed: list[int] = typer.Option([0], "--seed", help="One or more seeds: --seed 0 1 2 stores one run per seed."),
+    set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
+    db: Optional[str] = DB_OPTION,
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: CUDA if present)."),
+    also: Optional[str] = typer.Option(None, "--also", help="Also score the fitted model on these suites "
+                                       "(comma-separated) when they share the identical split, e.g. amazon4-full."),
+    perturb: Optional[str] = typer.Option(None, "--perturb", help="blank:0.2 | noise:0.2 | swap:0.2 — perturb a share "
+                                          "of item images; the run is stored with this as its variant."),
+    resume: bool = typer.Option(False, "--resume", help="Skip (dataset, seed) cells already stored as completed "
+                                "with the same suite fingerprint and config hash."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Fit model(s) on a suite's training data and score them on the shared, frozen test candidates."""
+    from mmsr_bench.models import adapter
+    from mmsr_bench.runner import execute as runner
+    from mmsr_bench.suites import spec as suites
+
+    _setup(verbose)
+    done = []
+    try:
+        from mmsr_bench.paths import check_device
+        from mmsr_bench.results.store import check_store
+
+        spec = suites.load_suite(suite)
+        names = [d.name for d in spec.select(_names_option(dataset, "--dataset"))]
+        for s in seed:
+            if not 0 <= s < 2 ** 32:
+                raise BenchError(f"--seed {s}: seeds must be integers in [0, 2**32 - 1]")
+        overrides = adapter.parse_set_options(set_)
+        model_names = _names_option(model, "--model")
+        also_specs = tuple(suites.load_suite(a) for a in _names_option(also, "--also") or ())
+        if perturb:
+            from mmsr_bench.data import perturb as perturb_mod
+
+            perturb_mod.parse(perturb)  # a malformed spec fails before any work
+        check_device(device)
+        for m in model_names:  # every name and every configuration is checked before any work starts
+            adapter.build(m, overrides, device="cpu")
+        check_store(db)  # dialect, driver, file and schema, without creating anything
+        for m in model_names:
+            req = runner.RunRequest(spec, m, names, list(dict.fromkeys(seed)), overrides, db, device, perturb=perturb,
+                                    also=also_specs, resume=resume)
+            done += runner.execute(req, on_result=lambda r: err_console.print(
+                f"[green]stored run {r.id}[/green]: {r.model} on {r.suite}/{r.dataset} seed {r.seed} "
+                f"(fit {r.fit_seconds:.1f}s, score {r.score_seconds:.1f}s)"))
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    primary = spec.evaluation.primary
+    show = [m for m in spec.evaluation.names() if m in (primary, "hr@10", "ndcg@10", "mrr", "auc")] or [primary]
+    rows = [[str(r.id), r.model, r.dataset, str(r.seed)] + [f"{r.metrics[m]:.4f}" for m in show] for r in done]
+    _print_table(["run", "model", "dataset", "seed"] + show, rows, title=f"this invocation on {spec.name}")
+    for sname in [spec.name] + [a.name for a in also_specs]:
+        _leaderboard(sname, names, None, "table", db, None, 0.05, "t", "holm")
+
+
+# ------------------------------------------------------------------------------------------- leaderboard
+def _leaderboard(suite: str, datasets: list[str] | None, metric: Optional[str], fmt: str, db: Optional[str],
+                 against: Optional[str], alpha: float, test: str, correction: str) -> None:
+    from mmsr_bench.results import leaderboard as lb
+    from mmsr_bench.evaluation import metrics as mt
+    from mmsr_bench.results.store import Store
+
+    metrics = [m.strip() for m in metric.split(",")] if metric else None
+    for m in metrics or []:
+        mt.parse_metric(m)
+    if against:
+        from mmsr_bench.results import significance
+
+        significance.check_options(test, correction, alpha)
+    store = Store.for_reading(db)
+    board = lb.build_board(store, suite, datasets, metrics)
+    if not board.models:
+        fail(f"no completed runs for suite {suite!r} in {store.url}; run `bench run --suite {suite} --model pop`")
+    if metrics is None:
+        wanted = ["hr@10", "ndcg@10", "mrr", "auc"]
+        board.metrics = [m for m in wanted if m in board.metrics] or board.metrics[:4]
+    footer = ""
+    if against:
+        from mmsr_bench.results import significance
+
+        footer = significance.mark_board(store, board, against, alpha=alpha, test=test, correction=correction)
+    if fmt == "table":
+        for d in board.datasets:  # one table per dataset reads better in a terminal than one wide table
+            sub = dataclasses.replace(board, datasets=[d],
+                                      models=[m for m in board.models if (m, d, board.metrics[0]) in board.cells])
+            header, rows = lb.to_rows(sub)
+            _print_table(header, rows, title=f"leaderboard: {suite} / {d}")
+        for n in board.notes + ([footer] if footer else []):
+            console.print(f"[dim]{n}[/dim]")
+    elif fmt == "markdown":
+        print(lb.to_markdown(board) + (f"\n{footer}" if footer else ""))
+    elif fmt == "csv":
+        print(lb.to_csv(board), end="")
+    elif fmt == "json":
+        print(lb.to_json(board))
+    elif fmt == "latex":
+        from mmsr_bench.results.leaderboard import board_to_latex
+
+        print(board_to_latex(board, footer=footer))
+
+
+@app.command()
+def leaderboard(
+    suite: str = typer.Option(..., "--suite", "-s"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Comma-separated datasets (default: all)."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Comma-separated metrics, e.g. ndcg@10,hr@10."),
+    format: str = typer.Option("table", "--format", "-f", help="table | markdown | csv | json | latex"),
+    against: Optional[str] = typer.Option(None, "--against", help="Mark cells significantly better/worse than MODEL."),
+    alpha: float = typer.Option(0.05, "--alpha"),
+    test: str = typer.Option("t", "--test", help="t | wilcoxon | perm | bootstrap"),
+    correction: str = typer.Option("holm", "--correction", help="holm | fdr_bh | bonferroni | none"),
+    db: Optional[str] = DB_OPTION,
+) -> None:
+    """Rank models on a suite: mean over seeds (± 95% CI where several seeds exist)."""
+    _setup()
+    if format not in FORMATS:
+        fail(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    try:
+        _leaderboard(suite, [d.strip() for d in dataset.split(",")] if dataset else None, metric, format, db,
+                     against, alpha, test, correction)
+    except BenchError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def compare(
+    a: str = typer.Argument(..., help="Run id, or model name (its latest run per seed on --suite/--dataset)."),
+    b: str = typer.Argument(..., help="Run id or model name: the baseline."),
+    suite: Optional[str] = typer.Option(None, "--suite", "-s"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Comma-separated metrics (default: all stored)."),
+    test: str = typer.Option("t", "--test", help="Test behind the significance flag: t | wilcoxon | perm | bootstrap"),
+    correction: str = typer.Option("holm", "--correction", help="holm | fdr_bh | bonferroni | none"),
+    alpha: float = typer.Option(0.05, "--alpha"),
+    resamples: int = typer.Option(10000, "--resamples", help="Bootstrap and randomization resamples."),
+    format: str = typer.Option("table", "--format", "-f", help="table | json | markdown"),
+    db: Optional[str] = DB_OPTION,
+) -> None:
+    """Paired significance tests between two runs or two models (per-user vectors; several seeds averaged)."""
+    from mmsr_bench.evaluation import metrics as mt
+    from mmsr_bench.results import significance
+    from mmsr_bench.results.store import Store
+
+    _setup()
+    if format not in ("table", "json", "markdown"):
+        fail(f"--format {format!r}: choose one of table, json, markdown")
+    try:
+        names = [m.strip() for m in metric.split(",")] if metric else None
+        for m in names or []:
+            mt.parse_metric(m)
+        significance.check_options(test, correction, alpha, resamples)
+        cmp = significance.compare(Store.for_reading(db), a, b, suite=suite, dataset=dataset, metrics=names, test=test,
+                                   correction=correction, alpha=alpha, n_resamples=resamples)
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    if format == "json":
+        print(cmp.to_json())
+        return
+    header = ["metric", cmp.a_label, cmp.b_label, "diff", "rel", "95% CI (boot)", "p t", "p wilcoxon", "p perm",
+              f"p {test} ({correction})", "d", "sig"]
+    rows = [[r.metric, f"{r.mean_a:.4f}", f"{r.mean_b:.4f}", f"{r.diff:+.4f}", f"{r.rel_diff:+.1%}",
+             f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]", f"{r.p_t:.2e}", f"{r.p_wilcoxon:.2e}", f"{r.p_perm:.2e}",
+             f"{r.p_corrected:.2e}", f"{r.cohen_d:+.3f}", "yes" if r.significant else "no"] for r in cmp.rows]
+    title = (f"{cmp.a_label} vs {cmp.b_label} on {cmp.suite}/{cmp.dataset}: {cmp.n_users} users, runs "
+             f"{list(cmp.a_runs)} vs {list(cmp.b_runs)}")
+    if format == "markdown":
+        print(f"**{title}**\n")
+        print("| " + " | ".join(header) + " |")
+        print("|" + "|".join(["---"] * len(header)) + "|")
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+    else:
+        _print_table(header, rows, title=title)
+    if cmp.seed_tests:
+        seed_rows = [[m, t.test, ",".join(map(str, t.seeds)), f"{t.mean_a:.4f}", f"{t.mean_b:.4f}", f"{t.diff:+.4f}",
+                      f"{t.p_value:.2e}"] for m, t in cmp.seed_tests.items()]
+        if format == "markdown":
+            for r in seed_rows:
+                print(f"- across seeds, {r[0]}: {r[1]} over seeds {r[2]}: diff {r[5]}, p = {r[6]}")
+        else:
+            _print_table(["metric", "test", "seeds", "mean a", "mean b", "diff", "p"], seed_rows,
+                         title="across seeds (paired by seed)")
+    console.print(f"[dim]diff = a - b; significance: two-sided {test} test, {correction} correction over "
+                  f"{len(cmp.rows)} metrics, alpha = {alpha}; bootstrap CI and randomization test with "
+                  f"{resamples} resamples[/dim]") if format == "table" else None
+
+
+# ------------------------------------------------------------------------------------------------ models
+@app.command()
+def models(
+    name: Optional[str] = typer.Argument(None, help="A model: show its configuration fields, types and defaults."),
+) -> None:
+    """List models: built-ins from the catalog (no adapter imported) and third-party entry points; with NAME, that
+    model's configuration."""
+    from importlib.metadata import entry_points
+
+    from mmsr_bench.models import adapter
+
+    _setup()
+    if name is not None:
+        try:
+            _model_config(name)
+        except BenchError as exc:
+            fail(str(exc))
+        return
+    rows = [[e.name, e.module, ",".join(e.needs) or "ids", e.description[:70]] for e in adapter.catalog().values()]
+    plugins = sorted(ep.name for ep in entry_points(group=adapter.ENTRY_POINT_GROUP))
+    _print_table(["model", "module", "needs", "description"], rows)
+    if plugins:
+        console.print(f"[dim]third-party entry points ({adapter.ENTRY_POINT_GROUP}): {', '.join(plugins)}; "
+                      "`bench models NAME` shows one[/dim]")
+
+
+def _model_config(name: str) -> None:
+    from mmsr_bench.models import adapter
+
+    reg = adapter.get(name)
+    built = adapter.build(name)
+    rows = [[f.name, str(f.type).replace("typing.", ""), repr(getattr(built.config, f.name))]
+            for f in dataclasses.fields(built.config)]
+    variants = sorted(n for n, r in adapter.registry().items() if r.cls is reg.cls and n != name)
+    _print_table(["field", "type", "value (defaults and variant overrides)"], rows,
+                 title=f"{name}: {reg.cls.__module__}.{reg.cls.__name__}")
+    if reg.overrides:
+        console.print(f"[dim]variant of {reg.cls.name}: {dict(reg.overrides)}[/dim]")
+    if variants:
+        console.print(f"[dim]variants of the same class: {', '.join(variants)}[/dim]")
+    console.print("[dim]override any field with --set FIELD=VALUE[/dim]")
+
+
+# ------------------------------------------------------------------------------------------------- runs
+@runs_app.command("list")
+def runs_list(
+    suite: Optional[str] = typer.Option(None, "--suite", "-s"),
+    model: Optional[str] = typer.Option(None, "--model", "-m"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
+    all_: bool = typer.Option(False, "--all", help="Include failed runs."),
+    db: Optional[str] = DB_OPTION,
+) -> None:
+    """List stored runs."""
+    from mmsr_bench.results.store import Store
+
+    _setup()
+    try:
+        rs = Store.for_reading(db).runs(suite=suite, model=model, dataset=dataset, status=None if all_ else "completed")
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    rows = [[str(r.id), r.suite, r.dataset, r.model + (f" [{r.variant}]" if r.variant else ""), str(r.seed),
+             r.status, f"{r.metrics.get('ndcg@10', float('nan')):.4f}", f"{r.fit_seconds:.1f}",
+             r.started_at.strftime("%Y-%m-%d %H:%M")] for r in rs]
+    _print_table(["id", "suite", "dataset", "model", "seed", "status", "ndcg@10", "fit s", "started"], rows)
+
+
+@runs_app.command("show")
+def runs_show(run_id: int = typer.Argument(...), db: Optional[str] = DB_OPTION) -> None:
+    """Show one run: config, environment, timings and metrics."""
+    from mmsr_bench.results.store import Store
+
+    _setup()
+    try:
+        r = Store.for_reading(db).run(run_id)
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    info = r.model_dump()
+    for k in ("config_json", "packages_json", "metrics_json", "run_info_json"):
+        info[k.removesuffix("_json")] = json.loads(info.pop(k))
+    console.print_json(json.dumps(info, default=str))
+
+
+# ------------------------------------------------------------------------------------------------- suites
+@suite_app.command("list")
+def suite_list() -> None:
+    """List the suites in suites/."""
+    from mmsr_bench.suites import spec as suites
+
+    _setup()
+    rows = []
+    for name, path in suites.suite_files().items():
+        try:
+            s = suites.load_suite_file(path)
+            frozen = sum(1 for d in s.datasets if d.name in s.hashes)
+            rows.append([name, ",".join(d.name for d in s.datasets), s.protocol.candidates,
+                         f"{frozen}/{len(s.datasets)}", s.description[:60]])
+        except BenchError as exc:
+            rows.append([name, "", "", "", f"[red]{exc}[/red]"])
+    _print_table(["suite", "datasets", "candidates", "frozen", "description"], rows)
+
+
+@suite_app.command("show")
+def suite_show(name: str) -> None:
+    """Describe a suite: datasets, preprocessing, protocol, metrics and frozen hashes."""
+    from mmsr_bench.suites import spec as suites
+
+    _setup()
+    try:
+        s = suites.load_suite(name)
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    console.print_json(json.dumps(s.model_dump(), default=str))
+
+
+def _build(name: str, dataset: Optional[str], force: bool, verbose: bool) -> tuple:
+    from mmsr_bench.suites import build
+    from mmsr_bench.suites import spec as suites
+
+    spec = suites.load_suite(name)
+    out = {}
+    for d in spec.select(dataset):
+        with progress_mod.track(f"building {name}/{d.name}", total=None):
+            out[d.name] = build.materialize(spec, d, force=force)
+    return spec, out
+
+
+@suite_app.command("build")
+def suite_build(name: str, dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
+                force: bool = typer.Option(False, "--force"), verbose: bool = typer.Option(False, "-v")) -> None:
+    """Materialize a suite's artifacts into the cache ($MMSR_BENCH_HOME, default ~/.cache/mmsr-bench)."""
+    from mmsr_bench.suites import build
+
+    _setup(verbose)
+    try:
+        spec, out = _build(name, dataset, force, verbose)
+        for d in out:
+            build.verify(spec, d, allow_unfrozen=True)
+            frozen = spec.hashes.get(d)
+            state = "matches the frozen hashes" if frozen == out[d] else (
+                "NOT frozen in the spec" if not frozen else "[red]differs from the frozen hashes[/red]")
+            console.print(f"{name}/{d}: {build.dataset_dir(spec, d)} ({state})")
+            info = json.loads((build.dataset_dir(spec, d) / "build.json").read_text())
+            for line in info.get("report", []):
+                console.print(f"  [dim]{line}[/dim]")
+    except BenchError as exc:
+        fail(str(exc))
+
+
+@suite_app.command("verify")
+def suite_verify(name: str, dataset: Optional[str] = typer.Option(None, "--dataset", "-d")) -> None:
+    """Re-hash every built artifact against the suite spec."""
+    from mmsr_bench.suites import build
+    from mmsr_bench.suites import spec as suites
+
+    _setup()
+    try:
+        spec = suites.load_suite(name)
+        for d in spec.select(dataset):
+            build.verify(spec, d.name)
+            console.print(f"[green]ok[/green] {name}/{d.name}")
+    except BenchError as exc:
+        fail(str(exc))
+
+
+@suite_app.command("freeze")
+def suite_freeze(name: str, dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
+                 force: bool = typer.Option(False, "--force", help="Rebuild before hashing."),
+                 accept_warnings: bool = typer.Option(False, "--accept-warnings",
+                                                      help="Freeze although the build recorded data-quality "
+                                                           "warnings (runs on it still carry them).")) -> None:
+    """Build and write the artifacts' sha256 into the suite spec (review the diff before committing)."""
+    from mmsr_bench.suites import build
+    from mmsr_bench.suites import spec as suites
+
+    _setup()
+    try:
+        spec, out = _build(name, dataset, force, False)
+        for d in out:
+            record = json.loads((build.dataset_dir(spec, d) / "build.json").read_text(encoding="utf-8"))
+            warnings = (record.get("quality") or {}).get("warnings", [])
+            if warnings and not accept_warnings:
+                raise BenchError(f"refusing to freeze {spec.name}/{d}: {' '.join(warnings)}. Fix the data, or pass "
+                                 "--accept-warnings to freeze it anyway (every run will record the warning)")
+        for d, hashes in out.items():
+            path = suites.write_hashes(spec, d, hashes)
+            console.print(f"froze {name}/{d} in {path}")
+    except BenchError as exc:
+        fail(str(exc))
+
+
+# ------------------------------------------------------------------------------------------------- data
+@data_app.command("import")
+def data_import(suite: str, from_: Path = typer.Option(..., "--from", help="Folder with the raw Amazon files.")) -> None:
+    """Copy raw Amazon review/meta files a user downloaded into the cache, for the suite's raw-file datasets."""
+    from mmsr_bench.suites import build
+    from mmsr_bench.suites import spec as suites
+
+    _setup()
+    try:
+        spec = suites.load_suite(suite)
+        if not from_.is_dir():
+            fail(f"--from {from_}: not a folder")
+        copied = []
+        for d in spec.datasets:
+            cat = d.category or d.name
+            if d.source == "amazon2014":
+                names = [f"reviews_{cat}_5.json.gz", f"meta_{cat}.json.gz", f"reviews_{cat}_5.json", f"meta_{cat}.json"]
+            elif d.source == "amazon2023":
+                names = [f"{cat}.jsonl", f"meta_{cat}.jsonl"]
+            elif d.meta:
+                names = [d.meta]
+            else:
+                continue
+            for n in names:
+                if (from_ / n).exists():
+                    shutil.copy2(from_ / n, build.raw_dir("amazon2014" if d.source == "sequence" else d.source) / n)
+                    copied.append(n)
+        if not copied:
+            fail(f"no raw files for suite {suite!r} found in {from_}; expected e.g. reviews_<Category>_5.json.gz")
+        console.print(f"imported {', '.join(copied)}; now run `bench suite build {suite}`")
+    except BenchError as exc:
+        fail(str(exc))
+
+
+@data_app.command("images")
+def data_images(
+    suite: str = typer.Option(..., "--suite", "-s"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
+    offline: bool = typer.Option(False, "--offline", help="Only use local files and images already cached."),
+) -> None:
+    """Resolve and verify every item image of a suite's datasets (downloading URLs once) and report coverage."""
+    from mmsr_bench.suites import build
+    from mmsr_bench.data import images
+    from mmsr_bench.suites import spec as suites
+
+    _setup()
+    try:
+        spec = suites.load_suite(suite)
+        rows = []
+        for d in spec.select(dataset):
+            data = build.load(spec, d.name)
+            frame = data.items.frame
+            report = images.resolve_images(frame, f"{suite}-{d.name}", allow_network=not offline,
+                                           roots=data.items.image_roots)
+            failed = ", ".join(f"{n} {r}" for r, n in sorted(report.failed.items())) or "-"
+            rows.append([d.name, str(report.n_items), str(report.ok), str(report.missing), failed,
+                         f"{report.coverage:.1%}"])
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    _print_table(["dataset", "items", "usable", "no reference", "failed", "coverage"], rows,
+                 title=f"item images: {suite}")
+
+
+# ------------------------------------------------------------------------------------------------ store
+@store_app.command("copy")
+def store_copy(
+    source: str = typer.Option(..., "--from", help="SQLAlchemy URL of the store to copy runs from (read only)."),
+    destination: str = typer.Option(..., "--to", help="SQLAlchemy URL of the store to copy them into (created if "
+                                                       "it is a new SQLite file or an empty database)."),
+) -> None:
+    """Copy runs (with per-user vectors and artifacts) missing from --to; rerunning copies nothing new."""
+    from mmsr_bench.results.store_copy import copy_store
+
+    _setup()
+    try:
+        rep = copy_store(source, destination)
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    console.print(f"copied {rep.runs_copied} runs and {rep.artifacts_copied} artifacts from {rep.source} to "
+                  f"{rep.destination} ({rep.runs_present} runs and {rep.artifacts_present} artifacts were already "
+                  "there)", highlight=False, soft_wrap=True)
+
+
+@store_app.command("upgrade")
+def store_upgrade(db: Optional[str] = DB_OPTION) -> None:
+    """Bring an older store to this version's schema (give runs stored before uuids existed their uuid)."""
+    from mmsr_bench.results.store import mask_url, upgrade_store
+
+    _setup()
+    try:
+        changed = upgrade_store(db)
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    from mmsr_bench.paths import default_db_url
+
+    what = ", ".join(f"{n} {t}" for t, n in changed.items()) if changed else "nothing: it was current"
+    console.print(f"upgraded {mask_url(db or default_db_url())}: {what}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def dashboard(db: Optional[str] = DB_OPTION, port: int = typer.Option(8501, "--port")) -> None:
+    """Serve the Streamlit leaderboard on http://127.0.0.1:PORT, reading the results store read-only."""
+    from mmsr_bench import dashboard as dash
+
+    _setup()
+    try:
+        raise typer.Exit(dash.launch(db, port))
+    except BenchError as exc:
+        fail(str(exc))
+
+
+def _normalize_argv(argv: list[str]) -> list[str]:
+    """Allow ``--seed 0 1 2`` (as researchers type it) by expanding it to ``--seed 0 --seed 1 --seed 2`` (the same
+    for ``--seeds``, the spelling of ``bench study``)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        out.append(argv[i])
+        if argv[i] in ("--seed", "--seeds"):
+            j = i + 1
+            vals = []
+            while j < len(argv) and argv[j].lstrip("-").isdigit() and not argv[j].startswith("--"):
+                vals.append(argv[j])
+                j += 1
+            if vals:
+                out.append(vals[0])
+                for v in vals[1:]:
+                    out += ["--seed", v]
+                i = j
+                continue
+        i += 1
+    return out
+
+
+def _register_extensions() -> None:
+    """Commands that live with their feature (MLLM-SRec analyses) register themselves on the app."""
+    import importlib.util
+
+    if importlib.util.find_spec("mmsr_bench.cli.mllm") is not None:
+        from mmsr_bench.cli import mllm as cli_mllm
+
+        cli_mllm.register(app)
+    from mmsr_bench.cli import adapter as cli_adapter# bench adapter check | new (the conformance kit)
+
+    cli_adapter.register(app)
+    from mmsr_bench.cli import sweep as cli_sweep# bench sweep (local processes or a Ray cluster)
+
+    cli_sweep.register(app)
+    from mmsr_bench.cli import study as cli_study# bench study | report study (the MLLM-SRec study in one command)
+
+    cli_study.register(app)
+
+
+_register_extensions()
+
+
+def _terminate_as_interrupt(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    """SIGTERM (batch schedulers, `kill`) ends a run like Ctrl-C: the run is recorded as interrupted."""
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+
+def main() -> None:
+    import signal
+
+    sys.argv = [sys.argv[0]] + _normalize_argv(sys.argv[1:])
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""A synthetic results store for the dashboard's tests, benchmark and screenshot demo.
+
+Why: the pages must be exercised on a store with several models, seeds, datasets, variants, perturbation runs, a
+failed run and a hallucination artifact without training anything. Every run's aggregate metrics are the means of
+its stored per-user vectors, as the runner writes them, so significance tests and leaderboard cells agree. The
+values are simulated (a per-model skill plus user and seed noise); they are demo data, never benchmark results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from mmsr_bench.results.store import Artifact, Run, Store, UserMetric, encode_vector
+
+METRICS = ("hr@10", "ndcg@10", "mrr", "auc")
+
+
+@dataclass(frozen=True)
+class FixtureSpec:
+    """What to put in the store; ``skill`` maps a model to its mean hit rate (higher = better)."""
+
+    suite: str = "synth4"
+    datasets: tuple[str, ...] = ("beauty", "toys")
+    skill: tuple[tuple[str, float], ...] = (("pop", 0.18), ("sasrec", 0.42), ("bert4rec", 0.40),
+                                            ("mllm-srec-qlora", 0.50), ("mllm-srec-text", 0.46),
+                                            ("mllm-srec-noimg", 0.44))
+    seeds: tuple[int, ...] = (0, 1, 2)
+    perturbations: tuple[str, ...] = ("blank:0.2", "blank:0.5", "swap:0.2", "swap:0.5")
+    perturbed_model: str = "mllm-srec-qlora"
+    n_users: int = 400
+    failed_run: bool = True
+    hallucination: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def _per_user(rng: np.random.Generator, skill: float, user_ease: np.ndarray) -> dict[str, np.ndarray]:
+    p = np.clip(skill + user_ease + rng.normal(0, 0.01), 0.01, 0.99)
+    hit = (rng.random(len(p)) < p).astype(np.float64)
+    rank = rng.integers(1, 11, len(p))
+    ndcg = hit / np.log2(rank + 1)
+    mrr = np.where(hit > 0, 1.0 / rank, rng.random(len(p)) * 0.08)
+    auc = np.clip(0.5 + 0.45 * p + rng.normal(0, 0.05, len(p)), 0, 1)
+    return {"hr@10": hit, "ndcg@10": ndcg, "mrr": mrr, "auc": auc}
+
+
+def _run_row(spec: FixtureSpec, model: str, dataset: str, seed: int, variant: str, vecs: dict[str, np.ndarray],
+             idx: int, status: str = "completed") -> Run:
+    config = {"model": model, "lr": 1e-3 if "mllm" not in model else 2e-4, "epochs": 20 + 5 * seed % 3,
+              "hidden": 64, "lora": {"r": 8, "alpha": 16} if "qlora" in model else None, "variant": variant}
+    text = json.dumps(config, sort_keys=True)
+    started = datetime(2025, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=7 * idx)
+    metrics = {k: float(v.mean()) for k, v in vecs.items()} if status == "completed" else {}
+    return Run(group_id=f"g{idx // max(1, len(spec.seeds)):05d}", suite=spec.suite, suite_hash=f"hash-{dataset}",
+               dataset=dataset, model=model, variant=variant, config_json=text,
+               config_hash=hashlib.sha256(text.encode()).hexdigest(), seed=seed, code_version="abc1234",
+               code_dirty=idx % 5 == 0, packages_json=json.dumps({"torch": "2.14.1", "numpy": "2.4.6"}),
+               host="bench-host", device="cuda" if "mllm" in model else "cpu", started_at=started,
+               finished_at=started + timedelta(seconds=30 + idx % 50), status=status,
+               error="" if status == "completed" else "CUDA out of memory (simulated)",
+               fit_seconds=20.0 + (idx % 17), score_seconds=3.0 + (idx % 5) * 0.5, peak_memory_mb=900.0 + idx % 300,
+               n_users=spec.n_users, eval_users_hash=f"users-{dataset}", metrics_json=json.dumps(metrics),
+               run_info_json=json.dumps({"best_epoch": 10 + seed, "chosen_on": "valid"}))
+
+
+def _hallucination_payload(rng: np.random.Generator, dataset: str) -> dict:
+    matched = rng.normal(0.62, 0.05, 300).clip(0, 2)
+    mismatched = rng.normal(0.80, 0.05, 300).clip(0, 2)
+    threshold = float(np.quantile(mismatched, 0.05))
+    flagged = float((matched > threshold).mean())
+    pos = np.concatenate([np.zeros(len(matched)), np.ones(len(mismatched))])
+    scores = np.concatenate([matched, mismatched])
+    order = np.argsort(scores)
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    auroc = float((ranks[pos == 1].sum() - len(mismatched) * (len(mismatched) + 1) / 2)
+                  / (len(matched) * len(mismatched)))
+    return {"dataset": dataset, "distances": [round(float(x), 5) for x in matched],
+            "mismatched": [round(float(x), 5) for x in mismatched], "threshold": threshold,
+            "flagged_share": flagged, "auroc": auroc}
+
+
+def build_fixture_store(url: str, spec: FixtureSpec = FixtureSpec(), seed: int = 0) -> Store:
+    """Fill (and return) the store at ``url`` with the runs described by ``spec``; one transaction per run."""
+    store = Store(url)
+    rng = np.random.default_rng(seed)
+    idx = 0
+    for d_i, dataset in enumerate(spec.datasets):
+        ease = np.random.default_rng(1000 + d_i).normal(0, 0.15, spec.n_users)
+        for model, skill in spec.skill:
+            jobs = [("", skill)]
+            if model == spec.perturbed_model:
+                for tag in spec.perturbations:
+                    kind, share = tag.split(":")
+                    jobs.append((tag, skill * (1 - (0.5 if kind == "blank" else 0.3) * float(share))))
+            for variant, sk in jobs:
+                for s in spec.seeds:
+                    vecs = _per_user(rng, sk, ease)
+                    arts = []
+                    if spec.hallucination and variant == "" and model == spec.perturbed_model and s == spec.seeds[0]:
+                        arts.append(Artifact(suite=spec.suite, dataset=dataset, model=model, kind="hallucination",
+                                             payload_json=json.dumps(_hallucination_payload(rng, dataset))))
+                    store.add_run(_run_row(spec, model, dataset, s, variant, vecs, idx), vecs, arts)
+                    idx += 1
+    if spec.failed_run:
+        store.add_run(_run_row(spec, "gptrec", spec.datasets[0], 0, "", {}, idx, status="failed"))
+    return store
+
+
+def bulk_fill(url: str, n_runs: int, *, n_users: int = 1000, datasets: tuple[str, ...] = ("beauty", "sports",
+              "toys", "baby"), seeds: tuple[int, ...] = (0, 1, 2, 3, 4), seed: int = 0) -> Store:
+    """``n_runs`` runs with per-user vectors in ONE transaction (fast enough to time the dashboard at scale):
+    models ``model-000`` ... cycle over datasets and seeds."""
+    store = Store(url)
+    rng = np.random.default_rng(seed)
+    spec = FixtureSpec(datasets=datasets, seeds=seeds, n_users=n_users)
+    ease = {d: np.random.default_rng(1000 + i).normal(0, 0.15, n_users) for i, d in enumerate(datasets)}
+    per_model = len(datasets) * len(seeds)
+    with store.session() as s:
+        with s.begin():
+            for i in range(n_runs):
+                model = f"model-{i // per_model:03d}"
+                dataset = datasets[(i // len(seeds)) % len(datasets)]
+                vecs = _per_user(rng, 0.2 + 0.4 * ((i // per_model) % 17) / 17, ease[dataset])
+                run = _run_row(spec, model, dataset, seeds[i % len(seeds)], "", vecs, i)
+                s.add(run)
+                s.flush()
+                for name, v in vecs.items():
+                    s.add(UserMetric(run_id=run.id, metric=name, values=encode_vector(v)))
+    return store

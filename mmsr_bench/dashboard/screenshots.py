@@ -1,0 +1,209 @@
+"""Serve the dashboard on a free loopback port and drive it with headless Chromium: screenshots of every page for
+the docs, and the plumbing of the real-browser test.
+
+Usage::
+
+    python -m mmsr_bench.dashboard.screenshots --db sqlite:///results.db --out docs/screenshots [--against sasrec]
+    python -m mmsr_bench.dashboard.screenshots --demo --out /tmp/shots      # against a synthetic fixture store
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``/usr/bin/chromium``, ``/usr/bin/chromedriver``) and selenium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from mmsr_bench.errors import BenchError
+
+log = logging.getLogger(__name__)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--hide-scrollbars")
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    path: str  # URL path under the server root ("" = the default page)
+    title: str  # the page's st.title
+    name: str  # screenshot file stem
+
+
+PAGES = (PageSpec("", "Leaderboard", "leaderboard"), PageSpec("ablations", "Ablations", "ablations"),
+         PageSpec("compare", "Compare two runs", "compare"), PageSpec("runs", "Runs", "runs"),
+         PageSpec("hallucination", "Hallucination and robustness", "hallucination"))
+
+
+def browser_missing() -> str | None:
+    """Why a real-browser session cannot start here, or None when it can."""
+    for path, pkg in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not os.access(path, os.X_OK):
+            return f"{path} not found: install it with `apt-get install -y {pkg}`"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed: pip install -e '.[test]'"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve(db_url: str, *, port: int | None = None, timeout: float = 60.0) -> Iterator[str]:
+    """Run ``streamlit run mmsr_bench/dashboard/app.py`` (the command of :func:`mmsr_bench.dashboard.launch`) on 127.0.0.1 against
+    ``db_url`` and yield its base URL once the health endpoint answers; the server is stopped on exit."""
+    from mmsr_bench.dashboard import streamlit_command
+
+    port = port or free_port()
+    env = dict(os.environ, MMSR_BENCH_DB=db_url)
+    log_file = tempfile.TemporaryFile()
+    proc = subprocess.Popen(streamlit_command(port), env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                log_file.seek(0)
+                raise BenchError(f"the dashboard server exited with {proc.returncode}: "
+                                 f"{log_file.read().decode(errors='replace')[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as resp:  # noqa: S310 - loopback
+                    if resp.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise BenchError(f"the dashboard did not answer on {base} within {timeout:.0f} s")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log_file.close()
+
+
+@contextmanager
+def chromium(width: int = 1400, height: int = 1000) -> Iterator[object]:
+    """A headless Chromium driven by chromedriver with a fresh, throw-away profile."""
+    reason = browser_missing()
+    if reason:
+        raise BenchError(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="mmsr-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in CHROME_FLAGS:
+        opts.add_argument(flag)
+    opts.add_argument(f"--user-data-dir={profile}")
+    opts.add_argument(f"--window-size={width},{height}")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(120)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def load_page(driver, base: str, page: PageSpec, timeout: float = 120.0, query: str = "") -> str:
+    """Open a page and wait (bounded) until its script finished, its title is shown and its charts are drawn;
+    returns the page's visible text."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{base}/{page.path}{query}")
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.25)
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '[data-testid="stApp"]')))
+    wait.until(lambda d: any(h.text.strip() == page.title for h in d.find_elements(By.TAG_NAME, "h1")))
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, '[data-testid="stApp"]')
+               .get_attribute("data-test-script-state") == "notRunning")
+    wait.until(lambda d: all(c.find_elements(By.CSS_SELECTOR, ".main-svg")
+                             for c in d.find_elements(By.CSS_SELECTOR, '[data-testid="stPlotlyChart"]')))
+    time.sleep(1.0)  # canvas-drawn tables and chart transitions settle
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def full_page_screenshot(driver, path: Path, width: int = 1400, max_height: int = 6000) -> Path:
+    """Resize the window to the app's scroll height (Streamlit scrolls inside its main container) and save a PNG."""
+    height = driver.execute_script(
+        "const m = document.querySelector('[data-testid=\"stMain\"]') || "
+        "document.querySelector('[data-testid=\"stAppViewContainer\"]');"
+        "return Math.max(m ? m.scrollHeight : 0, document.body.scrollHeight);")
+    driver.set_window_size(width, min(max_height, int(height) + 120))
+    time.sleep(0.8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not driver.save_screenshot(str(path)):
+        raise BenchError(f"chromium could not write the screenshot {path}")
+    driver.set_window_size(width, 1000)
+    return path
+
+
+def take_screenshots(db_url: str, out_dir: Path, *, width: int = 1400, against: str | None = None) -> list[Path]:
+    """One PNG per dashboard page (``<out_dir>/<page>.png``) of the store at ``db_url``; ``against`` opens the
+    leaderboard with significance markers against that model (``?against=MODEL``)."""
+    from urllib.parse import quote
+
+    out_dir = Path(out_dir)
+    written = []
+    with serve(db_url) as base, chromium(width) as driver:
+        for page in PAGES:
+            query = f"?against={quote(against)}" if against and page.name == "leaderboard" else ""
+            load_page(driver, base, page, query=query)
+            written.append(full_page_screenshot(driver, out_dir / f"{page.name}.png", width))
+            log.info("wrote %s", written[-1])
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Screenshots of every dashboard page (headless Chromium).")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--db", help="SQLAlchemy URL of the results store, e.g. sqlite:///results.db")
+    src.add_argument("--demo", action="store_true", help="use a synthetic fixture store (demo data)")
+    ap.add_argument("--out", type=Path, default=Path("docs/screenshots"), help="output folder")
+    ap.add_argument("--width", type=int, default=1400)
+    ap.add_argument("--against", help="reference model for the leaderboard's significance markers")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.demo:
+            from mmsr_bench.dashboard.fixture import build_fixture_store
+
+            with tempfile.TemporaryDirectory() as tmp:
+                url = f"sqlite:///{Path(tmp) / 'demo.db'}"
+                build_fixture_store(url)
+                take_screenshots(url, args.out, width=args.width, against=args.against or "sasrec")
+        else:
+            take_screenshots(args.db, args.out, width=args.width, against=args.against)
+    except BenchError as exc:
+        log.error("error: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

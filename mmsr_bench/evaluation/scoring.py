@@ -1,0 +1,86 @@
+"""Scoring a split with the metric engine (what a run reports, what validation and the conformance kit use) and
+seeding a fit so the same seed gives the same numbers. Here, below the models and the runner, so both use one copy."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import logging
+import os
+import random
+import time
+
+import numpy as np
+
+from mmsr_bench import progress
+from mmsr_bench.data.splits import EvalSplit, ScoreBatch
+from mmsr_bench.errors import BenchError
+from mmsr_bench.evaluation import metrics
+from mmsr_bench.evaluation.training import evenly_spaced
+
+log = logging.getLogger(__name__)
+
+
+class Scorer(Protocol):
+    """What scoring needs of a model: the adapter contract's ``score`` (:class:`mmsr_bench.models.adapter.Adapter`)."""
+
+    def score(self, batch: ScoreBatch) -> np.ndarray: ...
+
+
+def seed_everything(seed: int, torch_too: bool = True) -> dict:
+    """Seed every generator and ask torch for deterministic kernels; returns what a run must record to be
+    repeatable: the same seed gives the same numbers at the same torch thread count (CPU reductions are split by
+    thread, so another thread count may change the last digits; docs/results.md measures by how much)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    info: dict = {"seed": seed}
+    if not torch_too:
+        return info
+    try:
+        import torch
+    except ImportError:
+        return info
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    info.update(torch_threads=torch.get_num_threads(), torch_deterministic=True)
+    return info
+
+
+def score_split(model: Scorer, split: EvalSplit, names: list[str], batch_size: int = 256,
+                description: str = "scoring") -> dict[str, np.ndarray]:
+    """Score every evaluation user on the shared candidates and return per-user metric vectors."""
+    parts = []
+    t0 = time.perf_counter()
+    with progress.track(description, total=len(split)) as task:
+        for i, batch in enumerate(split.batches(batch_size)):
+            scores = np.asarray(model.score(batch), dtype=np.float64)
+            if i == 0:
+                _announce_estimate(description, len(batch.users), len(split), time.perf_counter() - t0)
+            if scores.shape != batch.candidates.shape:
+                raise BenchError(f"{type(model).__name__}.score returned shape {scores.shape}, expected "
+                                 f"{batch.candidates.shape}")
+            if split.full_ranking:
+                sl = slice(batch.offset, batch.offset + len(batch.users))
+                parts.append(metrics.rank_counts_full(scores, split.targets[sl], split.exclude[sl]))
+            else:
+                parts.append(metrics.rank_counts(scores))
+            task.advance(len(batch.users))
+    return metrics.per_user_metrics(metrics.RankCounts.concat(parts), names)
+
+
+def _announce_estimate(description: str, done: int, total: int, seconds: float, threshold: float = 60.0) -> None:
+    """Before a long scoring pass (LLM scorers on CPU), say how long it will take, from the first batch."""
+    if done and total > done:
+        estimate = seconds * total / done
+        if estimate > threshold:
+            log.warning("%s: %d users, about %.0f min at %.1f users/s (estimated from the first batch)",
+                        description, total, estimate / 60, done / max(seconds, 1e-9))
+
+
+def evaluate_valid(model: Scorer, valid: EvalSplit, metric: str = "ndcg@10", batch_size: int = 256,
+                   max_users: int | None = None) -> float:
+    """Mean validation metric on the shared validation candidates, for an adapter that early-stops in its own loop
+    (an adapter that trains in epochs hands its loop to :func:`mmsr_bench.evaluation.training.fit_epochs` instead)."""
+    vec = score_split(model, evenly_spaced(valid, max_users), [metric], batch_size, description="validating")[metric]
+    return float(vec.mean())

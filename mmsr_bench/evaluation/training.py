@@ -1,0 +1,269 @@
+"""The training loop the harness owns (as RecBole's ``Trainer.fit`` does): epochs, validation every ``eval_every``
+epochs with the harness metric engine, early stopping with patience on a named validation metric, best-state
+snapshot and restore. Why here and not in each adapter: the rules that choose the reported epoch (which split,
+which metric, what counts as an improvement) must be the same for every model, and written once.
+
+An adapter supplies ``train_epoch(epoch) -> loss`` and a :class:`Validator`; :func:`fit_epochs` runs the loop and
+returns a :class:`LoopResult` the adapter copies into ``run_info`` under the keys its stored runs already use.
+
+Also here: the validation sets adapters build from the harness split (:func:`valid_subset`,
+:func:`evenly_spaced`, :func:`pointwise_validation_set`) and the balanced training-pair sample of the Yes/No
+recommenders (:func:`balanced_subsample`), so no adapter imports another adapter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from mmsr_bench.data.splits import EvalSplit, ScoreBatch
+from mmsr_bench.errors import BenchError
+from mmsr_bench.evaluation.metrics import RankCounts, parse_metric, per_user_metrics, rank_counts, rank_counts_full
+from mmsr_bench.progress import track
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------- validation sets
+def take_users(split: EvalSplit, idx: np.ndarray) -> EvalSplit:
+    """``split`` restricted to the rows ``idx`` (same name, same candidates per user)."""
+    return dataclasses.replace(
+        split, users=split.users[idx], histories=[split.histories[i] for i in idx], targets=split.targets[idx],
+        candidates=None if split.candidates is None else split.candidates[idx],
+        exclude=None if split.exclude is None else [split.exclude[i] for i in idx])
+
+
+def valid_subset(valid: EvalSplit, n_users: int, seed: int) -> EvalSplit:
+    """The whole validation split, or a seeded random subsample of ``n_users`` of its users (in split order)."""
+    if n_users <= 0 or n_users >= len(valid):
+        return valid
+    return take_users(valid, np.sort(np.random.default_rng(seed).choice(len(valid), n_users, replace=False)))
+
+
+def evenly_spaced(valid: EvalSplit, max_users: int | None) -> EvalSplit:
+    """The whole split, or ``max_users`` evenly spaced users of it (deterministic without a seed)."""
+    if not max_users or len(valid) <= max_users:
+        return valid
+    return take_users(valid, np.linspace(0, len(valid) - 1, max_users).astype(np.int64))
+
+
+def pointwise_validation_set(valid: EvalSplit, n_users: int, n_negatives: int, seed: int
+                             ) -> tuple[EvalSplit, np.ndarray]:
+    """A seeded subsample of validation users and their candidates (target in column 0) for early stopping of
+    costly pointwise models: the shared validation candidates where the suite has them; under full ranking, the
+    target plus ``n_negatives`` items the user has not seen (validation only, never test candidates)."""
+    sub = valid_subset(valid, n_users, seed)
+    if sub.candidates is not None:
+        return sub, sub.candidates
+    rng = np.random.default_rng(seed + 1)
+    rows = []
+    for hist, target in zip(sub.histories, sub.targets):
+        seen = set(np.asarray(hist).tolist()) | {int(target)}
+        pool = np.array([i for i in range(1, sub.n_items + 1) if i not in seen], dtype=np.int64)
+        k = min(n_negatives, len(pool))
+        rows.append(np.concatenate([[int(target)], rng.choice(pool, k, replace=False)]))
+    width = min(len(r) for r in rows)
+    return sub, np.stack([r[:width] for r in rows])
+
+
+def balanced_subsample(pairs: list, max_pairs: int, seed: int, where: str) -> list:
+    """At most ``max_pairs`` of the harness's (positive, negative) pairs, drawn as whole groups so the sample
+    stays balanced, in their original order; seeded. Raises when there is no pair at all."""
+    n_groups = len(pairs) // 2
+    if n_groups == 0:
+        raise BenchError(f"{where}: no training pairs (every user has < 2 training items)")
+    groups = np.arange(n_groups)
+    if max_pairs and 2 * n_groups > max_pairs:
+        groups = np.sort(np.random.default_rng(seed).choice(n_groups, max(1, max_pairs // 2), replace=False))
+    return [p for g in groups for p in pairs[2 * g:2 * g + 2]]
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+def split_metric(score_fn: Callable[[ScoreBatch], np.ndarray], split: EvalSplit, metric: str,
+                 batch_size: int = 256) -> float:
+    """Mean ``metric`` of ``score_fn`` on ``split`` with the harness metric engine (sampled or full ranking).
+
+    The batch size is part of the result's identity: scorers agree across batchings only to float tolerance,
+    so each adapter keeps the one its stored runs used."""
+    parts: list[RankCounts] = []
+    for b in split.batches(batch_size):
+        scores = np.asarray(score_fn(b), dtype=np.float64)
+        if scores.shape != b.candidates.shape:
+            raise BenchError(f"validation scores have shape {scores.shape}, expected {b.candidates.shape}")
+        if split.full_ranking:
+            sl = slice(b.offset, b.offset + len(b.users))
+            exclude = split.exclude[sl] if split.exclude is not None else [np.zeros(0, np.int64)] * len(b.users)
+            parts.append(rank_counts_full(scores, split.targets[sl], exclude))
+        else:
+            parts.append(rank_counts(scores))
+    return float(np.mean(per_user_metrics(RankCounts.concat(parts), [metric])[metric]))
+
+
+@dataclass(frozen=True)
+class Validator:
+    """How the loop scores a model: ``metric`` of ``score`` on ``split`` (the harness validation split, or a
+    subsample of it) in batches of ``batch_size``."""
+
+    split: EvalSplit
+    metric: str
+    score: Callable[[ScoreBatch], np.ndarray]
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        parse_metric(self.metric)  # a typo fails before any training
+
+    def __call__(self) -> float:
+        return split_metric(self.score, self.split, self.metric, self.batch_size)
+
+
+# ------------------------------------------------------------------------------------------- early stopping
+def module_snapshot(module: Any) -> Callable[[], dict[str, Any]]:
+    """A snapshot function for a torch module: every state tensor copied to CPU (restored with
+    :func:`module_restore`); copies, so later optimizer steps never reach the kept state."""
+
+    def snapshot() -> dict[str, Any]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+    return snapshot
+
+
+def module_restore(module: Any) -> Callable[[dict[str, Any]], None]:
+    def restore(state: dict[str, Any]) -> None:
+        module.load_state_dict(state)
+
+    return restore
+
+
+@dataclass
+class EarlyStopping:
+    """Patience on a validation metric (bigger is better), with the best state kept.
+
+    Only a strict improvement counts (``ties_improve=False``), unless an adapter's documented rule says that a tie
+    is an improvement too (RecBole's ``early_stopping``: ``>=``, see :meth:`recbole`). Training stops once
+    ``patience`` consecutive validations did not improve. The first validated state is always kept, so a restore
+    never silently falls back to the last epoch's weights.
+    """
+
+    patience: int
+    snapshot: Callable[[], Any] | None = None
+    restore_fn: Callable[[Any], None] | None = None
+    ties_improve: bool = False
+    best: float = -math.inf
+    best_epoch: int | None = None
+    bad: int = 0
+    state: Any = None
+
+    @classmethod
+    def recbole(cls, stopping_step: int, **kw: Any) -> "EarlyStopping":
+        """RecBole 1.2.1's ``recbole.utils.early_stopping``: a tie updates the best, and it stops when the count of
+        checks without improvement exceeds ``stopping_step`` (i.e. reaches ``stopping_step + 1``)."""
+        return cls(patience=stopping_step + 1, ties_improve=True, **kw)
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record a validation value; True when it improved (and the state was kept)."""
+        improved = value >= self.best if self.ties_improve else value > self.best
+        if improved:
+            self.best, self.bad = value, 0
+        else:
+            self.bad += 1
+        if improved or self.state is None:
+            self.keep(epoch)
+        return improved
+
+    def keep(self, epoch: int) -> None:
+        """Keep the current state as the chosen one (at ``epoch``) without touching the best value."""
+        self.best_epoch = epoch
+        if self.snapshot is not None:
+            self.state = self.snapshot()
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad >= self.patience
+
+    def restore(self) -> bool:
+        """Load the kept state back; False when there is none (no validation ran)."""
+        if self.state is None or self.restore_fn is None:
+            return False
+        self.restore_fn(self.state)
+        return True
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+@dataclass
+class LoopResult:
+    """What the loop did. ``history`` holds one ``{"epoch", "loss", <metric>}`` dict per validation (epochs
+    numbered from 1); ``epoch_seconds`` the training time of every epoch."""
+
+    metric: str
+    split: str
+    best_value: float
+    best_epoch: int | None
+    epochs_run: int
+    stopped_by: str  # "max_epochs" | "early_stopping" | "time_limit"
+    history: list[dict[str, float]] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+
+
+def fit_epochs(train_epoch: Callable[[int], float], validator: Validator, stopper: EarlyStopping, *,
+               epochs: int, eval_every: int = 1, description: str = "training", deadline: float | None = None,
+               log_level: int = logging.INFO) -> LoopResult:
+    """Run ``train_epoch(epoch)`` for epochs ``1..epochs``; validate every ``eval_every`` epochs and after the
+    last one; stop after ``stopper.patience`` validations without improvement or once ``time.perf_counter()``
+    passes ``deadline``; restore the best state at the end.
+
+    ``train_epoch`` trains one epoch and leaves the model ready to score (e.g. eval mode, cached tables)."""
+    result = LoopResult(validator.metric, validator.split.name, -math.inf, None, 0, "max_epochs")
+    with track(description, total=epochs) as task:
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            loss = float(train_epoch(epoch))
+            result.epoch_seconds.append(time.perf_counter() - t0)
+            result.epochs_run = epoch
+            task.advance(1)
+            if epoch % max(1, eval_every) == 0 or epoch == epochs:
+                value = validator()
+                result.history.append({"epoch": epoch, "loss": loss, validator.metric: value})
+                improved = stopper.update(value, epoch)
+                log.log(log_level, "%s epoch %d: loss %.4f, valid %s %.5f%s (%.1fs)", description, epoch, loss,
+                        validator.metric, value, " *" if improved else "", result.epoch_seconds[-1])
+                if not improved and stopper.should_stop:
+                    result.stopped_by = "early_stopping"
+                    break
+            if deadline is not None and time.perf_counter() > deadline:
+                result.stopped_by = "time_limit"
+                if stopper.state is None:
+                    stopper.keep(epoch)
+                break
+    stopper.restore()
+    result.best_value, result.best_epoch = stopper.best, stopper.best_epoch
+    log.info("%s: best %s %.4f at epoch %s of %d (%s)", description, validator.metric, result.best_value,
+             result.best_epoch, result.epochs_run, result.stopped_by)
+    return result
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Training context: torch intra-op threads limited to ``n`` (0 = leave as is) and autograd anomaly detection
+    off (importing RecBole turns it on globally, which makes every backward pass several times slower); both
+    restored afterwards."""
+    import torch
+
+    old_threads = torch.get_num_threads()
+    old_anomaly = (torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled())
+    if old_anomaly[0]:
+        log.debug("autograd anomaly detection is on (RecBole enables it on import); off while training")
+    torch.autograd.set_detect_anomaly(False)
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.autograd.set_detect_anomaly(*old_anomaly)

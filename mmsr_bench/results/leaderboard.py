@@ -1,0 +1,218 @@
+"""Leaderboard tables from the results store: one row per model, one column per (dataset, metric), mean over
+seeds with a 95% confidence interval where several seeds exist (:func:`mmsr_bench.results.stats.seed_summary`, the one CI
+of the harness). Exporters: markdown and latex through :mod:`mmsr_bench.results.tables`, csv and json as data."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+
+from mmsr_bench.results import tables
+from mmsr_bench.results.latex import metric_label
+from mmsr_bench.results.stats import seed_summary
+from mmsr_bench.results.store import Run, Store
+
+
+@dataclass(frozen=True)
+class Cell:
+    mean: float
+    half_width: float  # 95% CI half width across seeds (nan with one seed)
+    n_seeds: int
+    run_ids: tuple[int, ...]
+    marker: str = ""  # significance marker against a reference model ("+" better, "-" worse)
+
+
+@dataclass
+class Board:
+    suite: str
+    datasets: list[str]
+    metrics: list[str]
+    models: list[str]
+    cells: dict[tuple[str, str, str], Cell]  # (model, dataset, metric) -> cell
+    notes: list[str] = field(default_factory=list)
+
+    def value(self, model: str, dataset: str, metric: str) -> float:
+        c = self.cells.get((model, dataset, metric))
+        return c.mean if c else float("nan")
+
+
+def summarize_seeds(values: list[float]) -> tuple[float, float]:
+    """Mean and 95% CI half width across seeds (:func:`mmsr_bench.results.stats.seed_summary`, nan with one seed); a
+    non-finite seed value makes the mean say so, with no CI, instead of failing the whole board."""
+    if all(math.isfinite(v) for v in values):
+        return seed_summary(values)
+    return float(np.mean(values)), math.nan
+
+
+def latest_runs(runs: list[Run]) -> tuple[list[Run], list[str]]:
+    """Per (model, dataset, seed, variant) keep the newest run on the newest protocol fingerprint of that dataset;
+    say how many stale runs (older fingerprint) were left out."""
+    newest_hash: dict[str, tuple[int, str]] = {}
+    for r in runs:
+        if r.dataset not in newest_hash or r.id > newest_hash[r.dataset][0]:
+            newest_hash[r.dataset] = (r.id, r.suite_hash)
+    keep: dict[tuple, Run] = {}
+    stale = 0
+    for r in runs:
+        if r.suite_hash != newest_hash[r.dataset][1]:
+            stale += 1
+            continue
+        key = (r.model, r.dataset, r.seed, r.variant)
+        if key not in keep or r.id > keep[key].id:
+            keep[key] = r
+    notes = [f"{stale} run(s) on an older version of the suite's artifacts were left out"] if stale else []
+    for w in sorted({w for r in keep.values() for w in r.run_info.get("data_quality_warnings", [])}):
+        notes.append(f"data quality: {w}")
+    return list(keep.values()), notes
+
+
+def build_board(store: Store, suite: str, datasets: list[str] | None = None, metrics: list[str] | None = None,
+                variant: str = "") -> Board:
+    runs = [r for r in store.runs(suite=suite) if r.variant == variant]
+    if datasets:
+        runs = [r for r in runs if r.dataset in datasets]
+    runs, notes = latest_runs(runs)
+    present = {r.dataset for r in runs}
+    ds = [d for d in (datasets or _suite_order(suite, present)) if d in present]
+    all_metrics = sorted({m for r in runs for m in r.metrics}, key=_metric_order)
+    ms = [m for m in (metrics or all_metrics)]
+    cells: dict[tuple[str, str, str], Cell] = {}
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for r in runs:
+        groups.setdefault((r.model, r.dataset), []).append(r)
+    for (model, dataset), rs in groups.items():
+        for m in ms:
+            vals = [r.metrics[m] for r in rs if m in r.metrics]
+            if vals:
+                cells[(model, dataset, m)] = Cell(*summarize_seeds(vals), len(vals), tuple(r.id for r in rs))
+    models = sorted({r.model for r in runs})
+    if ds and ms:
+        key_metric = _primary_metric(suite, ms)
+        models.sort(key=lambda mo: -np.nanmean([board_val(cells, mo, d, key_metric) for d in ds] or [np.nan])
+                    if any((mo, d, key_metric) in cells for d in ds) else math.inf)
+    return Board(suite, ds, ms, models, cells, notes)
+
+
+def _primary_metric(suite: str, metrics: list[str]) -> str:
+    """The metric rows are ranked by: the suite's primary metric (e.g. ndcg@10) when the board has it, else the
+    first shown metric."""
+    from mmsr_bench.errors import BenchError
+    from mmsr_bench.suites.spec import load_suite
+
+    try:
+        primary = load_suite(suite).evaluation.primary
+    except BenchError:
+        primary = "ndcg@10"
+    return primary if primary in metrics else metrics[0]
+
+
+def _suite_order(suite: str, present: set[str]) -> list[str]:
+    """Datasets in the suite spec's order where the spec is known, else alphabetical."""
+    from mmsr_bench.errors import BenchError
+    from mmsr_bench.suites.spec import load_suite
+
+    try:
+        order = [d.name for d in load_suite(suite).datasets]
+    except BenchError:
+        order = []
+    return [d for d in order if d in present] + sorted(present - set(order))
+
+
+def board_val(cells, model, dataset, metric) -> float:
+    c = cells.get((model, dataset, metric))
+    return c.mean if c else float("nan")
+
+
+def _metric_order(name: str) -> tuple:
+    base, _, k = name.partition("@")
+    order = {"hr": 0, "recall": 1, "ndcg": 2, "mrr": 3, "auc": 4}
+    return (order.get(base, 9), int(k) if k else 0)
+
+
+def _value_text(c: Cell, digits: int = 4) -> str:
+    s = f"{c.mean:.{digits}f}"
+    if c.n_seeds > 1 and not math.isnan(c.half_width):
+        s += f" ± {c.half_width:.{digits}f}"
+    return s
+
+
+def fmt_cell(c: Cell | None, digits: int = 4) -> str:
+    """One cell as plain text ("mean ± ci ▲"), for the terminal and the dashboard."""
+    if c is None:
+        return tables.MISSING
+    return tables.plain_text(_table_cell(c, digits))
+
+
+def _table_cell(c: Cell | None, digits: int) -> tables.Cell:
+    if c is None:
+        return tables.missing()
+    return tables.Cell(_value_text(c, digits), c.mean, c.marker)
+
+
+def to_rows(board: Board, digits: int = 4) -> tuple[list[str], list[list[str]]]:
+    multi = len(board.datasets) > 1
+    header = ["model"] + [f"{d}/{m}" if multi else m for d in board.datasets for m in board.metrics]
+    rows = []
+    for model in board.models:
+        rows.append([model] + [fmt_cell(board.cells.get((model, d, m)), digits)
+                               for d in board.datasets for m in board.metrics])
+    return header, rows
+
+
+def board_table(board: Board, digits: int = 4, *, rank: bool = True, group_name: Callable[[str], str] = str,
+                metric_name: Callable[[str], str] = str) -> tables.Table:
+    """The board as a :class:`mmsr_bench.results.tables.Table`: one group of metric columns per dataset, best/second mean of
+    each column ranked, the board's notes as the footer."""
+    rows = tuple((model, *(_table_cell(board.cells.get((model, d, m)), digits)
+                           for d in board.datasets for m in board.metrics)) for model in board.models)
+    table = tables.Table(("model", *(metric_name(m) for _ in board.datasets for m in board.metrics)), rows,
+                         footer="\n".join(board.notes),
+                         groups=tuple((group_name(d), len(board.metrics)) for d in board.datasets))
+    return tables.rank_columns(table) if rank else table
+
+
+def to_markdown(board: Board, digits: int = 4, bold_best: bool = True) -> str:
+    return tables.to_markdown(board_table(board, digits, rank=bold_best))
+
+
+def to_csv(board: Board) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["model", "dataset", "metric", "mean", "ci95_half_width", "n_seeds", "run_ids", "marker"])
+    for model in board.models:
+        for d in board.datasets:
+            for m in board.metrics:
+                c = board.cells.get((model, d, m))
+                if c:
+                    w.writerow([model, d, m, repr(c.mean), "" if math.isnan(c.half_width) else repr(c.half_width),
+                                c.n_seeds, " ".join(map(str, c.run_ids)), c.marker])
+    return buf.getvalue()
+
+
+def to_json(board: Board) -> str:
+    return json.dumps({
+        "suite": board.suite, "datasets": board.datasets, "metrics": board.metrics, "models": board.models,
+        "notes": board.notes,
+        "cells": [{"model": k[0], "dataset": k[1], "metric": k[2], "mean": c.mean,
+                   "ci95_half_width": None if math.isnan(c.half_width) else c.half_width,
+                   "n_seeds": c.n_seeds, "run_ids": list(c.run_ids), "marker": c.marker}
+                  for k, c in board.cells.items()]}, indent=2)
+
+
+def board_to_latex(board: Board, *, digits: int = 4, footer: str = "", caption: str | None = None,
+                   label: str | None = None) -> str:
+    """The leaderboard as a paper-ready booktabs table (one column group per dataset, best bold, second underlined,
+    significance daggers); ``footer`` (the significance note) and the board's notes go in the
+    caption."""
+    table = board_table(board, digits, group_name=str.capitalize, metric_name=metric_label)
+    notes = " ".join(n for n in [footer, *board.notes] if n)
+    table = replace(table, header=("Model", *table.header[1:]), title=caption or f"Results on {board.suite}.",
+                    footer=notes)
+    return tables.to_latex(table, label=label)

@@ -1,0 +1,477 @@
+"""The results store (SQLModel): one row per run plus its per-user metric vectors, written in one transaction.
+
+Per-user vectors are stored compactly: float64 arrays in ``.npy`` format, zlib-compressed, one row per (run,
+metric), loadable back as arrays in one call (:meth:`Store.per_user`). The user order is the suite's evaluation
+user list, whose hash is recorded in the run, so two runs can be paired user by user.
+
+Any SQLAlchemy URL works; SQLite (the default) and PostgreSQL (``postgresql+psycopg://user@host/db``, for a store
+shared by several machines) are the tested ones. On PostgreSQL the tables are created under an advisory lock (so
+many writers may open a new database at once), sessions run in UTC, and a store opened read-only runs every
+transaction read-only (``default_transaction_read_only``), so the dashboard can never write.
+
+Every run and artifact carries a ``uuid``, its identity across stores (``bench store copy`` skips runs whose uuid
+the destination already holds). A store written before uuids existed gets the column on its first opening for
+writing (``bench store upgrade``), filled with a uuid derived from each row's contents; opened read-only, such a
+store is refused with that instruction.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import time
+import zlib
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+from uuid import NAMESPACE_URL, uuid4, uuid5
+
+import numpy as np
+
+from sqlalchemy import event, text
+from sqlalchemy.exc import (ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError, OperationalError,
+                            ProgrammingError)
+from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+from mmsr_bench.errors import BenchError
+from mmsr_bench.paths import default_db_url
+
+log = logging.getLogger(__name__)
+
+#: Key of the PostgreSQL advisory lock that serializes schema creation and upgrades between processes.
+SCHEMA_LOCK_KEY = 0x6D6D7372  # "mmsr"
+#: Columns an older store may lack that opening it for writing adds (table -> columns).
+UPGRADABLE = {"runs": ("uuid",), "artifacts": ("uuid",)}
+
+
+def new_uuid() -> str:
+    return uuid4().hex
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "runs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    uuid: str = Field(default_factory=new_uuid, unique=True, index=True)  # identity across stores (store copy)
+    group_id: str = Field(index=True)  # runs started by one `bench run` (one per seed) share it
+    suite: str = Field(index=True)
+    suite_hash: str  # protocol fingerprint of (suite, dataset): equal hashes = comparable runs
+    dataset: str = Field(index=True)
+    model: str = Field(index=True)  # registered name, variants included (e.g. mllm-srec-text)
+    variant: str = ""  # perturbation or other run-level variant tag (e.g. "blank:0.2")
+    config_json: str = "{}"
+    config_hash: str = ""
+    seed: int = 0
+    code_version: str = ""
+    code_dirty: bool = False
+    packages_json: str = "{}"
+    host: str = ""
+    device: str = "cpu"
+    started_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    finished_at: datetime | None = None
+    status: str = "completed"  # completed | failed
+    error: str = ""
+    fit_seconds: float = 0.0
+    score_seconds: float = 0.0
+    peak_memory_mb: float = 0.0
+    n_users: int = 0
+    eval_users_hash: str = ""
+    metrics_json: str = "{}"
+    run_info_json: str = "{}"  # adapter facts: chosen epoch and the split that chose it, backbone hash, random weights
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return json.loads(self.metrics_json)
+
+    @property
+    def config(self) -> dict:
+        return json.loads(self.config_json)
+
+    @property
+    def run_info(self) -> dict:
+        return json.loads(self.run_info_json)
+
+
+class UserMetric(SQLModel, table=True):
+    __tablename__ = "user_metrics"
+
+    run_id: int = Field(foreign_key="runs.id", primary_key=True)
+    metric: str = Field(primary_key=True)
+    values: bytes
+
+
+class Artifact(SQLModel, table=True):
+    """Run-attached analyses (hallucination distributions, ...), stored as JSON."""
+
+    __tablename__ = "artifacts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    uuid: str = Field(default_factory=new_uuid, unique=True, index=True)
+    run_id: int | None = Field(default=None, foreign_key="runs.id", index=True)
+    suite: str = Field(index=True)
+    dataset: str = Field(index=True)
+    model: str = Field(index=True)
+    kind: str = Field(index=True)
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    payload_json: str = "{}"
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``: the form every message and log line shows."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL is masked by hand and reported by _engine
+        return re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", str(url))
+
+
+def _one_line(exc: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(getattr(exc, "orig", None) or exc).splitlines() if line.strip())
+
+
+def _pg_connect_args(u, read_only: bool) -> dict:
+    """libpq options for a psycopg/psycopg2 engine: UTC sessions, read-only transactions for a read-only store,
+    a bounded connect timeout; options already in the URL are kept."""
+    opts = ["-c timezone=UTC"] + (["-c default_transaction_read_only=on"] if read_only else [])
+    given = u.query.get("options")
+    given = " ".join(given) if isinstance(given, tuple) else given
+    args = {"options": " ".join(([given] if given else []) + opts)}
+    if "connect_timeout" not in u.query:
+        args["connect_timeout"] = 10
+    return args
+
+
+def _engine(url: str, *, read_only: bool = False):
+    """An engine for ``url``, with one-line errors for a malformed URL, a missing driver and an in-memory store."""
+    from sqlalchemy.engine import make_url
+
+    shown = mask_url(url)
+    kwargs: dict = {}
+    try:
+        u = make_url(url)
+        if u.get_backend_name() == "postgresql" and u.get_driver_name() in ("psycopg", "psycopg2"):
+            kwargs = {"connect_args": _pg_connect_args(u, read_only), "pool_pre_ping": True}
+        engine = create_engine(url, **kwargs)
+    except NoSuchModuleError as exc:
+        raise BenchError(f"--db {shown!r} is not a valid SQLAlchemy URL: no dialect for it ({exc})") from None
+    except ImportError as exc:
+        hint = "for example psycopg for postgresql+psycopg://"
+        if url.startswith("postgresql"):
+            hint = "pip install 'psycopg[binary]' and use a postgresql+psycopg:// URL"
+        raise BenchError(f"--db {shown!r}: the database driver is not installed ({exc.name or exc}); install it "
+                         f"({hint})") from None
+    except (ArgumentError, ValueError) as exc:
+        raise BenchError(f"--db {shown!r} is not a valid SQLAlchemy URL: {exc}") from None
+    if engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        raise BenchError(f"--db {shown!r} is an in-memory SQLite database: every run would be lost when the "
+                         "command ends; give a file, e.g. sqlite:///results.db")
+    return engine
+
+
+def _retrying(step: Callable[[], None], attempts: int) -> None:
+    """Run ``step``, retrying the races of several processes changing one schema at once ("already exists",
+    "duplicate", "locked"); the retry finds the work done and does nothing."""
+    for attempt in range(attempts):
+        try:
+            step()
+            return
+        except (OperationalError, ProgrammingError, IntegrityError) as exc:
+            text_ = str(getattr(exc, "orig", exc)).lower()
+            if ("already exists" not in text_ and "duplicate" not in text_ and "locked" not in text_) \
+                    or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
+def _schema_lock(conn) -> None:
+    """On PostgreSQL, hold the schema advisory lock until the end of the current transaction (DDL there is
+    transactional, so the next process waits, then finds the tables)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+
+
+def _create_tables(engine, attempts: int = 8) -> None:
+    """``create_all`` that tolerates other processes creating the same tables at the same moment (measured: 15 of
+    40 runs lost when 8 processes opened a new store at once): a "table already exists" race is retried, and the
+    retry finds the tables and creates nothing. On PostgreSQL the creation also holds an advisory lock."""
+    def create() -> None:
+        if engine.dialect.name == "postgresql":
+            with engine.begin() as conn:
+                _schema_lock(conn)
+                SQLModel.metadata.create_all(conn)
+        else:
+            SQLModel.metadata.create_all(engine)
+
+    _retrying(create, attempts)
+
+
+def legacy_uuid(table: str, row: dict) -> str:
+    """The uuid given to a row stored before uuids existed: derived from its contents (ids excluded), so two copies
+    of one old store upgrade to the same uuids and merge without duplicates."""
+    body = {k: str(v) for k, v in row.items() if k not in ("id", "uuid", "run_id")}
+    return uuid5(NAMESPACE_URL, f"mmsr-bench:{table}:" + json.dumps(body, sort_keys=True)).hex
+
+
+def _upgrade(engine, pending: dict[str, list[str]], url: str, attempts: int = 8) -> dict[str, int]:
+    """Add the ``uuid`` column to an older store's tables, fill it (:func:`legacy_uuid`) and index it uniquely;
+    returns how many rows of each table got a uuid."""
+    from sqlalchemy import inspect
+
+    filled: dict[str, int] = {}
+
+    def step(table: str) -> None:
+        with engine.begin() as conn:
+            _schema_lock(conn)
+            if "uuid" not in {c["name"] for c in inspect(conn).get_columns(table)}:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN uuid VARCHAR"))
+            rows = [dict(r) for r in conn.execute(text(f"SELECT * FROM {table} WHERE uuid IS NULL")).mappings()]
+            seen: set[str] = set()
+            for row in rows:
+                value = legacy_uuid(table, row)
+                if value in seen:  # two rows identical but for their ids: the second gets a fresh uuid
+                    value = new_uuid()
+                seen.add(value)
+                conn.execute(text(f"UPDATE {table} SET uuid = :u WHERE id = :i"), {"u": value, "i": row["id"]})
+            conn.execute(text(f"CREATE UNIQUE INDEX IF NOT EXISTS ix_{table}_uuid ON {table} (uuid)"))
+        filled[table] = filled.get(table, 0) + len(rows)
+        if rows:
+            log.warning("upgraded the results store %s: gave %d %s rows a uuid", url, len(rows), table)
+
+    for table, cols in pending.items():
+        if cols != ["uuid"]:
+            raise BenchError(f"the results store {url}: no upgrade known for {table}.{', '.join(cols)}")
+        _retrying(lambda: step(table), attempts)
+    return filled
+
+
+def upgrade_store(url: str | None) -> dict[str, int]:
+    """Bring an existing store to this version's schema (``bench store upgrade``): rows stored before uuids get
+    theirs. Returns the rows changed per table (empty when it was current); never creates a store."""
+    url = url or default_db_url()
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        raise BenchError(f"no results store at {path} (--db {mask_url(url)})")
+    store = Store(url, read_only=True, _upgradable=True)
+    store.engine.dispose()
+    if not store.exists():
+        raise BenchError(f"the results store {store.url} holds no runs yet: nothing to upgrade")
+    return Store(url).upgraded
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file behind a SQLite URL (None for other databases and URI-style SQLite URLs)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        return None
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:" or u.database.startswith("file:"):
+        return None
+    return Path(u.database)
+
+
+def check_store(url: str | None) -> None:
+    """Everything that can be wrong with a store URL, checked before a run does any work and without creating the
+    store: the URL, its driver, an in-memory database, a missing folder, a file that is not SQLite, a foreign
+    schema (an existing database is opened read-only for the check)."""
+    url = url or default_db_url()
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        _engine(url)
+        if not path.parent.is_dir():
+            raise BenchError(f"--db {mask_url(url)!r}: the folder {path.parent} does not exist")
+        return
+    if path is not None and path.is_dir():
+        raise BenchError(f"--db {mask_url(url)!r}: {path} is a folder, not a database file")
+    engine = _engine(url, read_only=True)
+    try:
+        check_schema(engine, mask_url(url))  # columns a writing open adds (uuid) are no reason to refuse
+    except (OperationalError, DatabaseError) as exc:
+        raise BenchError(f"cannot open the results store {mask_url(url)}: {_one_line(exc)}") from None
+    finally:
+        engine.dispose()
+
+
+def check_schema(engine, url: str) -> dict[str, list[str]]:
+    """Refuse an existing database whose tables of our names lack our columns (another program's schema, or a
+    store from an incompatible version), before any work is done. Returns the columns an older store lacks that
+    opening it for writing adds (:data:`UPGRADABLE`), per table; empty for a current store."""
+    from sqlalchemy import inspect
+
+    insp = inspect(engine)
+    present = set(insp.get_table_names())
+    pending: dict[str, list[str]] = {}
+    for table in SQLModel.metadata.sorted_tables:
+        if table.name not in present:
+            continue
+        have = {c["name"] for c in insp.get_columns(table.name)}
+        missing = sorted(c.name for c in table.columns if c.name not in have)
+        upgradable = [c for c in missing if c in UPGRADABLE.get(table.name, ())]
+        if upgradable and len(upgradable) == len(missing):
+            pending[table.name] = upgradable
+            continue
+        if missing:
+            more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+            raise BenchError(f"the results store {url} has a table {table.name!r} without the columns "
+                             f"{', '.join(missing[:4])}{more}: it "
+                             "is not an mmsr-bench store of this version; use another --db")
+    return pending
+
+
+def encode_vector(values: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(values, dtype=np.float64), allow_pickle=False)
+    return zlib.compress(buf.getvalue(), 6)
+
+
+def decode_vector(blob: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(zlib.decompress(blob)), allow_pickle=False)
+
+
+class Store:
+    """A results store at any SQLAlchemy URL (default ``sqlite:///results.db`` in the current directory)."""
+
+    def __init__(self, url: str | None = None, *, read_only: bool = False, _upgradable: bool = False) -> None:
+        self.connect_url = url or default_db_url()
+        self.url = mask_url(self.connect_url)  # for messages: the password masked
+        self.read_only = read_only
+        self.upgraded: dict[str, int] = {}  # rows given a uuid by this opening (an older store's upgrade)
+        self.engine = _engine(self.connect_url, read_only=read_only)
+        if self.connect_url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            if not read_only:
+                _create_tables(self.engine)
+            pending = check_schema(self.engine, self.url)
+            if pending and read_only and not _upgradable:
+                raise BenchError(f"the results store {self.url} predates run uuids (no column uuid in "
+                                 f"{', '.join(pending)}): open it once for writing to add them, with "
+                                 f"`bench store upgrade --db {self.url}` (any `bench run` on it does it too)")
+            if pending and not read_only:
+                self.upgraded = _upgrade(self.engine, pending, self.url)
+        except (OperationalError, DatabaseError) as exc:
+            raise BenchError(f"cannot open the results store {self.url}: {_one_line(exc)}") from None
+
+    @classmethod
+    def for_reading(cls, url: str | None = None) -> "Store":
+        """A store opened read-only for a command that only reads: never creates a file, and a store without runs is
+        one clear error instead of a missing-table traceback."""
+        path = sqlite_file(url or default_db_url())
+        if path is not None and not path.is_file():
+            raise BenchError(f"no results store at {path} (--db {mask_url(url or default_db_url())}); "
+                             "`bench run` creates one")
+        store = cls(url, read_only=True)
+        if not store.exists():
+            raise BenchError(f"the results store {store.url} holds no runs yet; `bench run` stores them")
+        return store
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise BenchError(f"the results store {self.url} is open read-only; nothing was written")
+
+    def exists(self) -> bool:
+        from sqlalchemy import inspect
+
+        try:
+            return inspect(self.engine).has_table("runs")
+        except OperationalError:
+            return False
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine) as s:
+            yield s
+
+    def add_run(self, run: Run, per_user: dict[str, np.ndarray] | None = None,
+                artifacts: list[Artifact] | None = None) -> Run:
+        """Insert a run, its per-user vectors and artifacts in ONE transaction: all or nothing."""
+        self._writable()
+        with Session(self.engine) as s:
+            with s.begin():
+                s.add(run)
+                s.flush()
+                for name, vec in (per_user.items() if per_user is not None else ()):
+                    s.add(UserMetric(run_id=run.id, metric=name, values=encode_vector(vec)))
+                for art in artifacts or []:
+                    art.run_id = run.id
+                    s.add(art)
+            s.refresh(run)
+            s.expunge(run)
+        return run
+
+    def add_artifact(self, artifact: Artifact) -> Artifact:
+        self._writable()
+        with Session(self.engine) as s:
+            with s.begin():
+                s.add(artifact)
+            s.refresh(artifact)
+            s.expunge(artifact)
+        return artifact
+
+    def runs(self, *, suite: str | None = None, dataset: str | None = None, model: str | None = None,
+             status: str | None = "completed", variant: str | None = None) -> list[Run]:
+        if not self.exists():
+            return []
+        q = select(Run)
+        for col, val in ((Run.suite, suite), (Run.dataset, dataset), (Run.model, model), (Run.status, status),
+                         (Run.variant, variant)):
+            if val is not None:
+                q = q.where(col == val)
+        with Session(self.engine) as s:
+            rows = list(s.exec(q.order_by(Run.id)))
+            for r in rows:
+                s.expunge(r)
+        return rows
+
+    def run(self, run_id: int) -> Run:
+        with Session(self.engine) as s:
+            r = s.get(Run, run_id) if self.exists() else None
+            if r is None:
+                raise BenchError(f"no run with id {run_id} in {self.url}")
+            s.expunge(r)
+            return r
+
+    def per_user(self, run_id: int, metrics: list[str] | None = None) -> dict[str, np.ndarray]:
+        """All (or the named) per-user metric vectors of a run, as float64 arrays in evaluation-user order."""
+        q = select(UserMetric).where(UserMetric.run_id == run_id)
+        with Session(self.engine) as s:
+            rows = list(s.exec(q))
+        out = {r.metric: decode_vector(r.values) for r in rows if metrics is None or r.metric in metrics}
+        if not out:
+            raise BenchError(f"run {run_id} has no per-user metric vectors in {self.url}")
+        return out
+
+    def artifacts(self, *, kind: str | None = None, suite: str | None = None, model: str | None = None) -> list[Artifact]:
+        if not self.exists():
+            return []
+        q = select(Artifact)
+        for col, val in ((Artifact.kind, kind), (Artifact.suite, suite), (Artifact.model, model)):
+            if val is not None:
+                q = q.where(col == val)
+        with Session(self.engine) as s:
+            rows = list(s.exec(q.order_by(Artifact.id)))
+            for r in rows:
+                s.expunge(r)
+        return rows
+
+    def last_change(self) -> str:
+        """A cheap token that changes whenever a run is added (for dashboard caching)."""
+        if not self.exists():
+            return "empty"
+        from sqlalchemy import func
+
+        with Session(self.engine) as s:
+            n, last = s.exec(select(func.count(Run.id), func.max(Run.id))).one()
+            na = s.exec(select(func.count(Artifact.id))).one()
+        return f"{n}:{last}:{na}"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()

@@ -1,0 +1,1 @@
+"""Stage 6, runner: one run, sweeps of cells, and the study grid."""

@@ -1,0 +1,211 @@
+"""The runner: verify a suite's artifacts, fit an adapter on training data, score the shared test candidates,
+compute per-user metrics with the harness's engine, and store everything in one transaction."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import platform
+import resource
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+
+
+from mmsr_bench.models import adapter as adapter_mod
+from mmsr_bench.suites import build
+from mmsr_bench.evaluation import metrics
+from mmsr_bench import progress
+from mmsr_bench.models.adapter import Adapter
+from mmsr_bench.suites.build import SuiteData
+from mmsr_bench.errors import BenchError, MissingModality
+from mmsr_bench.paths import REPO_ROOT, auto_device, cache_dir, check_device
+from mmsr_bench.results.store import Run, Store, check_store
+from mmsr_bench.suites.spec import SuiteSpec
+from mmsr_bench.evaluation.scoring import score_split, seed_everything
+from mmsr_bench.models.adapter import check_needs
+
+log = logging.getLogger(__name__)
+
+RECORDED_PACKAGES = ("mmsr-bench", "numpy", "scipy", "pandas", "torch", "recbole", "transformers", "peft",
+                     "bitsandbytes", "open_clip_torch", "sentence-transformers", "sqlmodel")
+
+
+def code_version() -> tuple[str, bool]:
+    """Git SHA of the harness checkout and whether the work tree is dirty ("unknown" outside git)."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        return sha or "unknown", dirty
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    suite: SuiteSpec
+    model: str
+    datasets: list[str]
+    seeds: list[int]
+    overrides: dict[str, str]
+    db_url: str | None = None
+    device: str | None = None
+    variant: str = ""
+    perturb: str | None = None  # e.g. "blank:0.2": run on items whose images are perturbed; stored as the variant
+    also: tuple[SuiteSpec, ...] = ()  # other suites on the identical split: score the same fitted model there too
+    #: Skip a (dataset, seed) cell whose completed run with the same suite fingerprint, model, variant and config
+    #: hash is already in the store (an interrupted multi-seed command picks up where it stopped).
+    resume: bool = False
+
+
+def config_hash(model: Adapter) -> str:
+    """The identity of a configuration: sha256 of its canonical JSON (what the store records as config_hash)."""
+    return hashlib.sha256(json.dumps(_config_dict(model), sort_keys=True).encode()).hexdigest()
+
+
+def stored_cell(store: Store, req: "RunRequest", data: SuiteData, seed: int, cfg_hash: str) -> Run | None:
+    """The completed run of this cell already in the store, if any (for ``resume``)."""
+    variant = req.variant or (req.perturb or "")
+    for r in store.runs(suite=data.suite.name, dataset=data.dataset, model=req.model, variant=variant):
+        if r.seed == seed and r.suite_hash == data.fingerprint and r.config_hash == cfg_hash:
+            return r
+    return None
+
+
+def _config_dict(model: Adapter) -> dict:
+    cfg = dataclasses.asdict(model.config)
+    return json.loads(json.dumps(cfg, default=str))
+
+
+def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: Store,
+            also: list[SuiteData] | None = None) -> list[Run]:
+    """Fit once on ``data``'s training split, score its test split, and (``also``) the test splits of other suites
+    built on the identical processed sequences (e.g. amazon4-full beside amazon4). One run is stored per suite;
+    early stopping always used ``data``'s validation split, which each run records."""
+    reg = adapter_mod.get(req.model)
+    device = auto_device(req.device) if reg.cls.uses_torch else (req.device or "cpu")  # numpy models: no torch
+    if req.perturb and not req.variant:
+        req = dataclasses.replace(req, variant=req.perturb)
+    repro = seed_everything(seed, torch_too=reg.cls.uses_torch)
+    model = adapter_mod.build(req.model, req.overrides, seed=seed, device=device,
+                              cache_dir=str(cache_dir("models", req.model)))
+    check_needs(getattr(model, "effective_needs", reg.cls.needs), data, req.model)
+    sha, dirty = code_version()
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    config_text = json.dumps(_config_dict(model), sort_keys=True)
+
+    def record(target: SuiteData, status: str, **fields) -> Run:
+        info = dict(model.run_info, fitted_on_suite=data.suite.name, validation_suite=data.suite.name,
+                    item_text_source=build.item_text_source(data),  # the text the model was fitted on
+                    data_quality_warnings=list(target.quality_warnings), reproducibility=repro)
+        return Run(
+            group_id=group_id, suite=target.suite.name, suite_hash=target.fingerprint, dataset=target.dataset,
+            model=req.model, variant=req.variant, config_json=config_text,
+            config_hash=config_hash(model), seed=seed, code_version=sha,
+            code_dirty=dirty, packages_json=json.dumps(package_versions()), host=platform.node(), device=device,
+            started_at=started, finished_at=datetime.now(timezone.utc), status=status,
+            peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, n_users=len(target.test),
+            eval_users_hash=target.eval_users_hash, run_info_json=json.dumps(info, default=str), **fields)
+
+    fit_s = 0.0
+    scored = []
+    try:
+        log.info("fitting %s on %s/%s (seed %d)", req.model, data.suite.name, data.dataset, seed)
+        model.fit(data.train, data.valid)
+        fit_s = time.perf_counter() - t0
+        for target in [data, *(also or [])]:
+            t1 = time.perf_counter()
+            per_user = score_split(model, target.test, target.suite.evaluation.names(),
+                                   batch_size=getattr(model.config, "batch_size", 256),
+                                   description=f"scoring {target.suite.name}/{target.dataset}")
+            scored.append((target, per_user, time.perf_counter() - t1))
+    except BaseException as exc:
+        # A failed or interrupted run is recorded without any metric (its own transaction), then re-raised.
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        fit_s = fit_s or time.perf_counter() - t0
+        store.add_run(record(data, status, error=f"{type(exc).__name__}: {exc}"[:2000], fit_seconds=fit_s))
+        raise
+    out = []
+    for target, per_user, score_s in scored:
+        agg = metrics.aggregate(per_user)
+        run = record(target, "completed", fit_seconds=fit_s, score_seconds=score_s, metrics_json=json.dumps(agg))
+        out.append(store.add_run(run, per_user))
+    return out
+
+
+def perturbed(data: SuiteData, spec: str) -> SuiteData:
+    """The same split with a share of item images blanked, noised or swapped (robustness analysis). The perturbed
+    images are derived deterministically from the suite seed and written under the cache."""
+    from mmsr_bench.data import perturb
+
+    if not data.items.has("image"):
+        raise MissingModality(f"--perturb {spec}: dataset {data.dataset!r} has no item images to perturb")
+    out = cache_dir("perturbed", data.suite.name, data.dataset, spec.replace(":", "-"))
+    items = perturb.apply_to_items(data.items, spec, seed=data.suite.protocol.seed, out_dir=out)
+    return dataclasses.replace(data, items=items, train=dataclasses.replace(data.train, items=items))
+
+
+def execute(req: RunRequest, *, on_result=None) -> list[Run]:
+    """Run a model on the requested datasets and seeds. Every dataset is verified before any fitting starts."""
+    bad = [s for s in req.seeds if not isinstance(s, int) or not 0 <= s < 2 ** 32]
+    if bad or not req.seeds:
+        raise BenchError(f"seeds {bad or '[]'}: give one or more integers in [0, 2**32 - 1]")
+    check_device(req.device)
+    check_store(req.db_url)  # a bad --db fails here, and no store file is created by a rejected run
+    reg = adapter_mod.get(req.model)  # unknown model -> error before any work
+    # Built once with the user's overrides (constructors are cheap): a bad --set fails here, and the modalities
+    # this configuration really needs (e.g. mmgcn with modalities=id,text) are known before any data work.
+    probe = adapter_mod.build(req.model, req.overrides, device="cpu")
+    needs = getattr(probe, "effective_needs", reg.cls.needs)
+    loaded = []
+    for name in req.datasets:
+        with progress.track(f"verifying {req.suite.name}/{name}", total=None):
+            data = build.load(req.suite, name)
+        check_needs(needs, data, req.model)
+        if req.perturb:
+            data = perturbed(data, req.perturb)
+        extra = []
+        for other in req.also:
+            with progress.track(f"verifying {other.name}/{name}", total=None):
+                o = build.load(other, name)
+            same = build.sha256_file(o.directory / "sequences.tsv") == build.sha256_file(data.directory / "sequences.tsv")
+            if not same or o.suite.preprocess != req.suite.preprocess:
+                raise BenchError(f"--also {other.name}: its {name} split differs from {req.suite.name}'s, so a model "
+                                 f"fitted on one cannot be scored on the other; run it separately")
+            extra.append(o if not req.perturb else perturbed(o, req.perturb))
+        loaded.append((data, extra))
+    store = Store(req.db_url)
+    group_id = uuid.uuid4().hex[:12]
+    results = []
+    cfg_hash = config_hash(probe)
+    for data, extra in loaded:
+        for seed in req.seeds:
+            if req.resume:
+                done = stored_cell(store, req, data, seed, cfg_hash)
+                if done is not None:
+                    log.warning("resume: %s on %s/%s seed %d is already stored as run %d; skipped", req.model,
+                                data.suite.name, data.dataset, seed, done.id)
+                    continue
+            for run in run_one(req, data, seed, group_id, store, also=extra):
+                results.append(run)
+                if on_result:
+                    on_result(run)
+    return results
