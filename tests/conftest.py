@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dataclasses import dataclass
-
+from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, register
 from mmsr_bench.suites import build
 from mmsr_bench.suites import spec as suites
-from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, register
 
 REPO = Path(__file__).resolve().parent.parent
 

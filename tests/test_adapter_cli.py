@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mmsr_bench.models import conformance
-from mmsr_bench.cli.main import app
-
 import tests.test_conformance  # noqa: F401 - registers the canary adapters
+from mmsr_bench.cli.main import app
+from mmsr_bench.models import conformance
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -170,8 +169,8 @@ def test_a_third_party_package_installed_through_the_entry_point_is_checked(tmp_
 
 
 def test_set_values_are_validated_by_pydantic_naming_the_field():
-    from mmsr_bench.models import adapter
     from mmsr_bench.errors import BenchError
+    from mmsr_bench.models import adapter
 
     assert adapter.build("mmgcn", {"text_fields": "title, brand", "concat": "yes"}).config.text_fields == (
         "title", "brand")

@@ -14,10 +14,11 @@ import pytest
 import torch
 
 import mmsr_bench.models.toolkits.backbones as hb
-from mmsr_bench.models.toolkits.backbones import (NAMED_BACKBONES, Backbone, PretrainSpec, build_tiny, convert_named, load_backbone,
-                               named_backbone_file, weights_sha256)
 from mmsr_bench.errors import BenchError
-from mmsr_bench.models.toolkits.finetune import LoraSettings, SFTConfig, SFTExample, apply_lora, save_trainable, sft_train
+from mmsr_bench.models.toolkits.backbones import (NAMED_BACKBONES, Backbone, PretrainSpec, build_tiny, convert_named,
+                                                  load_backbone, named_backbone_file, weights_sha256)
+from mmsr_bench.models.toolkits.finetune import (LoraSettings, SFTConfig, SFTExample, apply_lora, save_trainable,
+                                                 sft_train)
 from mmsr_bench.models.toolkits.llm_scoring import answer_token_id
 from tests.conftest import requires_smollm2
 

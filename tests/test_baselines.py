@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmsr_bench.models.baselines import PopAdapter, PopConfig, RandomAdapter, RandomConfig, hashed_uniform
-from mmsr_bench.models import adapter as adapter_mod
-from mmsr_bench.evaluation import metrics
 from mmsr_bench.data.splits import EvalSplit, ItemTable, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError
+from mmsr_bench.evaluation import metrics
+from mmsr_bench.models import adapter as adapter_mod
+from mmsr_bench.models.baselines import PopAdapter, PopConfig, RandomAdapter, RandomConfig, hashed_uniform
 
 N_ITEMS = 60
 

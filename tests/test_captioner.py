@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from mmsr_bench.models.toolkits.captioner import (CAPTIONERS, Captioner, _new_projector, attribute_accuracy, build_captioner,
-                               image_feature_matrix, train_projector)
 from mmsr_bench.errors import BenchError
+from mmsr_bench.models.toolkits.captioner import (CAPTIONERS, Captioner, _new_projector, attribute_accuracy,
+                                                  build_captioner, image_feature_matrix, train_projector)
 from mmsr_bench.models.toolkits.vlm import CAPTION_PROMPT, caption_items
 from tests.conftest import requires_smollm2
 

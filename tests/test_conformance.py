@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from mmsr_bench.errors import BenchError
 from mmsr_bench.models import conformance
 from mmsr_bench.models.adapter import Adapter, AdapterConfig, register
 from mmsr_bench.suites.build import SuiteData
-from mmsr_bench.errors import BenchError
 
 
 @dataclass(frozen=True)

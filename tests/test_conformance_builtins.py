@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from mmsr_bench.models import adapter
-from mmsr_bench.models import conformance
+from mmsr_bench.models import adapter, conformance
 
 #: Run by default; every other catalog entry is slow.
 CHEAP = {"pop", "random", "sasrec", "bert4rec", "gptrec"}

@@ -16,8 +16,8 @@ from streamlit.testing.v1 import AppTest
 from mmsr_bench import dashboard
 from mmsr_bench.dashboard import queries as q
 from mmsr_bench.dashboard.fixture import FixtureSpec, build_fixture_store
-from mmsr_bench.results.ablations import compute
 from mmsr_bench.errors import BenchError
+from mmsr_bench.results.ablations import compute
 from mmsr_bench.results.leaderboard import build_board, to_markdown
 from mmsr_bench.results.significance import compare
 from mmsr_bench.results.store import Artifact, Run, Store

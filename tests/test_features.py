@@ -9,8 +9,8 @@ from PIL import Image
 
 from mmsr_bench.data.splits import ItemTable
 from mmsr_bench.errors import BenchError, MissingModality
-from mmsr_bench.models.toolkits.features import (FeatureMatrix, bundled_minilm_path, check_modalities, image_features, load_clip,
-                              parse_modalities, text_features)
+from mmsr_bench.models.toolkits.features import (FeatureMatrix, bundled_minilm_path, check_modalities, image_features,
+                                                 load_clip, parse_modalities, text_features)
 
 CLIP = "open_clip:ViT-S-32"  # the smallest ViT config open_clip ships; same code path as ViT-B-32
 

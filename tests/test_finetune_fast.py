@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmsr_bench.models.toolkits.backbones import load_backbone
 from mmsr_bench.errors import BenchError
-from mmsr_bench.models.toolkits.finetune import LoraSettings, SFTExample, _collate, answer_loss, apply_lora, encode_example
+from mmsr_bench.models.toolkits.backbones import load_backbone
+from mmsr_bench.models.toolkits.finetune import (LoraSettings, SFTExample, _collate, answer_loss, apply_lora,
+                                                 encode_example)
 from mmsr_bench.models.toolkits.llm_scoring import _base, _body_and_head, answer_token_id
 from tests.conftest import requires_smollm2
 

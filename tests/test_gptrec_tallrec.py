@@ -8,10 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from mmsr_bench.models.adapter import build, get
 from mmsr_bench.data.splits import EvalSplit, ItemTable, TrainData
 from mmsr_bench.errors import BenchError
-
+from mmsr_bench.models.adapter import build, get
 from mmsr_bench.models.gptrec import evaluate_split, svd_item_codes
 from tests.conftest import requires_smollm2
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmsr_bench.results import hallucination as h
 from mmsr_bench.errors import BenchError
+from mmsr_bench.results import hallucination as h
 from mmsr_bench.results.store import Artifact, Store
 
 

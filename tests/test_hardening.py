@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mmsr_bench.suites import build
-from mmsr_bench.suites import spec as suites
 from mmsr_bench.cli.main import app
 from mmsr_bench.errors import BenchError, HashMismatch
 from mmsr_bench.paths import cache_dir, check_safe_name, inside
+from mmsr_bench.suites import build
+from mmsr_bench.suites import spec as suites
 
 
 @pytest.mark.parametrize("name", ["../../../../victim", "../escape", "a/b", "..", ".", "", ".hidden", "a\\b",

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mmsr_bench.errors import BenchError
-from mmsr_bench.models.toolkits.image_encoders import (IMAGE_ENCODERS, image_encoder_file, load_image_encoder, match_in_order,
-                                    read_weights)
+from mmsr_bench.models.toolkits.image_encoders import (IMAGE_ENCODERS, image_encoder_file, load_image_encoder,
+                                                       match_in_order, read_weights)
 
 SPEC = IMAGE_ENCODERS["efficientnet-lite0"]
 

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from mmsr_bench.models.toolkits.backbones import load_backbone
 from mmsr_bench.errors import BenchError
+from mmsr_bench.models.toolkits.backbones import load_backbone
 from mmsr_bench.models.toolkits.finetune import LoraSettings, apply_lora
-from mmsr_bench.models.toolkits.llm_scoring import (ScoringOptions, _yes_no_reducer, answer_token_id, continuation_logprobs, encode_prefix,
-                                 encode_suffix, naive_continuation_logprobs, naive_yes_no_scores_ids,
-                                 prefix_shared_reduce, yes_no_scores, yes_no_scores_ids)
+from mmsr_bench.models.toolkits.llm_scoring import (ScoringOptions, _yes_no_reducer, answer_token_id,
+                                                    continuation_logprobs, encode_prefix, encode_suffix,
+                                                    naive_continuation_logprobs, naive_yes_no_scores_ids,
+                                                    prefix_shared_reduce, yes_no_scores, yes_no_scores_ids)
 from tests.conftest import requires_smollm2
 
 TEXTS = [f"{c} {k} number {i}" for i, (c, k) in enumerate(

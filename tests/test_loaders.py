@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mmsr_bench.data.loaders import (find_data_root, format_categories, load_amazon_2014, load_amazon_2023, load_s3rec,
+                                     load_sequence_file, read_item_text_tsv, read_items_tsv, read_users_tsv)
 from mmsr_bench.data.splits import RawDataset
 from mmsr_bench.errors import DataError, UnknownName
-from mmsr_bench.data.loaders import (find_data_root, format_categories, load_amazon_2014, load_amazon_2023, load_s3rec,
-                             load_sequence_file, read_item_text_tsv, read_items_tsv, read_users_tsv)
 
 
 def write(path: Path, text: str, gz: bool = False) -> Path:

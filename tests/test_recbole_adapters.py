@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmsr_bench.models.baselines import PopAdapter, PopConfig, RandomAdapter, RandomConfig
-from mmsr_bench.models.recbole_models import BERT4RecAdapter, BERT4RecConfig, SASRecAdapter, SASRecConfig
-from mmsr_bench.models import adapter as adapter_mod
-from mmsr_bench.evaluation import metrics
 from mmsr_bench.data.splits import EvalSplit, ItemTable, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError
+from mmsr_bench.evaluation import metrics
+from mmsr_bench.models import adapter as adapter_mod
+from mmsr_bench.models.baselines import PopAdapter, PopConfig, RandomAdapter, RandomConfig
+from mmsr_bench.models.recbole_models import BERT4RecAdapter, BERT4RecConfig, SASRecAdapter, SASRecConfig
 
 N_USERS, N_SEEN, N_ITEMS, N_NEG = 200, 100, 104, 30  # items 101..104 never occur anywhere (cold items)
 

@@ -8,8 +8,8 @@ import sys
 
 from typer.testing import CliRunner
 
-from mmsr_bench.models import adapter
 from mmsr_bench.cli.main import app
+from mmsr_bench.models import adapter
 
 
 def test_catalog_matches_the_registry():

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mmsr_bench.models import adapter
-from mmsr_bench.suites import build
-from mmsr_bench.evaluation import scoring
-from mmsr_bench.runner import execute as runner
-from mmsr_bench.suites import spec as suites
 from mmsr_bench.cli.main import _normalize_argv, app
 from mmsr_bench.errors import BenchError, HashMismatch, MissingModality
+from mmsr_bench.evaluation import scoring
+from mmsr_bench.models import adapter
 from mmsr_bench.results.store import Store
+from mmsr_bench.runner import execute as runner
+from mmsr_bench.suites import build
+from mmsr_bench.suites import spec as suites
 
 
 def _req(path, model="test-successor", seeds=(0,), **kw):

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mmsr_bench.runner import execute as runner
-from mmsr_bench.results import significance
-from mmsr_bench.suites import spec as suites
 from mmsr_bench.cli.main import app
 from mmsr_bench.errors import BenchError
+from mmsr_bench.results import significance
 from mmsr_bench.results.leaderboard import build_board
 from mmsr_bench.results.store import Run, Store
+from mmsr_bench.runner import execute as runner
+from mmsr_bench.suites import spec as suites
 
 
 def _run(frozen, model, seeds=(0,), **overrides):

@@ -10,9 +10,9 @@ import pytest
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from mmsr_bench.results import store_copy
 from mmsr_bench.cli.main import app
 from mmsr_bench.errors import BenchError
+from mmsr_bench.results import store_copy
 from mmsr_bench.results.store import Artifact, Run, Store, UserMetric
 from mmsr_bench.results.store_copy import cell, copy_store
 

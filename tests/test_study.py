@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mmsr_bench.models import conformance
-from mmsr_bench.results import significance
-from mmsr_bench.runner import study
-from mmsr_bench.suites import spec as suites
 from mmsr_bench.cli.main import app
+from mmsr_bench.models import conformance
+from mmsr_bench.results import significance, study
 from mmsr_bench.results.store import Run, Store
+from mmsr_bench.runner import study as study_runner
+from mmsr_bench.suites import spec as suites
 
 MODELS = ("pop", "random", "sasrec", "bert4rec", "gptrec", "tallrec", "mmgcn", "mmsr")
 METRICS = ["hr@5", "hr@10", "ndcg@5", "ndcg@10"]  # the kit's suite: hr, ndcg, mrr at 1, 5, 10 (no recall, no AUC)
@@ -78,7 +78,7 @@ def _row(section: str, label: str) -> list[str]:
 
 def test_run_stored_every_cell_and_the_plan_shows_nothing_missing(kit):
     assert "0 missing" in kit["output"]
-    p = study.plan(study.validate(kit["path"], budget="tiny", db=kit["url"], models=",".join(MODELS)))
+    p = study_runner.plan(study.validate(kit["path"], budget="tiny", db=kit["url"], models=",".join(MODELS)))
     assert not p.missing and len(p.stored) == len(MODELS)
     r = CliRunner().invoke(app, ["study", "--suite", kit["path"], "--budget", "tiny", "--plan", "--models",
                                  ",".join(MODELS), "--db", kit["url"]])
@@ -91,10 +91,10 @@ def test_run_stored_every_cell_and_the_plan_shows_nothing_missing(kit):
         assert run.config_hash == study.expected_config_hash(run.model, "tiny")
     assert study.expected_config_hash("sasrec", "tiny") != study.expected_config_hash("sasrec", "default")
     # the default budget's plan sees none of them (tiny and default runs never mix); pop/random have no tiny budget
-    default = study.plan(study.validate(kit["path"], db=kit["url"], models=",".join(MODELS)))
+    default = study_runner.plan(study.validate(kit["path"], db=kit["url"], models=",".join(MODELS)))
     assert {c.model for c in default.missing} == set(MODELS) - {"pop", "random"}
     # with the full grid, the estimate of a missing cell is known only where the model has stored runs
-    full = study.plan(study.validate(kit["path"], budget="tiny", db=kit["url"]))
+    full = study_runner.plan(study.validate(kit["path"], budget="tiny", db=kit["url"]))
     assert {c.model for c in full.missing} == set(study.grid_models()) - set(MODELS)
     assert all(c.estimate_s is None for c in full.missing)
     assert all(c.estimate_s is not None for c in default.missing)  # from the tiny runs of the same model

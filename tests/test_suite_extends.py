@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mmsr_bench.suites import spec as suites
 from mmsr_bench.errors import BenchError
+from mmsr_bench.suites import spec as suites
 
 
 @pytest.mark.parametrize("child, parent, differs", [

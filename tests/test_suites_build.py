@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mmsr_bench.errors import BenchError, HashMismatch, UnknownName
 from mmsr_bench.suites import build
 from mmsr_bench.suites import spec as suites
-from mmsr_bench.errors import BenchError, HashMismatch, UnknownName
 from tests.conftest import write_tiny_suite
 
 
@@ -127,8 +127,9 @@ def test_missing_dataset_says_what_to_fetch():
 
 
 def test_kcore_and_duplicates(tmp_path):
-    from mmsr_bench.data.splits import RawDataset
     import pandas as pd
+
+    from mmsr_bench.data.splits import RawDataset
 
     raw = RawDataset("x", ["a", "b", "c"], [["1", "1", "2", "3"], ["1", "2", "2", "3"], ["9", "1"]],
                      pd.DataFrame(index=["1", "2", "3", "9"]))

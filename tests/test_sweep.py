@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mmsr_bench.suites import build
-from mmsr_bench.suites import spec as suites
-from mmsr_bench.runner import sweep
 from mmsr_bench.cli.main import app
 from mmsr_bench.errors import BenchError
 from mmsr_bench.results.store import Store
+from mmsr_bench.runner import sweep
+from mmsr_bench.suites import build
+from mmsr_bench.suites import spec as suites
 from tests.conftest import write_tiny_suite
 
 MODELS = ["random", "pop"]

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from mmsr_bench.data.splits import ITEM_TEXT_FIELDS, RawDataset
+from mmsr_bench.data.synth import (COLOURS, PATTERNS, SHAPES, SYNTH4_CATEGORIES, SynthConfig, generate,
+                                   latent_attributes, latent_users)
 from mmsr_bench.errors import BenchError
-from mmsr_bench.data.synth import (COLOURS, PATTERNS, SHAPES, SYNTH4_CATEGORIES, SynthConfig, generate, latent_attributes,
-                           latent_users)
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import re
 import pytest
 from typer.testing import CliRunner
 
+from mmsr_bench.errors import BenchError
 from mmsr_bench.results import ablations as ablation_report
 from mmsr_bench.results import tables
-from mmsr_bench.errors import BenchError
 from mmsr_bench.results.tables import MISSING, Cell, Table, rank_columns
 
 
@@ -112,10 +112,10 @@ def _balanced(tex: str) -> bool:
 
 
 def test_dashboard_and_report_ablations_come_from_one_function(tmp_path, monkeypatch):
+    from mmsr_bench.cli.main import app
     from mmsr_bench.dashboard import queries as q
     from mmsr_bench.dashboard import ui
     from mmsr_bench.dashboard.fixture import FixtureSpec, build_fixture_store
-    from mmsr_bench.cli.main import app
     from mmsr_bench.results.store import Store
 
     url = f"sqlite:///{tmp_path / 'results.db'}"

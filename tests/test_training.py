@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmsr_bench.evaluation import scoring
-from mmsr_bench.models import adapter
-from mmsr_bench.runner import execute as runner
-from mmsr_bench.models.adapter import Adapter
 from mmsr_bench.data.splits import EvalSplit, ScoreBatch
-from mmsr_bench.evaluation.training import (EarlyStopping, Validator, evenly_spaced, fit_epochs, split_metric, take_users,
-                              valid_subset)
+from mmsr_bench.evaluation import scoring
+from mmsr_bench.evaluation.training import (EarlyStopping, Validator, evenly_spaced, fit_epochs, split_metric,
+                                            take_users, valid_subset)
+from mmsr_bench.models import adapter
+from mmsr_bench.models.adapter import Adapter
+from mmsr_bench.runner import execute as runner
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -99,8 +99,9 @@ def test_recbole_rule_matches_recbole(seed):
 
 def test_recbole_rule_copy_is_recboles_own():
     pytest.importorskip("recbole")
-    import mmsr_bench.models.recbole_compat  # noqa: F401  (before any recbole import)
     from recbole.utils import early_stopping
+
+    import mmsr_bench.models.recbole_compat  # noqa: F401  (before any recbole import)
 
     rng = np.random.default_rng(3)
     values = rng.integers(0, 3, size=30).astype(float).tolist()

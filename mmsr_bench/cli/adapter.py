@@ -26,10 +26,9 @@ def adapter_check(
     from rich.markup import escape
     from rich.table import Table
 
-    from mmsr_bench.models import adapter
-    from mmsr_bench.models import conformance
     from mmsr_bench.cli.common import _setup, console, err_console, fail
     from mmsr_bench.errors import BenchError
+    from mmsr_bench.models import adapter, conformance
 
     _setup(verbose)
     try:
@@ -60,9 +59,9 @@ def adapter_new(
     root: Optional[Path] = typer.Option(None, "--root", help="The checkout to write into (default: this one)."),
 ) -> None:
     """Write adapters/<name>.py and tests/test_<name>.py from the pop baseline, and its registry.toml entry."""
-    from mmsr_bench.models import scaffold
     from mmsr_bench.cli.common import _setup, console, fail
     from mmsr_bench.errors import BenchError
+    from mmsr_bench.models import scaffold
 
     _setup()
     try:

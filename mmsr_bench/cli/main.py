@@ -12,9 +12,8 @@ from typing import Optional
 
 import typer
 
-from mmsr_bench.cli.common import (DB_OPTION, FORMATS, _names_option, _print_table, _setup, console, err_console,
-                                   fail)
 from mmsr_bench import progress as progress_mod
+from mmsr_bench.cli.common import DB_OPTION, FORMATS, _names_option, _print_table, _setup, console, err_console, fail
 from mmsr_bench.errors import BenchError
 
 app = typer.Typer(help="mmsr-bench: frozen-protocol benchmarks for sequential recommenders.", no_args_is_help=True,
@@ -93,8 +92,8 @@ def run(
 # ------------------------------------------------------------------------------------------- leaderboard
 def _leaderboard(suite: str, datasets: list[str] | None, metric: Optional[str], fmt: str, db: Optional[str],
                  against: Optional[str], alpha: float, test: str, correction: str) -> None:
-    from mmsr_bench.results import leaderboard as lb
     from mmsr_bench.evaluation import metrics as mt
+    from mmsr_bench.results import leaderboard as lb
     from mmsr_bench.results.store import Store
 
     metrics = [m.strip() for m in metric.split(",")] if metric else None
@@ -457,8 +456,8 @@ def data_images(
     offline: bool = typer.Option(False, "--offline", help="Only use local files and images already cached."),
 ) -> None:
     """Resolve and verify every item image of a suite's datasets (downloading URLs once) and report coverage."""
-    from mmsr_bench.suites import build
     from mmsr_bench.data import images
+    from mmsr_bench.suites import build
     from mmsr_bench.suites import spec as suites
 
     _setup()
@@ -561,13 +560,13 @@ def _register_extensions() -> None:
         from mmsr_bench.cli import mllm as cli_mllm
 
         cli_mllm.register(app)
-    from mmsr_bench.cli import adapter as cli_adapter# bench adapter check | new (the conformance kit)
+    from mmsr_bench.cli import adapter as cli_adapter  # bench adapter check | new (the conformance kit)
 
     cli_adapter.register(app)
-    from mmsr_bench.cli import sweep as cli_sweep# bench sweep (local processes or a Ray cluster)
+    from mmsr_bench.cli import sweep as cli_sweep  # bench sweep (local processes or a Ray cluster)
 
     cli_sweep.register(app)
-    from mmsr_bench.cli import study as cli_study# bench study | report study (the MLLM-SRec study in one command)
+    from mmsr_bench.cli import study as cli_study  # bench study | report study (the MLLM-SRec study in one command)
 
     cli_study.register(app)
 

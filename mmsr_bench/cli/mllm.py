@@ -16,12 +16,12 @@ def hallucination_payloads(suite: str, model: str, datasets: list[str] | None, s
                            clip_steps: int = 200, space: str = "lit") -> list[dict]:
     """Caption every item with the model's VLM (cached), then score captions with CLIP (see mmsr_bench.results.hallucination)."""
     from mmsr_bench.models import adapter
-    from mmsr_bench.suites import build
-    from mmsr_bench.suites import spec as suites
-    from mmsr_bench.results.hallucination import ClipTrainSpec, analyse
-    from mmsr_bench.paths import auto_device
     from mmsr_bench.models.toolkits.captioner import load_vlm
     from mmsr_bench.models.toolkits.vlm import TinyVLMSpec, caption_items
+    from mmsr_bench.paths import auto_device
+    from mmsr_bench.results.hallucination import ClipTrainSpec, analyse
+    from mmsr_bench.suites import build
+    from mmsr_bench.suites import spec as suites
 
     spec = suites.load_suite(suite)
     reg = adapter.get(model)
@@ -122,9 +122,9 @@ def register(app: typer.Typer) -> None:
         db: Optional[str] = DB_OPTION,
     ) -> None:
         """One row per variant, one column per metric: value, change over --base, significance marker."""
-        from mmsr_bench.results import ablations as ar
         from mmsr_bench.cli.common import _print_table, _setup, console, fail
         from mmsr_bench.errors import BenchError
+        from mmsr_bench.results import ablations as ar
         from mmsr_bench.results.store import Store
 
         _setup()

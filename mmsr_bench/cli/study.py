@@ -83,10 +83,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The MLLM-SRec study's grid (RQ1-RQ4): which (model, dataset, seed) cells are stored, which are missing,
         and (--run) run the missing ones."""
-        from mmsr_bench.runner import study
         from mmsr_bench.cli.common import _setup, console, err_console, fail
         from mmsr_bench.errors import BenchError
+        from mmsr_bench.results import study
         from mmsr_bench.results.store import mask_url
+        from mmsr_bench.runner import study as study_runner
 
         _setup(verbose)
         try:
@@ -96,14 +97,14 @@ def register(app: typer.Typer) -> None:
                 raise BenchError(f"--format {format!r}: choose table or json")
             opts = study.validate(suite, datasets=dataset, seeds=seed, models=models, rqs=rq, budget=budget, db=db,
                                   device=device)
-            p = study.plan(opts)
+            p = study_runner.plan(opts)
             if run_:
                 if format == "table":
                     print_plan(p, title=f"study plan before running: {p.suite} (budget {p.budget})")
-                outcomes = study.run_missing(opts, p, on_result=lambda r: err_console.print(
+                outcomes = study_runner.run_missing(opts, p, on_result=lambda r: err_console.print(
                     f"[green]stored run {r.id}[/green]: {r.model} on {r.suite}/{r.dataset} seed {r.seed} "
                     f"(fit {r.fit_seconds:.1f}s, score {r.score_seconds:.1f}s)"))
-                p = study.plan(opts)
+                p = study_runner.plan(opts)
         except BenchError as exc:
             fail(str(exc))
             return
@@ -141,12 +142,11 @@ def register(app: typer.Typer) -> None:
         """The study's tables: one per research question (best bold, second underlined, significance markers,
         %Improv., mean ± CI over seeds), the hallucination table, and a footer naming suite hash, code version
         and the runs behind each table."""
-        from mmsr_bench.results import significance
-        from mmsr_bench.runner import study
-        from mmsr_bench.suites import spec as suites
         from mmsr_bench.cli.common import _setup, console, fail
         from mmsr_bench.errors import BenchError
+        from mmsr_bench.results import significance, study
         from mmsr_bench.results.store import Store
+        from mmsr_bench.suites import spec as suites
 
         _setup()
         try:

@@ -34,10 +34,10 @@ def sweep_command(
     from rich.live import Live
     from rich.table import Table
 
-    from mmsr_bench.models import adapter
-    from mmsr_bench.runner import sweep
     from mmsr_bench.cli.common import _names_option, _setup, console, err_console, fail
     from mmsr_bench.errors import BenchError
+    from mmsr_bench.models import adapter
+    from mmsr_bench.runner import sweep
 
     _setup(verbose)
     t0 = time.perf_counter()

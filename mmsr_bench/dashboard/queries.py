@@ -23,15 +23,15 @@ import pandas as pd
 import plotly.graph_objects as go
 from sqlalchemy.engine import make_url
 
+from mmsr_bench.errors import BenchError
+from mmsr_bench.paths import default_db_url
 from mmsr_bench.results import ablations as ablation_report
 from mmsr_bench.results.ablations import AblationCell
-from mmsr_bench.errors import BenchError
 from mmsr_bench.results.leaderboard import Board, build_board, latest_runs, summarize_seeds
-from mmsr_bench.paths import default_db_url
 from mmsr_bench.results.significance import compare, mark_board
+from mmsr_bench.results.store import Artifact, Run, Store
 from mmsr_bench.results.tables import Cell as TableCell
 from mmsr_bench.results.tables import plain_text
-from mmsr_bench.results.store import Artifact, Run, Store
 
 log = logging.getLogger(__name__)
 

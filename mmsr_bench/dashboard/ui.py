@@ -16,9 +16,9 @@ import pandas as pd
 import streamlit as st
 
 from mmsr_bench.dashboard import queries as q
+from mmsr_bench.errors import BenchError
 from mmsr_bench.results import ablations as ablation_report
 from mmsr_bench.results.ablations import Ablation
-from mmsr_bench.errors import BenchError
 from mmsr_bench.results.leaderboard import Board
 from mmsr_bench.results.store import Store
 

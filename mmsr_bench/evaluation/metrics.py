@@ -22,6 +22,7 @@ from mmsr_bench.errors import BenchError
 from mmsr_bench.suites.metric_names import (_CUTOFF_METRICS, MAX_CUTOFF, METRIC_NAMES,  # noqa: F401 - re-exported
                                             metric_names, parse_metric)
 
+
 @dataclass(frozen=True)
 class RankCounts:
     greater: np.ndarray  # int64 (U,)

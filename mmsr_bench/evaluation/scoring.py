@@ -3,12 +3,11 @@ seeding a fit so the same seed gives the same numbers. Here, below the models an
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import logging
 import os
 import random
 import time
+from typing import Protocol
 
 import numpy as np
 

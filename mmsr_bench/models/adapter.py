@@ -13,7 +13,9 @@ from __future__ import annotations
 import abc
 import dataclasses
 import difflib
+import hashlib
 import importlib
+import json
 import logging
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -326,3 +328,14 @@ def check_needs(needs: Needs, data: "SuiteData", model: str) -> None:
             f"meta_<Category>.json.gz, run `bench data import amazon4-mm --from DIR`, `bench suite freeze amazon4-mm` "
             f"(review the diff), `bench data images --suite amazon4-mm`, then run on --suite amazon4-mm; or pick a "
             f"text-only variant (e.g. mllm-srec-text).")
+
+
+def config_dict(model: Adapter) -> dict:
+    """The configuration as plain JSON values (what a run stores as its config)."""
+    cfg = dataclasses.asdict(model.config)
+    return json.loads(json.dumps(cfg, default=str))
+
+
+def config_hash(model: Adapter) -> str:
+    """The identity of a configuration: sha256 of its canonical JSON (what the store records as config_hash)."""
+    return hashlib.sha256(json.dumps(config_dict(model), sort_keys=True).encode()).hexdigest()

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmsr_bench.models.adapter import Adapter, AdapterConfig, register
 from mmsr_bench.data.splits import EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError
+from mmsr_bench.models.adapter import Adapter, AdapterConfig, register
 
 log = logging.getLogger(__name__)
 

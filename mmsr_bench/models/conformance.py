@@ -44,9 +44,9 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
-from mmsr_bench.models import adapter as adapter_mod
 from mmsr_bench.data.splits import EvalSplit, ScoreBatch
 from mmsr_bench.errors import BenchError
+from mmsr_bench.models import adapter as adapter_mod
 
 log = logging.getLogger(__name__)
 

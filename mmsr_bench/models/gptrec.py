@@ -37,11 +37,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mmsr_bench.models.adapter import Adapter, AdapterConfig, register
 from mmsr_bench.data.splits import EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError
 from mmsr_bench.evaluation.training import (EarlyStopping, Validator, fit_epochs, module_restore, module_snapshot,
-                              split_metric, valid_subset)
+                                            split_metric, valid_subset)
+from mmsr_bench.models.adapter import Adapter, AdapterConfig, register
 
 log = logging.getLogger(__name__)
 

@@ -78,11 +78,11 @@ from typing import Sequence
 
 import numpy as np
 
-from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, register
 from mmsr_bench.data.splits import EvalSplit, ItemTable, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError, MissingModality
 from mmsr_bench.evaluation.metrics import aggregate, evaluate_scores
 from mmsr_bench.evaluation.training import balanced_subsample, pointwise_validation_set
+from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, register
 
 log = logging.getLogger(__name__)
 
@@ -360,9 +360,9 @@ class MLLMSRec(Adapter):
 
         from mmsr_bench.models.toolkits.backbones import PretrainSpec, load_backbone
         from mmsr_bench.models.toolkits.finetune import LoraSettings, SFTConfig, SFTExample, sft_train
-        from mmsr_bench.paths import cache_dir
-        from mmsr_bench.models.toolkits.trainable import prepare_trainable, resolve_train_mode
         from mmsr_bench.models.toolkits.summaries import KeywordPreference, item_summaries, llm_preference_step
+        from mmsr_bench.models.toolkits.trainable import prepare_trainable, resolve_train_mode
+        from mmsr_bench.paths import cache_dir
 
         c = self.config
         if c.threads:

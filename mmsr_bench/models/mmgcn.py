@@ -37,12 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsr_bench.models.adapter import AdapterConfig, Needs, register
 from mmsr_bench.data.splits import ITEM_TEXT_FIELDS, EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError
+from mmsr_bench.evaluation.training import EarlyStopping, Validator, fit_epochs, module_restore, module_snapshot
+from mmsr_bench.models.adapter import AdapterConfig, Needs, register
 from mmsr_bench.models.toolkits.feature_adapter import FeatureAdapter
 from mmsr_bench.models.toolkits.features import FeatureMatrix
-from mmsr_bench.evaluation.training import EarlyStopping, Validator, fit_epochs, module_restore, module_snapshot
 
 log = logging.getLogger(__name__)
 

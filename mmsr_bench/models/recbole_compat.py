@@ -49,9 +49,9 @@ def _add_numpy_aliases() -> None:
 
 
 import recbole  # noqa: E402  (after the helpers above; importing recbole itself touches no removed alias)
+import recbole.trainer.trainer as _recbole_trainer_module  # noqa: E402
 from recbole.config import Config  # noqa: E402
 from recbole.trainer import Trainer  # noqa: E402
-import recbole.trainer.trainer as _recbole_trainer_module  # noqa: E402
 
 _RECBOLE_DIR = str(Path(recbole.__file__).resolve().parent)
 

@@ -43,12 +43,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+# isort: off
 import mmsr_bench.models.recbole_compat as compat  # noqa: F401  (must precede every recbole import)
-from mmsr_bench.evaluation import metrics
-from mmsr_bench.models.adapter import Adapter, AdapterConfig, register
 from mmsr_bench.data.splits import EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError
-from mmsr_bench.evaluation.training import EarlyStopping, Validator, evenly_spaced, fit_epochs, module_restore, module_snapshot
+from mmsr_bench.evaluation import metrics
+from mmsr_bench.evaluation.training import (EarlyStopping, Validator, evenly_spaced, fit_epochs, module_restore,
+                                            module_snapshot)
+from mmsr_bench.models.adapter import Adapter, AdapterConfig, register
 
 from recbole.data import create_dataset  # noqa: E402
 from recbole.data.dataloader import TrainDataLoader  # noqa: E402
@@ -56,6 +58,7 @@ from recbole.data.interaction import Interaction  # noqa: E402
 from recbole.model.sequential_recommender import BERT4Rec, SASRec  # noqa: E402
 from recbole.sampler import RepeatableSampler  # noqa: E402
 from recbole.utils import init_seed  # noqa: E402
+# isort: on
 
 log = logging.getLogger(__name__)
 

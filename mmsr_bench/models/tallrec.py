@@ -44,12 +44,12 @@ from typing import Sequence
 
 import numpy as np
 
-from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, register
 from mmsr_bench.data.splits import EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError, MissingModality
 from mmsr_bench.evaluation.metrics import aggregate, evaluate_scores
-from mmsr_bench.models.toolkits.trainable import is_tiny, prepare_trainable, resolve_train_mode
 from mmsr_bench.evaluation.training import balanced_subsample, pointwise_validation_set
+from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, register
+from mmsr_bench.models.toolkits.trainable import is_tiny, prepare_trainable, resolve_train_mode
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,8 @@ import logging
 import math
 from dataclasses import dataclass
 
-from mmsr_bench.results import stats
-from mmsr_bench.results import tables
 from mmsr_bench.errors import BenchError
+from mmsr_bench.results import stats, tables
 from mmsr_bench.results.leaderboard import latest_runs
 from mmsr_bench.results.significance import CORRECTION_NAMES, TEST_NAMES, check_comparable, check_options, seed_averaged
 from mmsr_bench.results.store import Run, Store

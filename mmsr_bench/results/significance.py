@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmsr_bench.results import stats
 from mmsr_bench.errors import BenchError
+from mmsr_bench.results import stats
 from mmsr_bench.results.leaderboard import Board, _metric_order, latest_runs
 from mmsr_bench.results.store import Run, Store
 

@@ -30,7 +30,6 @@ from typing import Callable, Iterator
 from uuid import NAMESPACE_URL, uuid4, uuid5
 
 import numpy as np
-
 from sqlalchemy import event, text
 from sqlalchemy.exc import (ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError, OperationalError,
                             ProgrammingError)

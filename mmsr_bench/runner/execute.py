@@ -4,7 +4,6 @@ compute per-user metrics with the harness's engine, and store everything in one 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import platform
@@ -16,19 +15,19 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
-
-from mmsr_bench.models import adapter as adapter_mod
-from mmsr_bench.suites import build
-from mmsr_bench.evaluation import metrics
 from mmsr_bench import progress
-from mmsr_bench.models.adapter import Adapter
-from mmsr_bench.suites.build import SuiteData
 from mmsr_bench.errors import BenchError, MissingModality
+from mmsr_bench.evaluation import metrics
+from mmsr_bench.evaluation.scoring import score_split, seed_everything
+from mmsr_bench.models import adapter as adapter_mod
+from mmsr_bench.models.adapter import check_needs
+from mmsr_bench.models.adapter import config_dict as _config_dict
+from mmsr_bench.models.adapter import config_hash
 from mmsr_bench.paths import REPO_ROOT, auto_device, cache_dir, check_device
 from mmsr_bench.results.store import Run, Store, check_store
+from mmsr_bench.suites import build
+from mmsr_bench.suites.build import SuiteData
 from mmsr_bench.suites.spec import SuiteSpec
-from mmsr_bench.evaluation.scoring import score_split, seed_everything
-from mmsr_bench.models.adapter import check_needs
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +74,6 @@ class RunRequest:
     resume: bool = False
 
 
-def config_hash(model: Adapter) -> str:
-    """The identity of a configuration: sha256 of its canonical JSON (what the store records as config_hash)."""
-    return hashlib.sha256(json.dumps(_config_dict(model), sort_keys=True).encode()).hexdigest()
-
-
 def stored_cell(store: Store, req: "RunRequest", data: SuiteData, seed: int, cfg_hash: str) -> Run | None:
     """The completed run of this cell already in the store, if any (for ``resume``)."""
     variant = req.variant or (req.perturb or "")
@@ -87,11 +81,6 @@ def stored_cell(store: Store, req: "RunRequest", data: SuiteData, seed: int, cfg
         if r.seed == seed and r.suite_hash == data.fingerprint and r.config_hash == cfg_hash:
             return r
     return None
-
-
-def _config_dict(model: Adapter) -> dict:
-    cfg = dataclasses.asdict(model.config)
-    return json.loads(json.dumps(cfg, default=str))
 
 
 def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: Store,

@@ -115,11 +115,11 @@ def validate(req: SweepRequest) -> None:
 def plan(req: SweepRequest) -> list[Cell]:
     """Validate, verify every dataset once on the driver, and list the cells."""
     from mmsr_bench.models import adapter as adapter_mod
-    from mmsr_bench.suites import build
-    from mmsr_bench.runner import execute as runner
-    from mmsr_bench.suites import spec as suites
     from mmsr_bench.paths import check_device
     from mmsr_bench.results.store import check_store
+    from mmsr_bench.runner import execute as runner
+    from mmsr_bench.suites import build
+    from mmsr_bench.suites import spec as suites
 
     validate(req)
     check_device(req.device)
@@ -151,10 +151,10 @@ def stored(store, cell: Cell):
 
 def run_cell(cell: Cell, db_url: str | None, group_id: str) -> dict:
     """The task a worker runs: verify the suite in this worker's home, skip if stored, fit, score, store."""
-    from mmsr_bench.suites import build
-    from mmsr_bench.runner import execute as runner
-    from mmsr_bench.suites import spec as suites
     from mmsr_bench.results.store import Store
+    from mmsr_bench.runner import execute as runner
+    from mmsr_bench.suites import build
+    from mmsr_bench.suites import spec as suites
 
     spec = suites.load_suite(cell.suite_ref)
     data = build.load(spec, cell.dataset)  # raises HashMismatch when this worker's artifacts differ

@@ -14,8 +14,8 @@ import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mmsr_bench.errors import BenchError, UnknownName
-from mmsr_bench.suites.metric_names import MAX_CUTOFF, METRIC_NAMES, metric_names, parse_metric
 from mmsr_bench.paths import SUITES_DIR, check_safe_name
+from mmsr_bench.suites.metric_names import MAX_CUTOFF, METRIC_NAMES, metric_names, parse_metric
 
 
 def _safe(value: str, what: str) -> str:

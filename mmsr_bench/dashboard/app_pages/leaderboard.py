@@ -8,8 +8,7 @@ import streamlit as st
 from mmsr_bench.dashboard import queries as q
 from mmsr_bench.dashboard import ui
 from mmsr_bench.results import stats
-from mmsr_bench.results.leaderboard import board_to_latex
-from mmsr_bench.results.leaderboard import to_csv, to_json, to_markdown
+from mmsr_bench.results.leaderboard import board_to_latex, to_csv, to_json, to_markdown
 
 ctx = ui.context()
 st.title("Leaderboard")

@@ -27,8 +27,7 @@ with c3:
 @st.cache_data(show_spinner=False, max_entries=16)
 def report(url: str, token: str, suite_ref: str, budget: str) -> dict:
     """Every format of the report and each table's markdown, built once per store change."""
-    from mmsr_bench.runner import study
-    from mmsr_bench.results import tables
+    from mmsr_bench.results import study, tables
 
     opts = study.validate(suite_ref, budget=budget, db=url, check_db=False)
     rep = study.build_report(ui.store_for(url), opts)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from mmsr_bench.models.adapter import Adapter, Needs
 from mmsr_bench.data.splits import EvalSplit, TrainData
 from mmsr_bench.errors import BenchError
-from mmsr_bench.models.toolkits.features import FeatureMatrix, FeatureSpec, item_features, parse_modalities
 from mmsr_bench.evaluation.training import torch_threads
+from mmsr_bench.models.adapter import Adapter, Needs
+from mmsr_bench.models.toolkits.features import FeatureMatrix, FeatureSpec, item_features, parse_modalities
 
 
 def needs_for(modalities: tuple[str, ...]) -> Needs:

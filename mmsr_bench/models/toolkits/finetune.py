@@ -32,9 +32,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mmsr_bench.errors import BenchError
+from mmsr_bench.evaluation.training import EarlyStopping
 from mmsr_bench.models.toolkits.llm_scoring import answer_token_id, encode_prefix, encode_suffix
 from mmsr_bench.progress import track
-from mmsr_bench.evaluation.training import EarlyStopping
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from mmsr_bench.models.toolkits.backbones import file_sha256
 from mmsr_bench.errors import BenchError
+from mmsr_bench.models.toolkits.backbones import file_sha256
 from mmsr_bench.paths import auto_device
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,586 @@
+"""The MLLM-SRec study's definition and its tables: the research questions' grids, the validated options, and the
+tables built from stored runs (planning and running the missing cells is :mod:`mmsr_bench.runner.study`).
+
+Research questions (:data:`RQS`):
+
+* RQ1, overall performance: the full model ``mllm-srec-qlora`` against ID, multimodal and LLM baselines;
+  significance and ``%Improv.`` against the strongest baseline per dataset (the best non-MLLM-SRec model by the
+  suite's primary metric).
+* RQ2, modalities: text only / image only / text + image; RQ3, components: base, without captioning (``sv``),
+  without the window preference (``svi``), full; RQ4, fine-tuning: LoRA / QLoRA with and without chain of thought.
+  RQ2-RQ4 are tested against the full model.
+
+A cell is *stored* when a completed, untagged run of the model exists on the dataset with the suite's current
+fingerprint, the seed and the configuration hash the study's budget gives that model: exactly the test
+``bench run --resume`` applies (:func:`mmsr_bench.runner.execute.stored_cell`, used by :mod:`mmsr_bench.runner.study`). ``budget="tiny"`` applies
+:func:`mmsr_bench.models.conformance.tiny_overrides` to every model; the overrides are part of the stored configuration,
+so tiny and default runs have different configuration hashes and never meet in one table.
+
+Significance markers are :func:`mmsr_bench.results.significance.compare`'s tests on the same runs: per-user values averaged
+over seeds, the chosen paired test, the correction over the table's metrics of one dataset. A row's markers agree
+with ``bench compare MODEL REFERENCE --suite S --dataset D --metric <the table's metrics>``.
+
+Library code: no printing; :mod:`mmsr_bench.cli.study` and ``mmsr_bench/dashboard/app_pages/study.py`` show the results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mmsr_bench.errors import BenchError
+
+log = logging.getLogger(__name__)
+
+FULL = "mllm-srec-qlora"
+BUDGETS = ("default", "tiny")
+FORMATS = ("markdown", "latex", "html")
+MARK_BETTER, MARK_WORSE = "+", "-"  # mmsr_bench.results.significance's codes; mmsr_bench.results.tables shows ▲/▼
+#: Metric families shown in the study tables (at the suite's cutoffs >= 5 where present) and AUC.
+TABLE_FAMILIES = ("hr", "recall", "ndcg")
+
+
+@dataclass(frozen=True)
+class RQ:
+    key: str
+    title: str
+    models: tuple[str, ...]
+    labels: dict = field(default_factory=dict)  # model -> what the row stands for in the study
+
+    @property
+    def against_baseline(self) -> bool:
+        return self.key == "rq1"
+
+
+RQS: dict[str, RQ] = {r.key: r for r in (
+    RQ("rq1", "RQ1: overall performance",
+       ("pop", "random", "sasrec", "bert4rec", "gptrec", "tallrec", "mmgcn", "mmsr", FULL),
+       {FULL: "full model"}),
+    RQ("rq2", "RQ2: modalities", ("mllm-srec-text", "mllm-srec-image", FULL),
+       {"mllm-srec-text": "text only", "mllm-srec-image": "image only", FULL: "text + image, full"}),
+    RQ("rq3", "RQ3: components", ("mllm-srec-base", "mllm-srec-sv", "mllm-srec-svi", FULL),
+       {"mllm-srec-base": "base", "mllm-srec-sv": "w/o captioning", "mllm-srec-svi": "w/o window preference",
+        FULL: "full"}),
+    RQ("rq4", "RQ4: fine-tuning", ("mllm-srec-lora", FULL, "mllm-srec-lora-cot", "mllm-srec-qlora-cot"),
+       {"mllm-srec-lora": "LoRA", FULL: "QLoRA (full)", "mllm-srec-lora-cot": "LoRA + CoT",
+        "mllm-srec-qlora-cot": "QLoRA + CoT"}),
+)}
+
+
+def is_mllm_srec(model: str) -> bool:
+    return model.startswith("mllm-srec")
+
+
+def grid_models(rqs: list[str] | None = None) -> list[str]:
+    """The study's models, in first-appearance order over the research questions."""
+    out: list[str] = []
+    for key in rqs or list(RQS):
+        out += [m for m in RQS[key].models if m not in out]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class StudyOptions:
+    """Validated arguments of ``bench study`` and ``bench report study``."""
+
+    spec: object  # mmsr_bench.suites.spec.SuiteSpec
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    models: tuple[str, ...]
+    rqs: tuple[str, ...]
+    budget: str
+    db: str | None
+    device: str | None = None
+
+
+def parse_names(value: str | list[str] | tuple[str, ...] | None, option: str) -> list[str] | None:
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else [x for v in value for x in str(v).split(",")]
+    names = [v.strip() for v in items if v.strip()]
+    if not names:
+        raise BenchError(f"{option} {value!r} names nothing; give comma-separated names or leave the option out")
+    return list(dict.fromkeys(names))
+
+
+def validate(suite: str, *, datasets=None, seeds=(0,), models=None, rqs=None, budget: str = "default",
+             db: str | None = None, device: str | None = None, check_db: bool = True) -> StudyOptions:
+    """Check every argument before any work (each error names its option); nothing is created or written."""
+    from mmsr_bench.models import adapter
+    from mmsr_bench.suites import spec as suites
+
+    if budget not in BUDGETS:
+        raise BenchError(f"--budget {budget!r}: choose one of {', '.join(BUDGETS)}")
+    rq_keys = parse_names(rqs, "--rq")
+    for key in rq_keys or []:
+        if key.lower() not in RQS:
+            raise BenchError(f"--rq {key!r}: choose among {', '.join(RQS)}")
+    rq_keys = [k.lower() for k in rq_keys] if rq_keys else list(RQS)
+    wanted = parse_names(models, "--models")
+    known = adapter.catalog()
+    for m in wanted or []:
+        if m not in known:
+            raise BenchError(f"--models {m!r}: unknown model (see `bench models`)")
+        if m not in grid_models(rq_keys):
+            raise BenchError(f"--models {m!r}: not in the study grid of {', '.join(rq_keys)} "
+                             f"({', '.join(grid_models(rq_keys))})")
+    chosen = [m for m in grid_models(rq_keys) if wanted is None or m in wanted]
+    seeds = list(dict.fromkeys(int(s) for s in seeds)) if seeds else []
+    if not seeds:
+        raise BenchError("--seed: give one or more seeds")
+    for s in seeds:
+        if not 0 <= s < 2 ** 32:
+            raise BenchError(f"--seed {s}: seeds must be integers in [0, 2**32 - 1]")
+    spec = suites.load_suite(suite)
+    wanted_ds = parse_names(datasets, "--dataset")
+    try:
+        names = [d.name for d in spec.select(wanted_ds)]
+    except BenchError as exc:
+        raise BenchError(f"--dataset {','.join(wanted_ds or [])!r}: {exc}") from None
+    if device is not None:
+        from mmsr_bench.paths import check_device
+
+        check_device(device)
+    for m in chosen:  # an unknown name or a configuration the budget cannot build fails here
+        overrides_for(m, budget)
+    if check_db:
+        from mmsr_bench.results.store import check_store
+
+        check_store(db)
+    return StudyOptions(spec, tuple(names), tuple(seeds), tuple(chosen), tuple(rq_keys), budget, db, device)
+
+
+def overrides_for(model: str, budget: str) -> dict[str, str]:
+    """The configuration overrides a budget gives a model: none by default, the conformance kit's tiny ones."""
+    if budget == "tiny":
+        from mmsr_bench.models.conformance import tiny_overrides
+
+        return tiny_overrides(model)
+    return {}
+
+
+_HASHES: dict[tuple[str, str, tuple], str] = {}
+
+
+def expected_config_hash(model: str, budget: str) -> str:
+    """The configuration hash a run of ``model`` under ``budget`` stores (:func:`mmsr_bench.models.adapter.config_hash`, as the runner records it)."""
+    from mmsr_bench.models import adapter
+
+    overrides = overrides_for(model, budget)
+    key = (model, budget, tuple(sorted(overrides.items())))
+    if key not in _HASHES:
+        _HASHES[key] = adapter.config_hash(adapter.build(model, overrides, device="cpu"))
+    return _HASHES[key]
+
+
+def current_fingerprint(spec, dataset: str) -> str | None:
+    """The protocol fingerprint runs on ``dataset`` carry now: from the frozen hashes, else from built artifacts
+    (an unfrozen suite); None when neither exists."""
+    if spec.hashes.get(dataset):
+        return spec.protocol_fingerprint(dataset)
+    from mmsr_bench.suites import build
+
+    try:
+        return spec.protocol_fingerprint(dataset, build.verify(spec, dataset, allow_unfrozen=True,
+                                                               check_images=False))
+    except BenchError:
+        return None
+
+
+def open_for_reading(db: str | None):
+    """The store read-only, or None when there is none yet (a plan never creates one)."""
+    from mmsr_bench.paths import default_db_url
+    from mmsr_bench.results.store import Store, sqlite_file
+
+    path = sqlite_file(db or default_db_url())
+    if path is not None and not path.is_file():
+        return None
+    store = Store(db, read_only=True)
+    return store if store.exists() else None
+
+
+# ---------------------------------------------------------------------------------------------------- report
+@dataclass(frozen=True)
+class Group:
+    """The columns of one dataset under one suite's protocol."""
+
+    spec: object
+    dataset: str
+    metrics: tuple[str, ...]
+    fingerprint: str | None
+    label: str
+
+
+@dataclass(frozen=True)
+class StatCell:
+    mean: float | None  # None: no runs (printed as missing)
+    half_width: float = math.nan
+    n_seeds: int = 0
+    marker: str = ""
+
+
+@dataclass(frozen=True)
+class StudyTable:
+    """One research question's table as data (rendered through :mod:`mmsr_bench.results.tables`)."""
+
+    key: str
+    title: str
+    rows: tuple[str, ...]  # models
+    labels: tuple[str, ...]  # row labels
+    groups: tuple[Group, ...]
+    cells: dict  # (model, group index, metric) -> StatCell
+    improv: dict  # (model, group index) -> relative change on the primary metric
+    improv_header: str
+    references: dict  # group index -> reference model (None when it has no runs)
+    run_ids: tuple[int, ...]
+    suite_hashes: tuple[str, ...]
+    code_versions: tuple[str, ...]
+    significance: str
+
+    def footer(self) -> str:
+        refs = "; ".join(f"{g.label}: {self.references.get(i) or 'missing'}" for i, g in enumerate(self.groups))
+        return (f"Reference per dataset: {refs}. {self.significance} "
+                f"suite_hash: {'; '.join(self.suite_hashes) or 'none'}; code version: "
+                f"{', '.join(self.code_versions) or 'none'}; runs: {', '.join(map(str, self.run_ids)) or 'none'}.")
+
+
+@dataclass(frozen=True)
+class HallucinationTable:
+    models: tuple[str, ...]
+    datasets: tuple[str, ...]
+    tags: tuple[str, ...]
+    primary: str
+    cells: dict  # (model, dataset, column) -> float | None; columns "flagged", "auroc", and each tag
+    artifact_ids: tuple[int, ...]
+    run_ids: tuple[int, ...]
+    suite_hashes: tuple[str, ...]
+    code_versions: tuple[str, ...]
+
+    def footer(self) -> str:
+        return (f"flagged: share of generated captions flagged by `bench hallucination`; AUROC where ground truth "
+                f"exists; '{self.primary} change TAG': relative change of the mean {self.primary} under each "
+                f"`--perturb` tag against the untagged runs of the same configuration. Artifacts: "
+                f"{', '.join(map(str, self.artifact_ids)) or 'none'}; suite_hash: "
+                f"{'; '.join(self.suite_hashes) or 'none'}; code version: {', '.join(self.code_versions) or 'none'}; "
+                f"runs: {', '.join(map(str, self.run_ids)) or 'none'}.")
+
+
+@dataclass(frozen=True)
+class StudyReport:
+    suite: str
+    budget: str
+    tables: tuple[StudyTable, ...]
+    hallucination: HallucinationTable | None
+    notes: tuple[str, ...] = ()
+
+
+def table_metrics(spec, wanted: list[str] | None = None) -> list[str]:
+    """HR/Recall/NDCG at the suite's cutoffs (those >= 5 where there are any) and AUC, in the suite's terms."""
+    ev = spec.evaluation
+    names = set(ev.names())
+    if wanted:
+        bad = [m for m in wanted if m not in names]
+        if bad:
+            raise BenchError(f"--metric {bad[0]!r}: suite {spec.name!r} reports {', '.join(ev.names())}")
+        return list(wanted)
+    cutoffs = [k for k in ev.cutoffs if k >= 5] or list(ev.cutoffs)
+    out = [f"{fam}@{k}" for fam in TABLE_FAMILIES for k in sorted(cutoffs) if f"{fam}@{k}" in names]
+    if "auc" in names:
+        out.append("auc")
+    return out or [ev.primary]
+
+
+def study_runs(store, spec, dataset: str, model: str, cfg_hash: str, fingerprint: str | None,
+               seeds: tuple[int, ...] | None = None, variant: str = "") -> list:
+    """The completed runs behind one cell: the newest per seed with this fingerprint and configuration hash."""
+    keep: dict[int, object] = {}
+    for r in store.runs(suite=spec.name, dataset=dataset, model=model, variant=variant):
+        if r.config_hash != cfg_hash or (fingerprint is not None and r.suite_hash != fingerprint):
+            continue
+        if seeds and r.seed not in seeds:
+            continue
+        if r.seed not in keep or r.id > keep[r.seed].id:
+            keep[r.seed] = r
+    return [keep[s] for s in sorted(keep)]
+
+
+def _significance_text(test: str, correction: str, alpha: float) -> str:
+    names = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test", "perm": "paired randomization test",
+             "bootstrap": "paired bootstrap test"}
+    corr = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg", "bonferroni": "Bonferroni", "none": "no"}[correction]
+    return (f"▲/▼: significantly better/worse than the reference (two-sided {names[test]} on "
+            f"per-user values averaged over seeds, {corr} correction across the dataset's metrics, alpha = {alpha}; "
+            f"as `bench compare`).")
+
+
+def _compare_rows(store, runs: list, ref_runs: list, metrics: list[str], test: str, correction: str, alpha: float,
+                  resamples: int):
+    """Exactly :func:`mmsr_bench.results.significance.compare` on already resolved runs."""
+    from mmsr_bench.results import significance, stats
+
+    significance.check_comparable(runs, ref_runs)
+    va = significance.seed_averaged(store, runs, metrics)
+    vb = significance.seed_averaged(store, ref_runs, metrics)
+    return stats.compare_metrics(va, vb, metrics, test=test, correction=correction, alpha=alpha, seed=0,
+                                 n_boot=resamples, n_perm=resamples)
+
+
+def _summary(values: list[float]) -> tuple[float, float]:
+    from mmsr_bench.results import stats
+
+    return stats.seed_summary(values)
+
+
+def _groups(opts: StudyOptions, also: tuple, metrics: list[str] | None) -> list[Group]:
+    out = []
+    for spec in (opts.spec, *also):
+        ms = table_metrics(spec, metrics)
+        for d in opts.datasets:
+            if d not in {x.name for x in spec.datasets}:
+                continue
+            label = d if spec is opts.spec else f"{d} ({spec.name})"
+            out.append(Group(spec, d, tuple(ms), current_fingerprint(spec, d), label))
+    return out
+
+
+def build_report(store, opts: StudyOptions, *, also: tuple = (), metrics: list[str] | None = None,
+                 test: str = "t", correction: str = "holm", alpha: float = 0.05,
+                 resamples: int = 10_000) -> StudyReport:
+    """Every research question's table (and the hallucination table) from the stored runs of the study's cells."""
+    from mmsr_bench.results import significance
+
+    significance.check_options(test, correction, alpha, resamples)
+    groups = _groups(opts, also, metrics)
+    # the test statistic of t and wilcoxon does not depend on resamples: keep the bootstrap CI cheap there
+    n_res = resamples if test in ("perm", "bootstrap") else min(resamples, 1000)
+    hashes = {m: expected_config_hash(m, opts.budget) for m in grid_models(list(opts.rqs))}
+    runs: dict[tuple[str, int], list] = {}
+    for gi, g in enumerate(groups):
+        for m in hashes:
+            runs[(m, gi)] = study_runs(store, g.spec, g.dataset, m, hashes[m], g.fingerprint)
+    tables = []
+    for key in opts.rqs:
+        rq = RQS[key]
+        models = [m for m in rq.models if m in hashes]
+        cells, improv, refs = {}, {}, {}
+        used: set = set()
+        for gi, g in enumerate(groups):
+            primary = g.spec.evaluation.primary if g.spec.evaluation.primary in g.metrics else g.metrics[0]
+            for m in models:
+                rs = runs[(m, gi)]
+                for met in g.metrics:
+                    vals = [r.metrics[met] for r in rs if met in r.metrics]
+                    if vals:
+                        mean, hw = _summary(vals)
+                        cells[(m, gi, met)] = StatCell(mean, hw, len(vals))
+                    else:
+                        cells[(m, gi, met)] = StatCell(None)
+            if rq.against_baseline:
+                base = [m for m in models if not is_mllm_srec(m) and cells[(m, gi, primary)].mean is not None]
+                ref = max(base, key=lambda m: cells[(m, gi, primary)].mean) if base else None
+            else:
+                ref = FULL if FULL in models and runs[(FULL, gi)] else None
+            refs[gi] = ref
+            for m in models:
+                if runs[(m, gi)]:
+                    used |= {r.id for r in runs[(m, gi)]}
+            if ref is None:
+                continue
+            ref_mean = cells[(ref, gi, primary)].mean
+            for m in models:
+                if m == ref or not runs[(m, gi)]:
+                    continue
+                rows = _compare_rows(store, runs[(m, gi)], runs[(ref, gi)], list(g.metrics), test, correction,
+                                     alpha, n_res)
+                for row in rows:
+                    if row.significant:
+                        c = cells[(m, gi, row.metric)]
+                        cells[(m, gi, row.metric)] = dataclasses.replace(
+                            c, marker=MARK_BETTER if row.diff > 0 else MARK_WORSE)
+                show_improv = (m == FULL) if rq.against_baseline else True
+                mean = cells[(m, gi, primary)].mean
+                if show_improv and mean is not None and ref_mean:
+                    improv[(m, gi)] = (mean - ref_mean) / ref_mean
+        picked = [r for (m, gi), rs in runs.items() if m in models for r in rs if r.id in used]
+        tables.append(StudyTable(
+            key, rq.title, tuple(models), tuple(_label(rq, m) for m in models), tuple(groups), cells, improv,
+            "%Improv." if rq.against_baseline else "%Diff. vs full", refs, tuple(sorted(used)),
+            _suite_hashes(groups, picked), _versions(picked),
+            _significance_text(test, correction, alpha)))
+    hal = hallucination_table(store, opts, hashes)
+    notes = tuple(f"{g.label}: suite {g.spec.name} is neither frozen nor built here; runs of any fingerprint "
+                  "are shown" for g in groups if g.fingerprint is None)
+    return StudyReport(opts.spec.name, opts.budget, tuple(tables), hal, notes)
+
+
+def _label(rq: RQ, model: str) -> str:
+    return f"{model} ({rq.labels[model]})" if model in rq.labels else model
+
+
+def _suite_hashes(groups, runs: list) -> tuple[str, ...]:
+    """``label=fingerprint`` of every column group, plus any other fingerprint a shown run carries."""
+    out = [f"{g.label}={g.fingerprint}" for g in groups if g.fingerprint]
+    known = {g.fingerprint for g in groups}
+    return tuple(out + sorted({r.suite_hash for r in runs if r.suite_hash not in known}))
+
+
+def _versions(runs: list) -> tuple[str, ...]:
+    return tuple(sorted({f"{r.code_version[:12]}{'+dirty' if r.code_dirty else ''}" for r in runs}))
+
+
+def _artifact_suite_matches(value: str, spec) -> bool:
+    return value == spec.name or Path(value).stem == spec.name
+
+
+def hallucination_table(store, opts: StudyOptions, hashes: dict[str, str]) -> HallucinationTable:
+    """Flagged share and AUROC from ``bench hallucination`` artifacts, and the primary metric's relative drop
+    under each ``--perturb`` tag, for the study's MLLM-SRec models (the full model always has a row)."""
+    spec = opts.spec
+    primary = spec.evaluation.primary
+    mllm = [m for m in hashes if is_mllm_srec(m)]
+    arts = {}
+    for a in store.artifacts(kind="hallucination"):
+        if a.model in mllm and a.dataset in opts.datasets and _artifact_suite_matches(a.suite, spec):
+            arts[(a.model, a.dataset)] = a  # the newest wins (ordered by id)
+    tagged = [r for r in store.runs(suite=spec.name) if r.variant and r.model in mllm and r.dataset in opts.datasets
+              and r.config_hash == hashes[r.model]]
+    tags = tuple(sorted({r.variant for r in tagged}))
+    models = [m for m in mllm if m == FULL or any(k[0] == m for k in arts) or any(r.model == m for r in tagged)]
+    cells: dict = {}
+    used: list = []
+    fps = {d: current_fingerprint(spec, d) for d in opts.datasets}
+    for m in models:
+        for d in opts.datasets:
+            a = arts.get((m, d))
+            payload = json.loads(a.payload_json) if a else {}
+            cells[(m, d, "flagged")] = payload.get("flagged_share")
+            cells[(m, d, "auroc")] = payload.get("auroc")
+            fp = fps[d]
+            clean = study_runs(store, spec, d, m, hashes[m], fp) if tags else []
+            for t in tags:
+                pert = study_runs(store, spec, d, m, hashes[m], fp, variant=t)
+                value = None
+                if clean and pert:
+                    c = float(np.mean([r.metrics[primary] for r in clean]))
+                    p = float(np.mean([r.metrics[primary] for r in pert]))
+                    value = (p - c) / c if c else None
+                    used += clean + pert
+                cells[(m, d, t)] = value
+    return HallucinationTable(tuple(models), tuple(opts.datasets), tags, primary, cells,
+                              tuple(sorted(a.id for a in arts.values() if a.model in models)),
+                              tuple(sorted({r.id for r in used})),
+                              tuple([f"{d}={fp}" for d, fp in fps.items() if fp]
+                                    + sorted({r.suite_hash for r in used} - set(fps.values()))),
+                              _versions(used))
+
+
+# ------------------------------------------------------------------------------------------------- rendering
+def _fmt(c: StatCell, digits: int = 4) -> str:
+    s = f"{c.mean:.{digits}f}"
+    if c.n_seeds > 1 and not math.isnan(c.half_width):
+        s += f" ± {c.half_width:.{digits}f}"
+    return s
+
+
+def _pct(x: float | None) -> str:
+    return "missing" if x is None else f"{100 * x:+.2f}%"
+
+
+def to_table(t: StudyTable):
+    """A :class:`mmsr_bench.results.tables.Table`: rows = models, columns = datasets x metrics (+ the improvement column),
+    best bold and second underlined per metric column."""
+    from mmsr_bench.results import tables as tb
+
+    header = ["model"]
+    groups = []
+    ranked = []
+    for gi, g in enumerate(t.groups):
+        for met in g.metrics:
+            ranked.append(len(header))
+            header.append(met)
+        header.append(t.improv_header)
+        groups.append((g.label, len(g.metrics) + 1))
+    rows = []
+    for m, label in zip(t.rows, t.labels):
+        row: list = [label]
+        for gi, g in enumerate(t.groups):
+            for met in g.metrics:
+                c = t.cells[(m, gi, met)]
+                row.append(tb.Cell(tb.MISSING) if c.mean is None else tb.Cell(_fmt(c), c.mean, c.marker))
+            if (m, gi) in t.improv:
+                row.append(tb.Cell(_pct(t.improv[(m, gi)]), t.improv[(m, gi)]))
+            elif t.references.get(gi) == m:
+                row.append(tb.Cell("ref"))
+            else:
+                row.append(tb.Cell(""))
+        rows.append(tuple(row))
+    table = tb.Table(tuple(header), tuple(rows), title=t.title, footer=t.footer(), groups=tuple(groups))
+    return tb.rank_columns(table, columns=ranked)
+
+
+def hallucination_to_table(h: HallucinationTable):
+    from mmsr_bench.results import tables as tb
+
+    cols = ["flagged", "auroc", *h.tags]
+    names = {"flagged": "flagged", "auroc": "AUROC", **{t: f"{h.primary} change {t}" for t in h.tags}}
+    header = ["model"] + [names[c] for _ in h.datasets for c in cols]
+    rows = []
+    for m in h.models:
+        row: list = [m]
+        for d in h.datasets:
+            for c in cols:
+                v = h.cells.get((m, d, c))
+                if v is None:
+                    row.append(tb.Cell(tb.MISSING))
+                elif c == "flagged":
+                    row.append(tb.Cell(f"{100 * v:.1f}%", v))
+                elif c == "auroc":
+                    row.append(tb.Cell(f"{v:.3f}", v))
+                else:
+                    row.append(tb.Cell(_pct(v), v))
+        rows.append(tuple(row))
+    return tb.Table(tuple(header), tuple(rows), title="Hallucination and robustness", footer=h.footer(),
+                    groups=tuple((d, len(cols)) for d in h.datasets))
+
+
+def all_tables(report: StudyReport) -> list:
+    out = [to_table(t) for t in report.tables]
+    if report.hallucination is not None:
+        out.append(hallucination_to_table(report.hallucination))
+    return out
+
+
+def render(report: StudyReport, fmt: str) -> str:
+    """The whole report in one format (markdown, latex or html), one table per research question."""
+    from mmsr_bench.results import tables as tb
+
+    if fmt not in FORMATS:
+        raise BenchError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    parts = []
+    for i, t in enumerate(all_tables(report)):
+        if fmt == "markdown":
+            parts.append(tb.to_markdown(t))
+        elif fmt == "latex":
+            parts.append(tb.to_latex(t, label=f"tab:study-{report.suite}-{i + 1}"))
+        else:
+            parts.append(tb.to_html(t))
+    notes = list(report.notes)
+    if fmt == "markdown":
+        head = f"# The MLLM-SRec study on {report.suite} (budget: {report.budget})\n"
+        return "\n\n".join([head, *parts, *(f"_{n}_" for n in notes)]) + "\n"
+    if fmt == "latex":
+        return "\n\n".join([f"% The MLLM-SRec study on {report.suite} (budget: {report.budget})", *parts,
+                            *(f"% {n}" for n in notes)]) + "\n"
+    import html
+
+    body = "\n".join(parts + [f"<p><em>{html.escape(n)}</em></p>" for n in notes])
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>MLLM-SRec study: "
+            f"{html.escape(report.suite)}</title></head>\n<body>\n<h1>The MLLM-SRec study on "
+            f"{html.escape(report.suite)} (budget: {html.escape(report.budget)})</h1>\n{body}\n</body></html>\n")
