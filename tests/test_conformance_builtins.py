@@ -34,3 +34,12 @@ def test_builtin_adapter_conforms(kit, name):
 
 def test_the_cheap_set_is_in_the_catalog():
     assert CHEAP <= set(adapter.catalog())
+
+
+def test_every_trained_builtin_gets_a_tiny_budget():
+    """Variants registered on a family's class (mllm-srec-*, mmgcn-text, mmsr-text) find their family's entry: a
+    silent empty budget would fit them at their full default budget in the kit and in `bench study --budget tiny`."""
+    untrained = {"pop", "random"}
+    empty = [n for n in adapter.catalog() if n not in untrained and not conformance.tiny_overrides(n)]
+    assert not empty, empty
+    assert conformance.tiny_overrides("mllm-srec-text")["max_pairs"] == "16"

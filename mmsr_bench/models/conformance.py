@@ -87,12 +87,23 @@ class KitSuite:
     home: Path
 
 
+def _family_entry(class_name: str) -> Mapping[str, str]:
+    """The :data:`TINY_OVERRIDES` entry of a class name or of its family (``mllm-srec-qlora`` -> ``mllm-srec``,
+    ``mmgcn-text`` -> ``mmgcn``): the longest hyphen-separated prefix that has one."""
+    parts = class_name.split("-")
+    for n in range(len(parts), 0, -1):
+        entry = TINY_OVERRIDES.get("-".join(parts[:n]))
+        if entry is not None:
+            return entry
+    return {}
+
+
 def tiny_overrides(name: str) -> dict[str, str]:
     """The kit's budget for ``name``: the adapter class's ``conformance_overrides`` if it declares them, else the
-    built-in table entry of its base name, filtered to the fields its config really has."""
+    built-in table entry of its class name or family, filtered to the fields its config really has."""
     reg = adapter_mod.get(name)
     own = getattr(reg.cls, "conformance_overrides", None)
-    table = dict(own) if own is not None else dict(TINY_OVERRIDES.get(reg.cls.name, {}))
+    table = dict(own) if own is not None else dict(_family_entry(reg.cls.name))
     fields = {f.name for f in dataclasses.fields(reg.cls.config_cls)}
     return {k: str(v) for k, v in table.items() if k in fields}
 
