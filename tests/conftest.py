@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,3 +236,13 @@ def frozen_tiny(tiny_suite):
     spec = suites.load_suite(str(tiny_suite))
     suites.write_hashes(spec, "seq", build.materialize(spec, spec.dataset("seq")))
     return tiny_suite
+
+
+def latex_balanced(tex: str) -> bool:
+    """Whether a LaTeX text's braces balance (escaped braces aside): the structural check of every LaTeX export."""
+    depth = 0
+    for ch in re.sub(r"\\[{}]", "", tex):
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth < 0:
+            return False
+    return depth == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from mmsr_bench.results.leaderboard import build_board
 from mmsr_bench.results.store import Run, Store
 from mmsr_bench.runner import execute as runner
 from mmsr_bench.suites import spec as suites
+from tests.conftest import latex_balanced
 
 
 def _run(frozen, model, seeds=(0,), **overrides):
@@ -89,13 +89,4 @@ def test_leaderboard_against_marks_and_latex(frozen_tiny):
     assert len(rows) == 2 and all(ln.count("&") == 2 for ln in rows)  # model + 2 metric columns
     header = tex[tex.index(r"\toprule"):tex.index(r"\midrule")]
     assert r"\multicolumn{2}{c}{Seq}" in header
-    assert _balanced(tex)
-
-
-def _balanced(tex: str) -> bool:
-    depth = 0
-    for ch in re.sub(r"\\[{}]", "", tex):
-        depth += {"{": 1, "}": -1}.get(ch, 0)
-        if depth < 0:
-            return False
-    return depth == 0
+    assert latex_balanced(tex)

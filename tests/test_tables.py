@@ -14,6 +14,7 @@ from mmsr_bench.errors import BenchError
 from mmsr_bench.results import ablations as ablation_report
 from mmsr_bench.results import tables
 from mmsr_bench.results.tables import MISSING, Cell, Table, rank_columns
+from tests.conftest import latex_balanced
 
 
 def _table() -> Table:
@@ -77,7 +78,7 @@ def test_latex_structure_and_escaping():
     rows = [ln for ln in body.splitlines() if ln.endswith(r"\\")]
     assert len(rows) == 4 and all(len(re.findall(r"(?<!\\)&", ln)) == 3 for ln in rows)
     assert "missing" in rows[1]
-    assert _balanced(tex)
+    assert latex_balanced(tex)
 
 
 def test_html_escapes_and_marks():
@@ -98,14 +99,6 @@ def test_csv_round_trips():
     assert rows[2] == ["pop 100%", "0.4000*", "missing", "30"]
     assert len(rows) == 5
 
-
-def _balanced(tex: str) -> bool:
-    depth = 0
-    for ch in re.sub(r"\\[{}]", "", tex):
-        depth += {"{": 1, "}": -1}.get(ch, 0)
-        if depth < 0:
-            return False
-    return depth == 0
 
 
 # ------------------------------------------------------------------ ablations: one function for page and report

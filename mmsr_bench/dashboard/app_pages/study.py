@@ -19,7 +19,7 @@ c1, c2, c3 = st.columns([1, 2, 1])
 with c1:
     suite = ui.pick("Suite", sorted(runs["suite"].unique()), key="study_suite")
 with c2:
-    suite_file = st.text_input("Suite file (for a suite outside suites/)", value="", key="study_suite_file").strip()
+    suite_file = st.text_input("Suite file (a suite TOML outside the shipped specs)", value="", key="study_suite_file").strip()
 with c3:
     budget = ui.pick("Budget", ["default", "tiny"], key="study_budget")
 
