@@ -1,0 +1,77 @@
+"""The package layout is the data flow: a stage imports only earlier stages, and no module imports are cyclic."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import mmsr_bench
+
+ROOT = Path(mmsr_bench.__file__).resolve().parent
+#: The stages in data-flow order (the core modules errors, paths and progress come first); the two front ends,
+#: the CLI and the dashboard, share the last rank (`bench dashboard` launches the app).
+RANK = {"data": 1, "suites": 2, "evaluation": 3, "models": 4, "results": 5, "runner": 6, "cli": 7, "dashboard": 7}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in ROOT.rglob("*.py"):
+        name = ".".join(p.relative_to(ROOT.parent).with_suffix("").parts)
+        out[name.removesuffix(".__init__")] = p
+    return out
+
+
+def _imports(path: Path, known: set[str]) -> list[tuple[int, str]]:
+    """Every mmsr_bench module ``path`` imports at run time (module or function level; not under TYPE_CHECKING)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and getattr(node.test, "id", "") == "TYPE_CHECKING" for n in ast.walk(node)}
+    out = []
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mmsr_bench"):
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                out.append((node.lineno, sub if sub in known else node.module))
+        elif isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.startswith("mmsr_bench")]
+    return out
+
+
+def _stage(module: str) -> int:
+    parts = module.split(".")
+    return RANK.get(parts[1], 0) if len(parts) > 1 else 0
+
+
+def test_every_module_sits_in_a_stage_or_the_core():
+    core = {"mmsr_bench", "mmsr_bench.errors", "mmsr_bench.paths", "mmsr_bench.progress"}
+    assert {m for m in _modules() if _stage(m) == 0} == core
+
+
+def test_no_stage_imports_a_later_stage():
+    mods = _modules()
+    bad = [f"{m}:{line} imports {t}" for m, p in mods.items() for line, t in _imports(p, set(mods))
+           if _stage(t) > _stage(m)]
+    assert not bad, bad
+
+
+def test_no_import_cycles():
+    mods = _modules()
+    graph = {m: {t for _, t in _imports(p, set(mods)) if t in mods and t != m} for m, p in mods.items()}
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    cycles = []
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for t in sorted(graph[m]):
+            if state.get(t) == 1:
+                cycles.append(stack[stack.index(t):] + [t])
+            elif t not in state:
+                visit(t, stack + [t])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, cycles
