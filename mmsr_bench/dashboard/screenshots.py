@@ -45,7 +45,7 @@ class PageSpec:
 
 PAGES = (PageSpec("", "Leaderboard", "leaderboard"), PageSpec("ablations", "Ablations", "ablations"),
          PageSpec("compare", "Compare two runs", "compare"), PageSpec("runs", "Runs", "runs"),
-         PageSpec("hallucination", "Hallucination and robustness", "hallucination"))
+         PageSpec("hallucination", "Hallucination and robustness", "hallucination"), PageSpec("study", "Study", "study"))
 
 
 def browser_missing() -> str | None:

@@ -15,21 +15,24 @@ if runs.empty:
     st.info("No completed runs yet: `bench study --suite synth4 --run` fills the study's grid.")
     st.stop()
 
-c1, c2, c3 = st.columns([1, 2, 1])
+c1, c2, c3, c4 = st.columns([1, 2, 1, 2])
 with c1:
     suite = ui.pick("Suite", sorted(runs["suite"].unique()), key="study_suite")
 with c2:
     suite_file = st.text_input("Suite file (a suite TOML outside the shipped specs)", value="", key="study_suite_file").strip()
 with c3:
     budget = ui.pick("Budget", ["default", "tiny"], key="study_budget")
+with c4:  # the datasets with runs on this suite (as `bench report study --dataset`); a wide table otherwise
+    with_runs = sorted(runs.loc[runs["suite"] == suite, "dataset"].unique())
+    datasets = st.multiselect("Datasets", with_runs, default=with_runs, key="study_datasets")
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def report(url: str, token: str, suite_ref: str, budget: str) -> dict:
+def report(url: str, token: str, suite_ref: str, budget: str, datasets: tuple[str, ...]) -> dict:
     """Every format of the report and each table's markdown, built once per store change."""
     from mmsr_bench.results import study, tables
 
-    opts = study.validate(suite_ref, budget=budget, db=url, check_db=False)
+    opts = study.validate(suite_ref, datasets=list(datasets) or None, budget=budget, db=url, check_db=False)
     rep = study.build_report(ui.store_for(url), opts)
     return {"suite": rep.suite, "tables": [tables.to_markdown(t) for t in study.all_tables(rep)],
             "notes": list(rep.notes), **{fmt: study.render(rep, fmt) for fmt in study.FORMATS}}
@@ -37,9 +40,9 @@ def report(url: str, token: str, suite_ref: str, budget: str) -> dict:
 
 try:
     with st.spinner("Building the study's tables"):
-        out = report(ctx.url, ctx.token, suite_file or suite, budget)
+        out = report(ctx.url, ctx.token, suite_file or suite, budget, tuple(datasets) if not suite_file else ())
 except BenchError as exc:
-    st.warning(f"{exc}. Give the suite's TOML file above if it is not in suites/.")
+    st.warning(f"{exc}. Give the suite's TOML file above if it is not one of the shipped suites.")
     st.stop()
 
 if out["suite"] != suite:
