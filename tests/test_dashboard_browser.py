@@ -65,7 +65,9 @@ def test_other_pages_in_the_browser(browser, tmp_path, page):
     expect = {"ablations": ["mllm-srec-text", "mllm-srec-qlora [blank:0.2]", "relative change against"],
               "compare": ["Run A (under test)", "per-user ndcg@10", "Metric for the plots"],
               "runs": ["Run detail", "gptrec", "CUDA out of memory (simulated)", "Diff against"],
-              "hallucination": ["flagged share", "against perturbation share", "mllm-srec-qlora · blank"]}[page.name]
+              "hallucination": ["flagged share", "against perturbation share", "mllm-srec-qlora · blank"],
+              "study": ["RQ1: overall performance", "RQ4: fine-tuning", "Hallucination and robustness",
+                        "suite_hash"]}[page.name]
     for snippet in expect:
         assert snippet in text, (page.name, snippet)
     if page.name == "hallucination":
