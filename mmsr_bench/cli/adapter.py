@@ -58,7 +58,7 @@ def adapter_new(
     name: str = typer.Argument(..., help="The new model's name: lower-case letters, digits, inner hyphens."),
     root: Optional[Path] = typer.Option(None, "--root", help="The checkout to write into (default: this one)."),
 ) -> None:
-    """Write adapters/<name>.py and tests/test_<name>.py from the pop baseline, and its registry.toml entry."""
+    """Write mmsr_bench/models/<name>.py and tests/test_<name>.py from the pop baseline, and its registry.toml entry."""
     from mmsr_bench.cli.common import _setup, console, fail
     from mmsr_bench.errors import BenchError
     from mmsr_bench.models import scaffold

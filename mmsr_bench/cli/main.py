@@ -309,7 +309,7 @@ def runs_show(run_id: int = typer.Argument(...), db: Optional[str] = DB_OPTION) 
 # ------------------------------------------------------------------------------------------------- suites
 @suite_app.command("list")
 def suite_list() -> None:
-    """List the suites in suites/."""
+    """List the shipped suites (mmsr_bench/suites/specs/)."""
     from mmsr_bench.suites import spec as suites
 
     _setup()

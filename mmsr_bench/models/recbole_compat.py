@@ -179,7 +179,7 @@ class InMemoryTrainer(Trainer):
 
     def resume_checkpoint(self, resume_file: Any) -> None:
         # RecBole's resume uses torch.load on a pickle (config object included); refuse instead of unpickling.
-        raise BenchError("resuming RecBole checkpoints is disabled: they are pickles (see adapters/recbole_compat)")
+        raise BenchError("resuming RecBole checkpoints is disabled: they are pickles (see mmsr_bench.models.recbole_compat)")
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):  # type: ignore[override]
         # torch 2.x: RecBole builds torch.cuda.amp.GradScaler every epoch, a FutureWarning each time on CPU too.

@@ -112,7 +112,7 @@ def check_name(name: str) -> str:
         raise BenchError(f"adapter name {name!r} is not allowed: use lower-case letters, digits and single inner "
                          "hyphens, starting with a letter (e.g. my-model), at most 60 characters")
     module = name.replace("-", "_")
-    if keyword.iskeyword(module) or module in {"test", "tests", "harness", "adapters", "registry"}:
+    if keyword.iskeyword(module) or module in {"test", "tests", "mmsr_bench", "models", "toolkits", "registry"}:
         raise BenchError(f"adapter name {name!r} is not allowed: {module!r} is a reserved module name")
     from mmsr_bench.models import adapter as adapter_mod
 

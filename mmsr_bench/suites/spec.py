@@ -1,5 +1,6 @@
 """Frozen benchmark suite specs: which data, preprocessing, split, candidate protocol, metrics, and the sha256 of
-every artifact a run consumes. Specs are TOML files in ``suites/`` loaded into frozen pydantic models."""
+every artifact a run consumes. Specs are TOML files in ``mmsr_bench/suites/specs/`` (package data; a file may
+``extends`` another) loaded into frozen pydantic models."""
 
 from __future__ import annotations
 
@@ -300,7 +301,7 @@ def _read_toml(path: Path) -> dict:
 
 
 def load_suite(name_or_path: str) -> SuiteSpec:
-    """A suite by name (``suites/<name>.toml``) or by path to a TOML file."""
+    """A suite by name (``mmsr_bench/suites/specs/<name>.toml``) or by path to a TOML file."""
     p = Path(name_or_path)
     if p.suffix == ".toml" and p.exists():
         return load_suite_file(p)
