@@ -1,12 +1,11 @@
 """``bench study`` and ``bench report study`` end to end on the conformance kit's tiny suite, and the dashboard's
 Study page on the same store.
 
-The module fixture runs ``bench study --budget tiny --run`` ONCE, through the ``--models`` filter: every model of
-RQ1 and RQ2 (pop, random, SASRec, BERT4Rec, GPTRec, TALLRec, MMGCN, MMSR, and MLLM-SRec text / image / full; about
-2 minutes on 2 cores, the MLLM-SRec cells 10-35 s each). RQ3 and RQ4's other variants are left out to keep the
-default test run short, so their cells print as "missing" here. The ``%Improv.`` and hallucination paths are
-checked on a copy of the store into which runs with known per-user values are added (per-user vectors derived
-from stored runs; test data, not results).
+The module fixture runs ``bench study --budget tiny --run`` ONCE on the whole default grid: all 17 models of
+RQ1-RQ4 with the conformance kit's tiny budgets (tiny backbones, a handful of users; about 15 s on 2 cores in a
+fresh clone for RQ1 and RQ2). Missing cells are checked on a copy of the store with runs deleted, and the
+``%Improv.`` and hallucination paths on a copy into which runs with known per-user values are added (per-user
+vectors derived from stored runs; test data, not results).
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from mmsr_bench.runner import study as study_runner
 from mmsr_bench.suites import spec as suites
 
 BASELINES = ("pop", "random", "sasrec", "bert4rec", "gptrec", "tallrec", "mmgcn", "mmsr")
-MODELS = (*BASELINES, "mllm-srec-text", "mllm-srec-image", study.FULL)  # RQ1 and RQ2
+MODELS = tuple(study.grid_models())  # the whole study
 METRICS = ["hr@5", "hr@10", "ndcg@5", "ndcg@10"]  # the kit's suite: hr, ndcg, mrr at 1, 5, 10 (no recall, no AUC)
 
 
@@ -45,7 +44,7 @@ def kit(tmp_path_factory):
         assert r.exit_code == 0, r.output
         t0 = time.perf_counter()
         r = runner.invoke(app, ["study", "--suite", str(k.spec.path), "--budget", "tiny", "--run", "--seed", "0",
-                                "--models", ",".join(MODELS), "--db", url])
+                                "--db", url])
         seconds = time.perf_counter() - t0
     assert r.exit_code == 0, r.output
     print(f"\nbench study --run on {len(MODELS)} models took {seconds:.1f} s")
@@ -93,11 +92,8 @@ def test_run_stored_every_cell_and_the_plan_shows_nothing_missing(kit):
     # the default budget's plan sees none of them (tiny and default runs never mix); pop/random have no tiny budget
     default = study_runner.plan(study.validate(kit["path"], db=kit["url"], models=",".join(MODELS)))
     assert {c.model for c in default.missing} == set(MODELS) - {"pop", "random"}
-    # with the full grid, the estimate of a missing cell is known only where the model has stored runs
-    full = study_runner.plan(study.validate(kit["path"], budget="tiny", db=kit["url"]))
-    assert {c.model for c in full.missing} == set(study.grid_models()) - set(MODELS)
-    assert all(c.estimate_s is None for c in full.missing)
     assert all(c.estimate_s is not None for c in default.missing)  # from the tiny runs of the same model
+    assert sorted(study.grid_models()) == sorted(set(m for rq in study.RQS.values() for m in rq.models))
 
 
 @pytest.mark.parametrize("args, option", [
@@ -136,16 +132,14 @@ def test_report_has_every_rq_table_with_its_rows_missing_cells_and_footer(kit):
         assert labels == [study._label(rq, m) for m in rq.models], key
         header = [c.strip() for c in sec.splitlines()[2].strip("|").split("|")]
         assert header == ["model", *METRICS, "%Improv." if key == "rq1" else "%Diff. vs full"]
-        for m in rq.models:
+        for m in rq.models:  # every cell of the grid was run (missing cells: test_deleted_runs_print_missing)
             row = _row(sec, study._label(rq, m))
-            if m in MODELS:
-                run = next(r for r in runs if r.model == m)
-                assert row[1].strip("*<u>/ ▲▼") == f"{run.metrics['hr@5']:.4f}"
-            else:
-                assert row[1:5] == ["missing"] * 4  # never 0
+            run = next(r for r in runs if r.model == m)
+            assert row[1].strip("*<u>/ ▲▼") == f"{run.metrics['hr@5']:.4f}"
         assert f"suite_hash: baby={fingerprint}" in sec
     rq1 = _section(md, study.RQS["rq1"].title)
-    assert "runs: " + ", ".join(str(r.id) for r in sorted(runs, key=lambda r: r.id)) in rq1
+    rq1_ids = [r.id for r in sorted(runs, key=lambda r: r.id) if r.model in study.RQS["rq1"].models]
+    assert "runs: " + ", ".join(map(str, rq1_ids)) + "." in rq1  # the runs behind this table, and only those
     assert "code version: " in rq1 and "Holm correction" in rq1
     hal = _section(md, "Hallucination and robustness")
     assert _row(hal, study.FULL)[1:] == ["missing", "missing"]
