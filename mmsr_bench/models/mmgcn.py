@@ -39,7 +39,6 @@ from torch import nn
 
 from mmsr_bench.data.splits import ITEM_TEXT_FIELDS, EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError
-from mmsr_bench.evaluation.training import EarlyStopping, Validator, fit_epochs, module_restore, module_snapshot
 from mmsr_bench.models.adapter import AdapterConfig, Needs, register
 from mmsr_bench.models.toolkits.feature_adapter import FeatureAdapter
 from mmsr_bench.models.toolkits.features import FeatureMatrix
@@ -198,13 +197,9 @@ class MMGCN(FeatureAdapter):
             self._cache_rep(adj)
             return total / len(users)
 
-        stopper = EarlyStopping(cfg.patience, module_snapshot(self.net), module_restore(self.net))
-        loop = fit_epochs(train_epoch, Validator(valid, cfg.valid_metric, self.score, cfg.eval_batch_size), stopper,
-                          epochs=cfg.epochs, description=f"mmgcn {train.dataset}", log_level=logging.DEBUG)
+        self._train_epochs(train_epoch, valid, self.net, f"mmgcn {train.dataset}")
         self._cache_rep(adj)
-        self.run_info.update(best_epoch=loop.best_epoch, epochs_run=loop.epochs_run,
-                             best_valid={cfg.valid_metric: loop.best_value},
-                             train_seconds=round(time.perf_counter() - t0, 2))
+        self.run_info.update(train_seconds=round(time.perf_counter() - t0, 2))
 
     def _cache_rep(self, adj: torch.Tensor) -> None:
         self.net.eval()

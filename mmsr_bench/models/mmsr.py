@@ -50,7 +50,6 @@ from torch import nn
 
 from mmsr_bench.data.splits import ITEM_TEXT_FIELDS, EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError
-from mmsr_bench.evaluation.training import EarlyStopping, Validator, fit_epochs, module_restore, module_snapshot
 from mmsr_bench.models.adapter import AdapterConfig, Needs, register
 from mmsr_bench.models.toolkits.feature_adapter import FeatureAdapter
 from mmsr_bench.models.toolkits.features import FeatureMatrix
@@ -377,13 +376,10 @@ class MMSR(FeatureAdapter):
             self._refresh()
             return total / len(y)
 
-        stopper = EarlyStopping(cfg.patience, module_snapshot(self.net), module_restore(self.net))
-        loop = fit_epochs(train_epoch, Validator(valid, cfg.valid_metric, self.score, cfg.eval_batch_size), stopper,
-                          epochs=cfg.epochs, description=f"mmsr {train.dataset}", log_level=logging.DEBUG)
+        loop = self._train_epochs(train_epoch, valid, self.net, f"mmsr {train.dataset}")
         self._refresh()
         best_epoch = loop.best_epoch or 0
         self.run_info.update(
-            best_epoch=loop.best_epoch, epochs_run=loop.epochs_run, best_valid={cfg.valid_metric: loop.best_value},
             train_examples=int(len(y)), train_seconds=round(time.perf_counter() - t0, 2),
             n_clusters={m: int(inits[m].shape[0] - 1) for m in inits},
             update_gate_late_early=gate_hist[best_epoch - 1] if best_epoch >= 1 else None)

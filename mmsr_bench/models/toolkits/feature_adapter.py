@@ -5,11 +5,13 @@ thread budget while training. In the harness so that no adapter module imports a
 from __future__ import annotations
 
 import abc
-from typing import Any
+import logging
+from typing import Any, Callable
 
 from mmsr_bench.data.splits import EvalSplit, TrainData
 from mmsr_bench.errors import BenchError
-from mmsr_bench.evaluation.training import torch_threads
+from mmsr_bench.evaluation.training import (EarlyStopping, LoopResult, Validator, fit_epochs, module_restore,
+                                            module_snapshot, torch_threads)
 from mmsr_bench.models.adapter import Adapter, Needs
 from mmsr_bench.models.toolkits.features import FeatureMatrix, FeatureSpec, item_features, parse_modalities
 
@@ -60,6 +62,18 @@ class FeatureAdapter(Adapter):
         with torch_threads(cfg.threads):
             self._fit(train, valid, feats)
         return self
+
+    def _train_epochs(self, train_epoch: Callable[[int], float], valid: EvalSplit, net: Any, description: str
+                      ) -> LoopResult:
+        """The harness's loop over ``net``: validation with ``config.valid_metric``, early stopping with
+        ``config.patience`` and best-state restore; records the chosen epoch in ``run_info``."""
+        cfg = self.config
+        stopper = EarlyStopping(cfg.patience, module_snapshot(net), module_restore(net))
+        loop = fit_epochs(train_epoch, Validator(valid, cfg.valid_metric, self.score, cfg.eval_batch_size), stopper,
+                          epochs=cfg.epochs, description=description, log_level=logging.DEBUG)
+        self.run_info.update(best_epoch=loop.best_epoch, epochs_run=loop.epochs_run,
+                             best_valid={cfg.valid_metric: loop.best_value})
+        return loop
 
     @abc.abstractmethod
     def _fit(self, train: TrainData, valid: EvalSplit, feats: dict[str, FeatureMatrix]) -> None:
