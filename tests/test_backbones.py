@@ -359,6 +359,10 @@ def _resumable_run(tmp_path, fail_at: int | None):
 
 def test_an_interrupted_fine_tuning_resumes_to_the_same_weights(tmp_path):
     ref_model, ref, _ = _resumable_run(tmp_path / "ref", None)
+    # each point of the learning curve: the mean loss of the steps since the previous point, and its timing
+    assert [h["loss"] for h in ref.history] == [float(np.mean(ref.losses[h["step"] - 2:h["step"]]))
+                                                for h in ref.history]
+    assert all(0 <= h["valid_seconds"] <= h["elapsed_seconds"] for h in ref.history)
     with pytest.raises(_Interrupted):
         _resumable_run(tmp_path / "cut", fail_at=9)  # mid-way through the second epoch
     assert (tmp_path / "cut" / "ckpt" / "resume" / "state.safetensors").exists()

@@ -336,10 +336,14 @@ def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config
 
     def run_validation() -> bool:
         """Validate, keep the best state; True when patience is exhausted."""
+        tv = time.perf_counter()
         auc = float(validate())  # type: ignore[misc]
         model.train()
+        since = result.losses[result.history[-1]["step"] if result.history else 0:]  # steps since the last one
         result.history.append({"step": result.steps, "epoch": result.epochs_run, "auc": auc,
-                               "loss": float(np.mean(result.losses[-steps_per_epoch:])) if result.losses else float("nan")})
+                               "loss": float(np.mean(since)) if since else float("nan"),
+                               "valid_seconds": round(time.perf_counter() - tv, 2),
+                               "elapsed_seconds": round(time.perf_counter() - t0, 2)})
         log.info("%s: step %d validation AUC %.4f", description, result.steps, auc)
         if stopper.update(auc, result.steps):
             result.best_auc, result.best_step = auc, result.steps
