@@ -103,6 +103,9 @@ def test_run_stored_every_cell_and_the_plan_shows_nothing_missing(kit):
     (["--budget", "huge"], "--budget"),
     (["--rq", "rq9"], "--rq"),
     (["--seed", "-1"], "--seed"),
+    (["--set", "no_such_field=1"], "--set"),  # no grid model has it
+    (["--set", "lora_rank=many"], "--set"),  # a field of the LLM recommenders, not an integer
+    (["--set", "lora_rank"], "--set"),
 ])
 def test_bad_argument_fails_with_one_line_and_writes_nothing(kit, tmp_path, args, option):
     db = tmp_path / "new.db"
@@ -111,6 +114,27 @@ def test_bad_argument_fails_with_one_line_and_writes_nothing(kit, tmp_path, args
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and option in lines[0], r.output
     assert not db.exists()
+
+
+def test_set_reaches_only_the_grid_models_that_have_the_field(kit):
+    import dataclasses
+
+    from mmsr_bench.models import adapter
+
+    opts = study.validate(kit["path"], budget="tiny", db=kit["url"], sets={"lora_rank": "4"})
+    assert opts.sets == (("lora_rank", "4"),)
+    has = {m for m in MODELS if "lora_rank" in {f.name for f in dataclasses.fields(adapter.get(m).cls.config_cls)}}
+    assert "tallrec" in has and "mllm-srec-qlora" in has and "sasrec" not in has
+    for m in MODELS:
+        assert (study.overrides_for(m, "tiny", opts.sets).get("lora_rank") == "4") == (m in has)
+        same = study.expected_config_hash(m, "tiny", opts.sets) == study.expected_config_hash(m, "tiny")
+        assert same == (m not in has), m
+    # the tiny runs were made without it: the LLM recommenders' cells are missing under --set, the others stored
+    assert {c.model for c in study_runner.plan(opts).missing} == has
+    md = _report(kit, "--set", "lora_rank=4")
+    rq1 = study.RQS["rq1"]
+    assert _row(_section(md, rq1.title), study._label(rq1, "tallrec"))[1] == "missing"
+    assert _row(_section(md, rq1.title), study._label(rq1, "sasrec"))[1] != "missing"
 
 
 def test_unknown_suite_fails_with_one_line(tmp_path):
@@ -277,6 +301,14 @@ def test_dashboard_study_page_shows_the_same_tables(kit, monkeypatch):
     for t in study.all_tables(rep):
         assert tables.to_markdown(t).strip() in shown
     assert [b.label for b in at.get("download_button")] == ["Markdown", "LaTeX", "HTML"]
+    at.text_input(key="study_sets").set_value("lora_rank=4").run()  # runs of another configuration: as --set
+    assert not at.exception, [e.value for e in at.exception]
+    opts = study.validate(kit["path"], budget="tiny", db=kit["url"], check_db=False, sets={"lora_rank": "4"})
+    shown = [m.value.strip() for m in at.markdown]
+    for t in study.all_tables(study.build_report(Store(kit["url"]), opts)):
+        assert tables.to_markdown(t).strip() in shown
+    at.text_input(key="study_sets").set_value("lora_rank").run()
+    assert not at.exception and "--set" in at.warning[0].value
 
 
 def test_also_adds_the_full_ranking_columns(kit, tmp_path):

@@ -77,6 +77,8 @@ def register(app: typer.Typer) -> None:
                                              "default: the whole study grid."),
         rq: Optional[str] = typer.Option(None, "--rq", help="Only these research questions: rq1,rq2,rq3,rq4."),
         device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: CUDA if present)."),
+        set_: list[str] = typer.Option([], "--set", help="key=value for every grid model whose configuration has the "
+                                       "field (repeatable), e.g. --set backbone=smollm2-135m."),
         format: str = typer.Option("table", "--format", "-f", help="Plan output: table | json."),
         db: Optional[str] = DB_OPTION,
         verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -85,6 +87,7 @@ def register(app: typer.Typer) -> None:
         and (--run) run the missing ones."""
         from mmsr_bench.cli.common import _setup, console, err_console, fail
         from mmsr_bench.errors import BenchError
+        from mmsr_bench.models.adapter import parse_set_options
         from mmsr_bench.results import study
         from mmsr_bench.results.store import mask_url
         from mmsr_bench.runner import study as study_runner
@@ -96,7 +99,7 @@ def register(app: typer.Typer) -> None:
             if format not in ("table", "json"):
                 raise BenchError(f"--format {format!r}: choose table or json")
             opts = study.validate(suite, datasets=dataset, seeds=seed, models=models, rqs=rq, budget=budget, db=db,
-                                  device=device)
+                                  device=device, sets=parse_set_options(set_))
             p = study_runner.plan(opts)
             if run_:
                 if format == "table":
@@ -118,7 +121,8 @@ def register(app: typer.Typer) -> None:
         if failed:
             raise typer.Exit(1)
         if run_ and format == "table":
-            extra = (" --budget tiny" if budget == "tiny" else "") + (f" --db {mask_url(db)}" if db else "")
+            extra = ((" --budget tiny" if budget == "tiny" else "") + "".join(f" --set {k}={v}" for k, v in opts.sets)
+                     + (f" --db {mask_url(db)}" if db else ""))
             console.print(f"[dim]tables: bench report study --suite {suite} --format markdown{extra}[/dim]",
                           highlight=False, soft_wrap=True)
 
@@ -137,6 +141,8 @@ def register(app: typer.Typer) -> None:
         test: str = typer.Option("t", "--test", help="t | wilcoxon | perm | bootstrap"),
         correction: str = typer.Option("holm", "--correction", help="holm | fdr_bh | bonferroni | none"),
         alpha: float = typer.Option(0.05, "--alpha"),
+        set_: list[str] = typer.Option([], "--set", help="Which runs: the key=value pairs given to `bench study` "
+                                       "(repeatable)."),
         db: Optional[str] = DB_OPTION,
     ) -> None:
         """The study's tables: one per research question (best bold, second underlined, significance markers,
@@ -144,6 +150,7 @@ def register(app: typer.Typer) -> None:
         and the runs behind each table."""
         from mmsr_bench.cli.common import _setup, console, fail
         from mmsr_bench.errors import BenchError
+        from mmsr_bench.models.adapter import parse_set_options
         from mmsr_bench.results import significance, study
         from mmsr_bench.results.store import Store
         from mmsr_bench.suites import spec as suites
@@ -153,7 +160,8 @@ def register(app: typer.Typer) -> None:
             if format not in study.FORMATS:
                 raise BenchError(f"--format {format!r}: choose one of {', '.join(study.FORMATS)}")
             significance.check_options(test, correction, alpha)
-            opts = study.validate(suite, datasets=dataset, rqs=rq, budget=budget, db=db, check_db=False)
+            opts = study.validate(suite, datasets=dataset, rqs=rq, budget=budget, db=db, check_db=False,
+                                  sets=parse_set_options(set_))
             also_specs = tuple(suites.load_suite(a) for a in study.parse_names(also, "--also") or ())
             metrics = study.parse_names(metric, "--metric")
             for s in (opts.spec, *also_specs):

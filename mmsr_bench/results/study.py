@@ -31,6 +31,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -98,6 +99,8 @@ class StudyOptions:
     budget: str
     db: str | None
     device: str | None = None
+    #: ``--set key=value`` pairs, applied to every grid model whose configuration has the field
+    sets: tuple[tuple[str, str], ...] = ()
 
 
 def parse_names(value: str | list[str] | tuple[str, ...] | None, option: str) -> list[str] | None:
@@ -111,7 +114,8 @@ def parse_names(value: str | list[str] | tuple[str, ...] | None, option: str) ->
 
 
 def validate(suite: str, *, datasets=None, seeds=(0,), models=None, rqs=None, budget: str = "default",
-             db: str | None = None, device: str | None = None, check_db: bool = True) -> StudyOptions:
+             db: str | None = None, device: str | None = None, check_db: bool = True,
+             sets: Mapping[str, str] | None = None) -> StudyOptions:
     """Check every argument before any work (each error names its option); nothing is created or written."""
     from mmsr_bench.models import adapter
     from mmsr_bench.suites import spec as suites
@@ -148,32 +152,52 @@ def validate(suite: str, *, datasets=None, seeds=(0,), models=None, rqs=None, bu
         from mmsr_bench.paths import check_device
 
         check_device(device)
-    for m in chosen:  # an unknown name or a configuration the budget cannot build fails here
-        overrides_for(m, budget)
+    pairs = tuple(sorted((sets or {}).items()))
+    if pairs:
+        from mmsr_bench.models import adapter as registry
+
+        fields = {m: {f.name for f in dataclasses.fields(registry.get(m).cls.config_cls)} for m in chosen}
+        for key, _ in pairs:
+            if not any(key in f for f in fields.values()):
+                raise BenchError(f"--set {key}: no model of this study grid ({', '.join(chosen)}) has that field "
+                                 f"(see `bench models NAME`)")
+    for m in chosen:  # an unknown name, a bad --set value or a configuration the budget cannot build fails here
+        if pairs:
+            registry.build(m, overrides_for(m, budget, pairs), device="cpu")
+        else:
+            overrides_for(m, budget)
     if check_db:
         from mmsr_bench.results.store import check_store
 
         check_store(db)
-    return StudyOptions(spec, tuple(names), tuple(seeds), tuple(chosen), tuple(rq_keys), budget, db, device)
+    return StudyOptions(spec, tuple(names), tuple(seeds), tuple(chosen), tuple(rq_keys), budget, db, device, pairs)
 
 
-def overrides_for(model: str, budget: str) -> dict[str, str]:
-    """The configuration overrides a budget gives a model: none by default, the conformance kit's tiny ones."""
+def overrides_for(model: str, budget: str, sets: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
+    """The configuration overrides of a study cell: the budget's (none by default, the conformance kit's tiny
+    ones), then the ``--set`` pairs whose field the model's configuration has (``backbone`` reaches the LLM
+    recommenders and leaves SASRec alone)."""
+    out: dict[str, str] = {}
     if budget == "tiny":
         from mmsr_bench.models.conformance import tiny_overrides
 
-        return tiny_overrides(model)
-    return {}
+        out.update(tiny_overrides(model))
+    if sets:
+        from mmsr_bench.models import adapter
+
+        fields = {f.name for f in dataclasses.fields(adapter.get(model).cls.config_cls)}
+        out.update({k: v for k, v in sets if k in fields})
+    return out
 
 
 _HASHES: dict[tuple[str, str, tuple], str] = {}
 
 
-def expected_config_hash(model: str, budget: str) -> str:
+def expected_config_hash(model: str, budget: str, sets: tuple[tuple[str, str], ...] = ()) -> str:
     """The configuration hash a run of ``model`` under ``budget`` stores (:func:`mmsr_bench.models.adapter.config_hash`, as the runner records it)."""
     from mmsr_bench.models import adapter
 
-    overrides = overrides_for(model, budget)
+    overrides = overrides_for(model, budget, sets)
     key = (model, budget, tuple(sorted(overrides.items())))
     if key not in _HASHES:
         _HASHES[key] = adapter.config_hash(adapter.build(model, overrides, device="cpu"))
@@ -360,7 +384,7 @@ def build_report(store, opts: StudyOptions, *, also: tuple = (), metrics: list[s
     groups = _groups(opts, also, metrics)
     # the test statistic of t and wilcoxon does not depend on resamples: keep the bootstrap CI cheap there
     n_res = resamples if test in ("perm", "bootstrap") else min(resamples, 1000)
-    hashes = {m: expected_config_hash(m, opts.budget) for m in grid_models(list(opts.rqs))}
+    hashes = {m: expected_config_hash(m, opts.budget, opts.sets) for m in grid_models(list(opts.rqs))}
     runs: dict[tuple[str, int], list] = {}
     for gi, g in enumerate(groups):
         for m in hashes:

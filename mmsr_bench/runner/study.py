@@ -91,9 +91,9 @@ def plan(opts: StudyOptions) -> Plan:
     fps = {d: current_fingerprint(spec, d) for d in opts.datasets}
     cells = []
     for m in opts.models:
-        cfg = expected_config_hash(m, opts.budget)
-        req = runner.RunRequest(spec, m, list(opts.datasets), list(opts.seeds), overrides_for(m, opts.budget),
-                                opts.db)
+        cfg = expected_config_hash(m, opts.budget, opts.sets)
+        req = runner.RunRequest(spec, m, list(opts.datasets), list(opts.seeds),
+                                overrides_for(m, opts.budget, opts.sets), opts.db)
         rqs = tuple(k for k in opts.rqs if m in RQS[k].models)
         for d in opts.datasets:
             for s in opts.seeds:
@@ -125,8 +125,8 @@ def run_missing(opts: StudyOptions, current: Plan | None = None, on_result=None)
             continue
         datasets = [d for d in opts.datasets if any(c.dataset == d for c in todo)]
         seeds = [s for s in opts.seeds if any(c.seed == s for c in todo)]
-        req = runner.RunRequest(opts.spec, m, datasets, seeds, overrides_for(m, opts.budget), opts.db, opts.device,
-                                resume=True)
+        req = runner.RunRequest(opts.spec, m, datasets, seeds, overrides_for(m, opts.budget, opts.sets), opts.db,
+                                opts.device, resume=True)
         try:
             runs = runner.execute(req, on_result=on_result)
             out.append(RunOutcome(m, tuple(r.id for r in runs)))

@@ -25,14 +25,19 @@ with c3:
 with c4:  # the datasets with runs on this suite (as `bench report study --dataset`); a wide table otherwise
     with_runs = sorted(runs.loc[runs["suite"] == suite, "dataset"].unique())
     datasets = st.multiselect("Datasets", with_runs, default=with_runs, key="study_datasets")
+sets = st.text_input("Configuration: the --set pairs the study ran with (key=value, comma-separated), e.g. "
+                     "backbone=smollm2-135m", value="", key="study_sets").strip()
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def report(url: str, token: str, suite_ref: str, budget: str, datasets: tuple[str, ...]) -> dict:
+def report(url: str, token: str, suite_ref: str, budget: str, datasets: tuple[str, ...], sets: str) -> dict:
     """Every format of the report and each table's markdown, built once per store change."""
+    from mmsr_bench.models.adapter import parse_set_options
     from mmsr_bench.results import study, tables
 
-    opts = study.validate(suite_ref, datasets=list(datasets) or None, budget=budget, db=url, check_db=False)
+    pairs = parse_set_options([x for x in sets.split(",") if x.strip()])
+    opts = study.validate(suite_ref, datasets=list(datasets) or None, budget=budget, db=url, check_db=False,
+                          sets=pairs)
     rep = study.build_report(ui.store_for(url), opts)
     return {"suite": rep.suite, "tables": [tables.to_markdown(t) for t in study.all_tables(rep)],
             "notes": list(rep.notes), **{fmt: study.render(rep, fmt) for fmt in study.FORMATS}}
@@ -40,9 +45,10 @@ def report(url: str, token: str, suite_ref: str, budget: str, datasets: tuple[st
 
 try:
     with st.spinner("Building the study's tables"):
-        out = report(ctx.url, ctx.token, suite_file or suite, budget, tuple(datasets) if not suite_file else ())
+        out = report(ctx.url, ctx.token, suite_file or suite, budget, tuple(datasets) if not suite_file else (), sets)
 except BenchError as exc:
-    st.warning(f"{exc}. Give the suite's TOML file above if it is not one of the shipped suites.")
+    hint = "" if "--set" in str(exc) else " Give the suite's TOML file above if it is not one of the shipped suites."
+    st.warning(f"{exc}.{hint}")
     st.stop()
 
 if out["suite"] != suite:
