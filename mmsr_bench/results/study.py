@@ -153,17 +153,13 @@ def validate(suite: str, *, datasets=None, seeds=(0,), models=None, rqs=None, bu
 
         check_device(device)
     pairs = tuple(sorted((sets or {}).items()))
-    if pairs:
-        from mmsr_bench.models import adapter as registry
-
-        fields = {m: {f.name for f in dataclasses.fields(registry.get(m).cls.config_cls)} for m in chosen}
-        for key, _ in pairs:
-            if not any(key in f for f in fields.values()):
-                raise BenchError(f"--set {key}: no model of this study grid ({', '.join(chosen)}) has that field "
-                                 f"(see `bench models NAME`)")
+    for key, _ in pairs:
+        if not any(key in _config_fields(m) for m in chosen):
+            raise BenchError(f"--set {key}: no model of this study grid ({', '.join(chosen)}) has that field "
+                             f"(see `bench models NAME`)")
     for m in chosen:  # an unknown name, a bad --set value or a configuration the budget cannot build fails here
-        if pairs:
-            registry.build(m, overrides_for(m, budget, pairs), device="cpu")
+        if pairs:  # builds the configuration once; plan and report reuse its cached hash
+            expected_config_hash(m, budget, pairs)
         else:
             overrides_for(m, budget)
     if check_db:
@@ -183,11 +179,15 @@ def overrides_for(model: str, budget: str, sets: tuple[tuple[str, str], ...] = (
 
         out.update(tiny_overrides(model))
     if sets:
-        from mmsr_bench.models import adapter
-
-        fields = {f.name for f in dataclasses.fields(adapter.get(model).cls.config_cls)}
+        fields = _config_fields(model)
         out.update({k: v for k, v in sets if k in fields})
     return out
+
+
+def _config_fields(model: str) -> set[str]:
+    from mmsr_bench.models import adapter
+
+    return {f.name for f in dataclasses.fields(adapter.get(model).cls.config_cls)}
 
 
 _HASHES: dict[tuple[str, str, tuple], str] = {}
