@@ -190,3 +190,27 @@ def test_leaderboard_ranks_by_the_suites_primary_metric(frozen_tiny):
     assert spec.evaluation.primary == "ndcg@10" and board.metrics[0] != "ndcg@10"  # hr@1 sorts first as a column
     values = [board.value(m, "seq", "ndcg@10") for m in board.models]
     assert values == sorted(values, reverse=True)
+
+
+def test_progress_without_a_terminal_prints_count_rate_and_time_left():
+    """A background run (``nohup``, CI) gets a plain line every interval, not a bar that is only drawn at the end."""
+    from rich.console import Console
+
+    from mmsr_bench.cli.common import _LineReporter
+
+    now = [0.0]
+    console = Console(record=True, width=200, force_terminal=False)
+    reporter = _LineReporter(console, interval=60.0, clock=lambda: now[0])
+    with reporter.task("tuning", total=200) as task:
+        for _ in range(200):
+            now[0] += 7.0
+            task.advance(1)
+    lines = console.export_text().splitlines()
+    assert lines[0] == "… tuning (200)" and lines[-1] == "✓ tuning in 1400.0s"
+    ticks = lines[1:-1]
+    assert len(ticks) == 22  # every 9th step (63 s) before the last one
+    assert ticks[0] == "  tuning: 9/200 in 63s (0.143/s, about 1337s left)"
+    with reporter.task("unsized", total=None) as task:
+        now[0] += 600.0
+        task.advance(5)
+    assert console.export_text().splitlines() == ["… unsized", "✓ unsized in 600.0s"]

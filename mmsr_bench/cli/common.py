@@ -62,25 +62,44 @@ def _setup(verbose: bool = False) -> None:
                         handlers=[RichHandler(console=err_console, show_path=False)], force=True)
     for noisy in ("recbole", "transformers", "httpx", "urllib3", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
-    progress_mod.set_reporter(RichReporter(err_console) if err_console.is_terminal or verbose else _LineReporter())
+    progress_mod.set_reporter(RichReporter(err_console) if err_console.is_terminal else _LineReporter(err_console))
 
 
 class _LineReporter:
-    """Without a terminal (CI, pipes), one line per long step instead of redrawn bars."""
+    """Without a terminal (CI, pipes, ``nohup``), plain lines instead of redrawn bars: one when a step starts, one
+    when it ends, and for a step with a known size one every ``interval`` seconds with its count, rate and time
+    left, so a background run of an hour shows where it is in its log."""
+
+    def __init__(self, console: Console, interval: float = 60.0, clock=None) -> None:
+        import time
+
+        self.console = console
+        self.interval = interval
+        self.clock = clock or time.perf_counter
 
     @contextlib.contextmanager
     def task(self, description: str, total: int | None) -> Iterator[object]:
-        import time
-
-        t0 = time.perf_counter()
-        err_console.print(f"[dim]… {description}[/dim]" + (f" ({total})" if total else ""))
+        t0 = self.clock()
+        self.console.print(f"[dim]… {description}[/dim]" + (f" ({total})" if total else ""))
+        reporter = self
 
         class _T:
+            done = 0
+            last = t0
+
             def advance(self, n: int = 1) -> None:
-                return None
+                self.done += n
+                now = reporter.clock()
+                if not total or now - self.last < reporter.interval or self.done >= total:
+                    return
+                self.last = now
+                elapsed = now - t0
+                left = elapsed / self.done * (total - self.done)
+                reporter.console.print(f"[dim]  {description}: {self.done}/{total} in {elapsed:.0f}s "
+                                       f"({self.done / elapsed:.3g}/s, about {left:.0f}s left)[/dim]")
 
         yield _T()
-        err_console.print(f"[dim]✓ {description} in {time.perf_counter() - t0:.1f}s[/dim]")
+        self.console.print(f"[dim]✓ {description} in {self.clock() - t0:.1f}s[/dim]")
 
 
 def _names_option(value: Optional[str], option: str) -> list[str] | None:
