@@ -85,3 +85,24 @@ def test_lit_space_from_real_encoders_separates_contradicting_captions(tmp_path)
     assert "Youden" in payload["threshold_rule"] and payload["calibration_auroc"] > 0.75
     again = h.analyse("toys", paths, caps, refs)  # the heads come from the cache, checked by hash
     assert again["clip_weights_sha256"] == payload["clip_weights_sha256"] and again["auroc"] == payload["auroc"]
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["vlmm=effnet-smollm2"], "has no field 'vlmm'. Did you mean: vlm"),
+    (["caption_tokens=many"], "caption_tokens: cannot parse 'many'"),
+    (["vlm"], "expected key=value"),
+])
+def test_hallucination_set_is_checked_before_any_work(tmp_path, monkeypatch, sets, message):
+    """`bench hallucination --set vlm=...` analyses the captioner a run used; a bad pair fails in one line before
+    any captioning, and no store is created."""
+    from typer.testing import CliRunner
+
+    from mmsr_bench.cli.main import app
+
+    monkeypatch.chdir(tmp_path)
+    args = ["hallucination", "--suite", "synth4-lite", "--model", "mllm-srec-lora"]
+    for s in sets:
+        args += ["--set", s]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 1 and message in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "results.db").exists()

@@ -13,8 +13,11 @@ import typer
 
 
 def hallucination_payloads(suite: str, model: str, datasets: list[str] | None, seed: int = 0,
-                           clip_steps: int = 200, space: str = "lit") -> list[dict]:
-    """Caption every item with the model's VLM (cached), then score captions with CLIP (see mmsr_bench.results.hallucination)."""
+                           clip_steps: int = 200, space: str = "lit",
+                           overrides: dict[str, str] | None = None) -> list[dict]:
+    """Caption every item with the model's VLM (cached), then score captions with CLIP (see
+    mmsr_bench.results.hallucination). ``overrides`` are the model's ``--set`` pairs, e.g. ``vlm=effnet-smollm2``
+    to analyse the captioner a run used."""
     from mmsr_bench.models import adapter
     from mmsr_bench.models.toolkits.captioner import load_vlm
     from mmsr_bench.models.toolkits.vlm import TinyVLMSpec, caption_items
@@ -25,7 +28,7 @@ def hallucination_payloads(suite: str, model: str, datasets: list[str] | None, s
 
     spec = suites.load_suite(suite)
     reg = adapter.get(model)
-    cfg = adapter.build(model, seed=seed).config
+    cfg = adapter.build(model, overrides, seed=seed).config
     if not hasattr(cfg, "vlm"):
         from mmsr_bench.errors import BenchError
 
@@ -48,7 +51,8 @@ def hallucination_payloads(suite: str, model: str, datasets: list[str] | None, s
         caps, _ = caption_items(vlm, paths, max_new_tokens=cfg.caption_tokens)
         payload = analyse(d.name, paths, caps, refs, clip_spec=ClipTrainSpec(steps=clip_steps, seed=seed), seed=seed,
                           space=space)
-        payload.update({"model": reg.name, "variant": model, "suite": suite, **vlm.run_info()})
+        payload.update({"model": reg.name, "variant": model, "suite": suite, "overrides": dict(overrides or {}),
+                        **vlm.run_info()})
         out.append(payload)
     return out
 
@@ -68,6 +72,8 @@ def register(app: typer.Typer) -> None:
         clip_steps: int = typer.Option(200, "--clip-steps", help="Contrastive steps of the tiny CLIP (--space tiny-clip)."),
         space: str = typer.Option("lit", "--space", help="lit (frozen EfficientNet-Lite0 + MiniLM, trained heads) | "
                                                          "tiny-clip (a small open_clip trained from scratch)."),
+        set_: list[str] = typer.Option([], "--set", help="The model's config override key=value (repeatable), e.g. "
+                                                         "vlm=effnet-smollm2 for the captioner a run used."),
         db: Optional[str] = DB_OPTION,
         verbose: bool = typer.Option(False, "--verbose", "-v"),
     ) -> None:
@@ -81,10 +87,13 @@ def register(app: typer.Typer) -> None:
 
         _setup(verbose)
         try:
+            from mmsr_bench.models import adapter
+
             if space not in ("lit", "tiny-clip"):
                 raise BenchError(f"--space {space!r}: choose lit or tiny-clip")
+            overrides = adapter.parse_set_options(set_)
             payloads = hallucination_payloads(suite, model, [x.strip() for x in dataset.split(",")] if dataset else None,
-                                              clip_steps=clip_steps, space=space)
+                                              clip_steps=clip_steps, space=space, overrides=overrides)
             store = Store(db)
             ids = []
             for p in payloads:
