@@ -142,6 +142,18 @@ def test_ablations_heatmaps_and_significance(monkeypatch, fixture_url):
     assert "No variants of `pop`" in at.info[0].value
 
 
+def test_ablations_default_base_is_the_full_model_on_a_tie(monkeypatch, tmp_path):
+    """With only untagged MLLM-SRec variants every one has the same number of variants; the page starts on the
+    study's full model, the base RQ2-RQ4 are tested against, not the first name in alphabetical order."""
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    build_fixture_store(url, FixtureSpec(datasets=("beauty",), seeds=(0,), n_users=60, perturbations=(),
+                                         skill=(("pop", 0.2), ("mllm-srec-image", 0.3), ("mllm-srec-qlora", 0.4)),
+                                         failed_run=False, hallucination=False))
+    at = _app(monkeypatch, url, "ablations")
+    assert at.selectbox(key="ab_base").value == "mllm-srec-qlora"
+    assert set(at.dataframe[0].value["variant"]) == {"mllm-srec-image"}
+
+
 def test_compare_table_and_plots(monkeypatch, fixture_url):
     at = _app(monkeypatch, fixture_url, "compare")
     a, b = at.selectbox(key="cmp_a").value, at.selectbox(key="cmp_b").value

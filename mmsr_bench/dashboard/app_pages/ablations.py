@@ -11,6 +11,7 @@ from mmsr_bench.dashboard import queries as q
 from mmsr_bench.dashboard import ui
 from mmsr_bench.results import ablations as ablation_report
 from mmsr_bench.results import stats
+from mmsr_bench.results.study import FULL
 
 ctx = ui.context()
 st.title("Ablations")
@@ -34,7 +35,8 @@ def n_variants(base: str) -> int:
     return families.get(q.family_prefix(base), 1) - 1 + tags.get(base, 0)
 
 
-default_base = max(models, key=n_variants) if models else None
+# the most variants; on a tie the study's full model (a store with only RQ2's runs ties every MLLM-SRec variant)
+default_base = max(models, key=lambda m: (n_variants(m), m == FULL)) if models else None
 with c2:
     base = ui.pick("Base model", models, key="ab_base", default=default_base)
 with c3:
