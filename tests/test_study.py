@@ -240,6 +240,19 @@ def _add_copy(store: Store, src: Run, model: str, shift: float) -> Run:
     return store.add_run(Run(**data), vecs)
 
 
+def test_a_qlora_row_says_when_its_runs_ran_unquantized():
+    """On a CPU the full model is stored with ``--set quantization=none``; its RQ4 row must not read as 4-bit."""
+    rq2, rq4 = study.RQS["rq2"], study.RQS["rq4"]
+    lora = [Run(config_json=json.dumps({"quantization": "none"}))]
+    four_bit = [Run(config_json=json.dumps({"quantization": "4bit"}))]
+    assert study._label(rq4, study.FULL, lora) == f"{study.FULL} (QLoRA (full), run with quantization=none)"
+    assert study._label(rq4, "mllm-srec-qlora-cot", lora).endswith("run with quantization=none)")
+    assert study._label(rq4, study.FULL, four_bit) == study._label(rq4, study.FULL) == f"{study.FULL} (QLoRA (full))"
+    assert study._label(rq4, study.FULL, lora + four_bit) == study._label(rq4, study.FULL)  # mixed: some are 4-bit
+    assert study._label(rq2, study.FULL, lora) == study._label(rq2, study.FULL)  # the RQ2 label names no QLoRA
+    assert study._label(rq4, "mllm-srec-lora", lora) == "mllm-srec-lora (LoRA)"
+
+
 def test_full_model_is_the_reference_of_rq2_to_rq4_and_improves_on_the_strongest_baseline(kit, tmp_path):
     db = tmp_path / "copy.db"
     shutil.copy(kit["work"] / "results.db", db)

@@ -434,7 +434,9 @@ def build_report(store, opts: StudyOptions, *, also: tuple = (), metrics: list[s
                     improv[(m, gi)] = (mean - ref_mean) / ref_mean
         picked = [r for (m, gi), rs in runs.items() if m in models for r in rs if r.id in used]
         tables.append(StudyTable(
-            key, rq.title, tuple(models), tuple(_label(rq, m) for m in models), tuple(groups), cells, improv,
+            key, rq.title, tuple(models),
+            tuple(_label(rq, m, [r for gi in range(len(groups)) for r in runs[(m, gi)]]) for m in models),
+            tuple(groups), cells, improv,
             "%Improv." if rq.against_baseline else "%Diff. vs full", refs, tuple(sorted(used)),
             _suite_hashes(groups, picked), _versions(picked),
             _significance_text(test, correction, alpha)))
@@ -444,8 +446,16 @@ def build_report(store, opts: StudyOptions, *, also: tuple = (), metrics: list[s
     return StudyReport(opts.spec.name, opts.budget, tuple(tables), hal, notes)
 
 
-def _label(rq: RQ, model: str) -> str:
-    return f"{model} ({rq.labels[model]})" if model in rq.labels else model
+def _label(rq: RQ, model: str, runs: list = ()) -> str:
+    """The row label; a QLoRA row whose shown runs all ran unquantized (``--set quantization=none``, e.g. on a CPU
+    without a 4-bit kernel) says so, rather than claiming 4-bit."""
+    if model not in rq.labels:
+        return model
+    label = rq.labels[model]
+    quantization = {json.loads(r.config_json or "{}").get("quantization") for r in runs}
+    if "QLoRA" in label and quantization == {"none"}:
+        label += ", run with quantization=none"
+    return f"{model} ({label})"
 
 
 def _suite_hashes(groups, runs: list) -> tuple[str, ...]:
