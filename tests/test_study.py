@@ -374,3 +374,34 @@ def test_dashboard_study_page_on_other_stores(monkeypatch, tmp_path):
         else:
             text = "\n".join(m.value for m in at.markdown)
             assert "RQ1: overall performance" in text and "| sasrec | missing |" in text
+
+
+def test_dashboard_study_page_opens_on_the_sets_of_its_link(monkeypatch, tmp_path):
+    """``?sets=...`` fills the configuration, as typing it would (the shareable link and the screenshots' option)."""
+    from streamlit.testing.v1 import AppTest
+
+    from mmsr_bench import dashboard
+    from mmsr_bench.dashboard.fixture import FixtureSpec, build_fixture_store
+    from mmsr_bench.dashboard.screenshots import PAGES, page_query
+
+    demo = f"sqlite:///{tmp_path / 'demo.db'}"
+    build_fixture_store(demo, FixtureSpec(seeds=(0,), n_users=50, perturbations=()))
+    monkeypatch.setenv("MMSR_BENCH_DB", demo)
+    at = AppTest.from_file(str(Path(dashboard.__file__).resolve().parent / "app.py"), default_timeout=120)
+    at.query_params["sets"] = "backbone=smollm2-135m,dtype=bfloat16"
+    at.run()
+    at.switch_page("app_pages/study.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.text_input(key="study_sets").value == "backbone=smollm2-135m,dtype=bfloat16"
+    assert "RQ1: overall performance" in "\n".join(m.value for m in at.markdown)
+    bad = AppTest.from_file(str(Path(dashboard.__file__).resolve().parent / "app.py"), default_timeout=120)
+    bad.query_params["sets"] = "lora_rank"  # a malformed pair from a link fails as the typed one does
+    bad.run()
+    bad.switch_page("app_pages/study.py").run()
+    assert not bad.exception and "--set" in bad.warning[0].value
+
+    page = {p.name: p for p in PAGES}
+    assert page_query(page["study"], study_sets="backbone=smollm2-135m,dtype=bfloat16") == \
+        "?sets=backbone%3Dsmollm2-135m%2Cdtype%3Dbfloat16"
+    assert page_query(page["leaderboard"], against="sasrec", study_sets="x=1") == "?against=sasrec"
+    assert page_query(page["runs"], against="sasrec", study_sets="x=1") == ""

@@ -3,7 +3,8 @@ the docs, and the plumbing of the real-browser test.
 
 Usage::
 
-    python -m mmsr_bench.dashboard.screenshots --db sqlite:///results.db --out docs/screenshots [--against sasrec]
+    python -m mmsr_bench.dashboard.screenshots --db sqlite:///results.db --out docs/screenshots [--against sasrec] \
+        [--study-sets backbone=smollm2-135m,dtype=bfloat16]
     python -m mmsr_bench.dashboard.screenshots --demo --out /tmp/shots      # against a synthetic fixture store
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``/usr/bin/chromium``, ``/usr/bin/chromedriver``) and selenium.
@@ -163,17 +164,26 @@ def full_page_screenshot(driver, path: Path, width: int = 1400, max_height: int 
     return path
 
 
-def take_screenshots(db_url: str, out_dir: Path, *, width: int = 1400, against: str | None = None) -> list[Path]:
+def page_query(page: PageSpec, *, against: str | None = None, study_sets: str | None = None) -> str:
+    """The query string a page opens with: the leaderboard's reference model, the Study page's ``--set`` pairs."""
+    from urllib.parse import urlencode
+
+    params = {"leaderboard": {"against": against}, "study": {"sets": study_sets}}.get(page.name, {})
+    params = {k: v for k, v in params.items() if v}
+    return f"?{urlencode(params)}" if params else ""
+
+
+def take_screenshots(db_url: str, out_dir: Path, *, width: int = 1400, against: str | None = None,
+                     study_sets: str | None = None) -> list[Path]:
     """One PNG per dashboard page (``<out_dir>/<page>.png``) of the store at ``db_url``; ``against`` opens the
-    leaderboard with significance markers against that model (``?against=MODEL``)."""
-    from urllib.parse import quote
+    leaderboard with significance markers against that model (``?against=MODEL``), ``study_sets`` the Study page
+    on the runs of that configuration (``?sets=k=v,...``, as ``bench report study --set``)."""
 
     out_dir = Path(out_dir)
     written = []
     with serve(db_url) as base, chromium(width) as driver:
         for page in PAGES:
-            query = f"?against={quote(against)}" if against and page.name == "leaderboard" else ""
-            load_page(driver, base, page, query=query)
+            load_page(driver, base, page, query=page_query(page, against=against, study_sets=study_sets))
             written.append(full_page_screenshot(driver, out_dir / f"{page.name}.png", width))
             log.info("wrote %s", written[-1])
     return written
@@ -187,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("docs/screenshots"), help="output folder")
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--against", help="reference model for the leaderboard's significance markers")
+    ap.add_argument("--study-sets", help="the Study page's configuration: the runs' --set pairs, comma-separated "
+                                         "(e.g. backbone=smollm2-135m,dtype=bfloat16)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -196,9 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 url = f"sqlite:///{Path(tmp) / 'demo.db'}"
                 build_fixture_store(url)
-                take_screenshots(url, args.out, width=args.width, against=args.against or "sasrec")
+                take_screenshots(url, args.out, width=args.width, against=args.against or "sasrec",
+                                 study_sets=args.study_sets)
         else:
-            take_screenshots(args.db, args.out, width=args.width, against=args.against)
+            take_screenshots(args.db, args.out, width=args.width, against=args.against, study_sets=args.study_sets)
     except BenchError as exc:
         log.error("error: %s", exc)
         return 1

@@ -25,8 +25,9 @@ with c3:
 with c4:  # the datasets with runs on this suite (as `bench report study --dataset`); a wide table otherwise
     with_runs = sorted(runs.loc[runs["suite"] == suite, "dataset"].unique())
     datasets = st.multiselect("Datasets", with_runs, default=with_runs, key="study_datasets")
+# ?sets=... opens the page on a configuration (a link to share, and `screenshots --study-sets`)
 sets = st.text_input("Configuration: the --set pairs the study ran with (key=value, comma-separated), e.g. "
-                     "backbone=smollm2-135m", value="", key="study_sets").strip()
+                     "backbone=smollm2-135m", value=st.query_params.get("sets", ""), key="study_sets").strip()
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
