@@ -106,6 +106,9 @@ def test_run_stored_every_cell_and_the_plan_shows_nothing_missing(kit):
     (["--set", "no_such_field=1"], "--set"),  # no grid model has it
     (["--set", "lora_rank=many"], "--set"),  # a field of the LLM recommenders, not an integer
     (["--set", "lora_rank"], "--set"),
+    (["--set", "sasrec*:lora_rank=4"], "--set"),  # the models it names lack the field
+    (["--set", "nomodel*:lora_rank=4"], "--set"),  # the glob matches no grid model
+    (["--set", ":lora_rank=4"], "--set"),
 ])
 def test_bad_argument_fails_with_one_line_and_writes_nothing(kit, tmp_path, args, option):
     db = tmp_path / "new.db"
@@ -135,6 +138,28 @@ def test_set_reaches_only_the_grid_models_that_have_the_field(kit):
     rq1 = study.RQS["rq1"]
     assert _row(_section(md, rq1.title), study._label(rq1, "tallrec"))[1] == "missing"
     assert _row(_section(md, rq1.title), study._label(rq1, "sasrec"))[1] != "missing"
+
+
+def test_a_scoped_set_reaches_only_the_models_it_names(kit):
+    """``--set 'mllm-srec*:train_batch_size=8'`` gives MLLM-SRec its CPU budget and leaves the baselines that share
+    the field (SASRec, BERT4Rec, GPTRec, TALLRec) at their defaults; a scoped pair wins over an unscoped one."""
+    opts = study.validate(kit["path"], budget="tiny", db=kit["url"],
+                          sets={"mllm-srec*:train_batch_size": "8", "train_batch_size": "4"})
+    for m in MODELS:
+        got = study.overrides_for(m, "tiny", opts.sets).get("train_batch_size")
+        if m.startswith("mllm-srec"):
+            assert got == "8", m
+        elif m in ("sasrec", "bert4rec", "gptrec", "tallrec"):
+            assert got == "4", m
+        else:
+            assert got is None, m
+    scoped = study.validate(kit["path"], budget="tiny", db=kit["url"], sets={"mllm-srec*:train_batch_size": "8"})
+    assert study.overrides_for("sasrec", "tiny", scoped.sets) == study.overrides_for("sasrec", "tiny")
+    plain = (("train_batch_size", "8"),)
+    assert study.expected_config_hash(study.FULL, "tiny", scoped.sets) == \
+        study.expected_config_hash(study.FULL, "tiny", plain)  # the same run as `bench run --set train_batch_size=8`
+    assert study.split_set_key("mllm-srec*:max_pairs") == ("mllm-srec*", "max_pairs")
+    assert study.split_set_key("backbone") == (None, "backbone")
 
 
 def test_unknown_suite_fails_with_one_line(tmp_path):

@@ -78,7 +78,8 @@ def register(app: typer.Typer) -> None:
         rq: Optional[str] = typer.Option(None, "--rq", help="Only these research questions: rq1,rq2,rq3,rq4."),
         device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: CUDA if present)."),
         set_: list[str] = typer.Option([], "--set", help="key=value for every grid model whose configuration has the "
-                                       "field (repeatable), e.g. --set backbone=smollm2-135m."),
+                                       "field (repeatable), e.g. --set backbone=smollm2-135m; 'GLOB:key=value' "
+                                       "only for the models it matches, e.g. --set 'mllm-srec*:max_pairs=1200'."),
         format: str = typer.Option("table", "--format", "-f", help="Plan output: table | json."),
         db: Optional[str] = DB_OPTION,
         verbose: bool = typer.Option(False, "--verbose", "-v"),

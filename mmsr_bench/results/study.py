@@ -26,6 +26,7 @@ Library code: no printing; :mod:`mmsr_bench.cli.study` and ``mmsr_bench/dashboar
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import logging
 import math
@@ -154,9 +155,16 @@ def validate(suite: str, *, datasets=None, seeds=(0,), models=None, rqs=None, bu
         check_device(device)
     pairs = tuple(sorted((sets or {}).items()))
     for key, _ in pairs:
-        if not any(key in _config_fields(m) for m in chosen):
-            raise BenchError(f"--set {key}: no model of this study grid ({', '.join(chosen)}) has that field "
-                             f"(see `bench models NAME`)")
+        pattern, field_name = split_set_key(key)
+        if pattern is not None and not pattern.strip():
+            raise BenchError(f"--set {key}: the part before ':' names no model (give a model name or a glob such "
+                             f"as mllm-srec*)")
+        scope = [m for m in chosen if pattern is None or fnmatch.fnmatchcase(m, pattern)]
+        if not scope:
+            raise BenchError(f"--set {key}: {pattern!r} matches no model of this study grid ({', '.join(chosen)})")
+        if not any(field_name in _config_fields(m) for m in scope):
+            raise BenchError(f"--set {key}: no model {'of this study grid' if pattern is None else 'it matches'} "
+                             f"({', '.join(scope)}) has the field {field_name!r} (see `bench models NAME`)")
     for m in chosen:  # an unknown name, a bad --set value or a configuration the budget cannot build fails here
         if pairs:  # builds the configuration once; plan and report reuse its cached hash
             expected_config_hash(m, budget, pairs)
@@ -180,8 +188,20 @@ def overrides_for(model: str, budget: str, sets: tuple[tuple[str, str], ...] = (
         out.update(tiny_overrides(model))
     if sets:
         fields = _config_fields(model)
-        out.update({k: v for k, v in sets if k in fields})
+        scoped = [(split_set_key(k), v) for k, v in sets]
+        # unscoped pairs first, so that a scoped pair (more specific) wins over an unscoped one of the same field
+        for (pattern, key), v in sorted(scoped, key=lambda item: item[0][0] is not None):
+            if key in fields and (pattern is None or fnmatch.fnmatchcase(model, pattern)):
+                out[key] = v
     return out
+
+
+def split_set_key(key: str) -> tuple[str | None, str]:
+    """``"mllm-srec*:max_pairs"`` -> ``("mllm-srec*", "max_pairs")``: a ``--set`` key may name the models it is for
+    (a glob on the model name), so that one study gives the LLM models a budget without touching SASRec's
+    ``train_batch_size``; ``"backbone"`` -> ``(None, "backbone")``."""
+    pattern, sep, field_name = key.rpartition(":")
+    return (pattern, field_name) if sep else (None, key)
 
 
 def _config_fields(model: str) -> set[str]:
