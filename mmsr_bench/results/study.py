@@ -472,7 +472,7 @@ def _label(rq: RQ, model: str, runs: list = ()) -> str:
     if model not in rq.labels:
         return model
     label = rq.labels[model]
-    quantization = {json.loads(r.config_json or "{}").get("quantization") for r in runs}
+    quantization = {r.config.get("quantization") for r in runs}
     if "QLoRA" in label and quantization == {"none"}:
         label += ", run with quantization=none"
     return f"{model} ({label})"
