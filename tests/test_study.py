@@ -256,6 +256,48 @@ def test_deleted_runs_print_missing(kit, tmp_path):
     assert f" {rid}," not in sec.split("runs: ")[1] and not sec.split("runs: ")[1].startswith(f"{rid},")
 
 
+def test_cells_that_need_images_the_data_lacks_are_not_run_and_print_na(tmp_path):
+    """On a dataset without item images (the S3-Rec Amazon files), the image models' cells say why they cannot run
+    in the plan, `--run` leaves them out and exits 0, and the report prints n/a (not missing) with the reason."""
+    import csv
+
+    import pandas as pd
+
+    from mmsr_bench.suites import build
+
+    k = conformance.make_suite(tmp_path / "noimg")
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    models = "pop,sasrec,mmsr,mllm-srec-text,mllm-srec-image,mllm-srec-qlora"
+    with conformance._home(k.home):
+        items = build.dataset_dir(k.spec, "baby") / "items.tsv"
+        frame = pd.read_csv(items, sep="\t", dtype=str, keep_default_na=False)
+        frame["image"] = ""
+        frame.to_csv(items, sep="\t", index=False, quoting=csv.QUOTE_MINIMAL)
+        assert CliRunner().invoke(app, ["suite", "freeze", str(k.spec.path)]).exit_code == 0
+        opts = study.validate(str(k.spec.path), budget="tiny", db=url, models=models, check_db=False)
+        p = study_runner.plan(opts)
+        why = {c.model: c.cannot_run for c in p.cells}
+        assert why == {"pop": "", "sasrec": "", "mllm-srec-text": "", "mmsr": "conformance/baby has no item images",
+                       "mllm-srec-image": "conformance/baby has no item images",
+                       "mllm-srec-qlora": "conformance/baby has no item images"}
+        assert [c.model for c in p.missing] == ["pop", "sasrec", "mllm-srec-text"]
+        assert p.to_dict()["cannot_run"] == 3
+        r = CliRunner().invoke(app, ["study", "--suite", str(k.spec.path), "--budget", "tiny", "--run",
+                                     "--models", "pop,mmsr,mllm-srec-qlora", "--db", url])
+        assert r.exit_code == 0, r.output
+        assert "cannot run: conformance/baby has no item images" in r.output and "failed" not in r.output
+        assert "1 of 3 cells stored, 0 missing, 2 cannot run on this data" in " ".join(r.output.split())
+        assert [run.model for run in Store(url).runs()] == ["pop"]
+        md = CliRunner().invoke(app, ["report", "study", "--suite", str(k.spec.path), "--budget", "tiny",
+                                      "--db", url]).output
+    rq1, rq2 = _section(md, study.RQS["rq1"].title), _section(md, study.RQS["rq2"].title)
+    assert _row(rq1, "mmsr")[1:5] == ["n/a"] * 4 and _row(rq1, "sasrec")[1:5] == ["missing"] * 4
+    assert "n/a: cannot run on the dataset (mmgcn, mmsr, mllm-srec-qlora: conformance/baby has no item images)" in rq1
+    assert _row(rq2, study._label(study.RQS["rq2"], "mllm-srec-text"))[1:5] == ["missing"] * 4
+    assert _row(rq2, study._label(study.RQS["rq2"], "mllm-srec-image"))[1:5] == ["n/a"] * 4
+    assert "baby: n/a (the full model cannot run)" in rq2
+
+
 def _add_copy(store: Store, src: Run, model: str, shift: float) -> Run:
     """A run of ``model`` (its tiny configuration hash) whose per-user values are ``src``'s moved by ``shift``."""
     vecs = {k: np.clip(v + shift, 0, 1) for k, v in store.per_user(src.id).items()}

@@ -21,7 +21,8 @@ def _fmt_seconds(s: float) -> str:
 
 
 def print_plan(p, title: str | None = None) -> None:
-    """The plan as a rich table: one row per (model, dataset), stored and missing seeds, the estimate."""
+    """The plan as a rich table: one row per (model, dataset), stored and missing seeds, the estimate (or why
+    the cells cannot run on this suite's data)."""
     from mmsr_bench.cli.common import _print_table, console
 
     rows = []
@@ -30,9 +31,12 @@ def print_plan(p, title: str | None = None) -> None:
         seen.setdefault((c.model, c.dataset), []).append(c)
     for (model, dataset), cells in seen.items():
         stored = [c for c in cells if c.stored]
-        missing = [c for c in cells if not c.stored]
+        missing = [c for c in cells if not c.stored and not c.cannot_run]
         est = [c.estimate_s for c in missing if c.estimate_s is not None]
-        if not missing:
+        unrunnable = [c for c in cells if not c.stored and c.cannot_run]
+        if unrunnable:
+            estimate = f"cannot run: {unrunnable[0].cannot_run}"
+        elif not missing:
             estimate = "-"
         elif len(est) < len(missing):
             estimate = "unknown"
@@ -48,8 +52,12 @@ def print_plan(p, title: str | None = None) -> None:
         total = "unknown (no stored runs of these models on this suite)"
     else:
         total = _fmt_seconds(seconds) + (f" + {unknown} cell(s) unknown" if unknown else "")
-    console.print(f"{len(p.stored)} of {len(p.cells)} cells stored, {len(p.missing)} missing; estimated time of the "
-                  f"missing ones: {total if p.missing else '-'}", highlight=False, soft_wrap=True)
+    unrunnable = f", {len(p.unrunnable)} cannot run on this data" if p.unrunnable else ""
+    console.print(f"{len(p.stored)} of {len(p.cells)} cells stored, {len(p.missing)} missing{unrunnable}; estimated "
+                  f"time of the missing ones: {total if p.missing else '-'}", highlight=False, soft_wrap=True)
+    if p.unrunnable:
+        console.print("[dim]`bench run` on a cell that cannot run says how to add what its dataset lacks (item images: "
+                      "the amazon4-mm suite)[/dim]", highlight=False, soft_wrap=True)
     for d, fp in p.fingerprints.items():
         if fp is None:
             console.print(f"[yellow]{p.suite}/{d} is neither frozen nor built: every cell counts as missing[/yellow]")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 
-from mmsr_bench.data.splits import EvalSplit, ScoreBatch, TrainData
+from mmsr_bench.data.splits import EvalSplit, ItemTable, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError, MissingModality, UnknownName
 
 if TYPE_CHECKING:
@@ -313,15 +313,30 @@ def build(name: str, overrides: Mapping[str, str] | None = None, *, seed: int = 
     return adapter
 
 
+def lacking(needs: Needs, items: ItemTable) -> tuple[str, ...]:
+    """The inputs ``needs`` asks for that ``items`` lacks: ``"text"`` (no titles or descriptions), ``"images"``."""
+    out = []
+    if needs.text and not any(items.has(c) for c in ("title", "description")):
+        out.append("text")
+    if needs.images and not items.has("image"):
+        out.append("images")
+    return tuple(out)
+
+
+def effective_needs(model: "Adapter") -> Needs:
+    """What this configured adapter consumes (a variant may need less than its class, e.g. mllm-srec-text)."""
+    return getattr(model, "effective_needs", type(model).needs)
+
+
 def check_needs(needs: Needs, data: "SuiteData", model: str) -> None:
     """Refuse, before any training, when the adapter needs a modality the dataset lacks."""
-    items = data.items
-    if needs.text and not any(items.has(c) for c in ("title", "description")):
+    missing = lacking(needs, data.items)
+    if "text" in missing:
         raise MissingModality(
             f"model {model!r} needs item text, but dataset {data.dataset!r} of suite {data.suite.name!r} has none "
             f"(no titles or descriptions). Import the raw Amazon meta files with `bench data import`, or pick a "
             f"dataset with text.")
-    if needs.images and not items.has("image"):
+    if "images" in missing:
         raise MissingModality(
             f"model {model!r} needs item images, but dataset {data.dataset!r} of suite {data.suite.name!r} has none. "
             f"The amazon4-mm suite joins the raw Amazon 2014 meta files (titles and image URLs): download "

@@ -255,7 +255,7 @@ def _build(name: str, overrides: Mapping[str, str], seed: int, kit: KitSuite):
 def _fit(name: str, overrides: Mapping[str, str], seed: int, kit: KitSuite, data):
     """Fit like :func:`mmsr_bench.runner.execute.run_one`: ``data`` (the SuiteData) is in the caller's frame, as in a run."""
     model = _build(name, overrides, seed, kit)
-    adapter_mod.check_needs(getattr(model, "effective_needs", model.needs), data, name)
+    adapter_mod.check_needs(adapter_mod.effective_needs(model), data, name)
     model.fit(data.train, data.valid)
     return model
 

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 FULL = "mllm-srec-qlora"
 BUDGETS = ("default", "tiny")
 FORMATS = ("markdown", "latex", "html")
+NOT_APPLICABLE = "n/a"  # a cell whose model cannot run on the dataset (its footer says why); missing = not run yet
 MARK_BETTER, MARK_WORSE = "+", "-"  # mmsr_bench.results.significance's codes; mmsr_bench.results.tables shows ▲/▼
 #: Metric families shown in the study tables (at the suite's cutoffs >= 5 where present) and AUC.
 TABLE_FAMILIES = ("hr", "recall", "ndcg")
@@ -210,18 +211,49 @@ def _config_fields(model: str) -> set[str]:
     return {f.name for f in dataclasses.fields(adapter.get(model).cls.config_cls)}
 
 
-_HASHES: dict[tuple[str, str, tuple], str] = {}
+_PROBES: dict[tuple[str, str, tuple], tuple[str, object]] = {}
 
 
-def expected_config_hash(model: str, budget: str, sets: tuple[tuple[str, str], ...] = ()) -> str:
-    """The configuration hash a run of ``model`` under ``budget`` stores (:func:`mmsr_bench.models.adapter.config_hash`, as the runner records it)."""
+def _probe(model: str, budget: str, sets: tuple[tuple[str, str], ...]) -> tuple[str, object]:
+    """The configuration hash and the inputs (:class:`mmsr_bench.models.adapter.Needs`) of a study cell's model,
+    from one cheap construction of the adapter (cached)."""
     from mmsr_bench.models import adapter
 
     overrides = overrides_for(model, budget, sets)
     key = (model, budget, tuple(sorted(overrides.items())))
-    if key not in _HASHES:
-        _HASHES[key] = adapter.config_hash(adapter.build(model, overrides, device="cpu"))
-    return _HASHES[key]
+    if key not in _PROBES:
+        built = adapter.build(model, overrides, device="cpu")
+        _PROBES[key] = (adapter.config_hash(built), adapter.effective_needs(built))
+    return _PROBES[key]
+
+
+def expected_config_hash(model: str, budget: str, sets: tuple[tuple[str, str], ...] = ()) -> str:
+    """The configuration hash a run of ``model`` under ``budget`` stores (:func:`mmsr_bench.models.adapter.config_hash`, as the runner records it)."""
+    return _probe(model, budget, sets)[0]
+
+
+_LACKING: dict[tuple[str, int], tuple[str, ...]] = {}
+
+
+def cannot_run(model: str, budget: str, sets: tuple[tuple[str, str], ...], spec, dataset: str) -> str:
+    """Why ``model`` cannot run on ``spec``'s ``dataset`` here: the inputs it needs that the built dataset lacks
+    (e.g. item images on the S3-Rec Amazon files), as the runner would refuse before any work. "" when it can, or
+    when the dataset is not built here (the run's own check decides then)."""
+    from mmsr_bench.models import adapter
+    from mmsr_bench.suites import build
+
+    needs = _probe(model, budget, sets)[1]
+    if not (needs.text or needs.images):
+        return ""
+    path = build.dataset_dir(spec, dataset) / "items.tsv"
+    if not path.is_file():
+        return ""
+    key = (str(path), path.stat().st_mtime_ns)
+    if key not in _LACKING:
+        everything = adapter.Needs(text=True, images=True)
+        _LACKING[key] = adapter.lacking(everything, build.read_items(path, path.parent))
+    missing = [x for x in _LACKING[key] if getattr(needs, x)]
+    return f"{spec.name}/{dataset} has no item {' or '.join(missing)}" if missing else ""
 
 
 def current_fingerprint(spec, dataset: str) -> str | None:
@@ -287,10 +319,25 @@ class StudyTable:
     suite_hashes: tuple[str, ...]
     code_versions: tuple[str, ...]
     significance: str
+    #: (model, group index) -> why the model cannot run on that dataset (printed n/a, not missing)
+    unrunnable: dict = field(default_factory=dict)
 
     def footer(self) -> str:
-        refs = "; ".join(f"{g.label}: {self.references.get(i) or 'missing'}" for i, g in enumerate(self.groups))
-        return (f"Reference per dataset: {refs}. {self.significance} "
+        def ref(i: int) -> str:
+            if self.references.get(i):
+                return self.references[i]
+            if self.key != "rq1" and (FULL, i) in self.unrunnable:
+                return f"{NOT_APPLICABLE} (the full model cannot run)"
+            return "missing"
+
+        refs = "; ".join(f"{g.label}: {ref(i)}" for i, g in enumerate(self.groups))
+        why: dict[str, list[str]] = {}
+        for (m, _), reason in self.unrunnable.items():
+            if m not in why.setdefault(reason, []):
+                why[reason].append(m)
+        na = "".join(f" {NOT_APPLICABLE}: cannot run on the dataset ({', '.join(ms)}: {reason})."
+                     for reason, ms in why.items())
+        return (f"Reference per dataset: {refs}. {self.significance}{na} "
                 f"suite_hash: {'; '.join(self.suite_hashes) or 'none'}; code version: "
                 f"{', '.join(self.code_versions) or 'none'}; runs: {', '.join(map(str, self.run_ids)) or 'none'}.")
 
@@ -413,12 +460,14 @@ def build_report(store, opts: StudyOptions, *, also: tuple = (), metrics: list[s
     for key in opts.rqs:
         rq = RQS[key]
         models = [m for m in rq.models if m in hashes]
-        cells, improv, refs = {}, {}, {}
+        cells, improv, refs, unrunnable = {}, {}, {}, {}
         used: set = set()
         for gi, g in enumerate(groups):
             primary = g.spec.evaluation.primary if g.spec.evaluation.primary in g.metrics else g.metrics[0]
             for m in models:
                 rs = runs[(m, gi)]
+                if not rs and (why := cannot_run(m, opts.budget, opts.sets, g.spec, g.dataset)):
+                    unrunnable[(m, gi)] = why
                 for met in g.metrics:
                     vals = [r.metrics[met] for r in rs if met in r.metrics]
                     if vals:
@@ -459,7 +508,7 @@ def build_report(store, opts: StudyOptions, *, also: tuple = (), metrics: list[s
             tuple(groups), cells, improv,
             "%Improv." if rq.against_baseline else "%Diff. vs full", refs, tuple(sorted(used)),
             _suite_hashes(groups, picked), _versions(picked),
-            _significance_text(test, correction, alpha)))
+            _significance_text(test, correction, alpha), unrunnable))
     hal = hallucination_table(store, opts, hashes)
     notes = tuple(f"{g.label}: suite {g.spec.name} is neither frozen nor built here; runs of any fingerprint "
                   "are shown" for g in groups if g.fingerprint is None)
@@ -567,7 +616,10 @@ def to_table(t: StudyTable):
         for gi, g in enumerate(t.groups):
             for met in g.metrics:
                 c = t.cells[(m, gi, met)]
-                row.append(tb.Cell(tb.MISSING) if c.mean is None else tb.Cell(_fmt(c), c.mean, c.marker))
+                if c.mean is not None:
+                    row.append(tb.Cell(_fmt(c), c.mean, c.marker))
+                else:
+                    row.append(tb.Cell(NOT_APPLICABLE if (m, gi) in t.unrunnable else tb.MISSING))
             if (m, gi) in t.improv:
                 row.append(tb.Cell(_pct(t.improv[(m, gi)]), t.improv[(m, gi)]))
             elif t.references.get(gi) == m:

@@ -95,7 +95,7 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
     repro = seed_everything(seed, torch_too=reg.cls.uses_torch)
     model = adapter_mod.build(req.model, req.overrides, seed=seed, device=device,
                               cache_dir=str(cache_dir("models", req.model)))
-    check_needs(getattr(model, "effective_needs", reg.cls.needs), data, req.model)
+    check_needs(adapter_mod.effective_needs(model), data, req.model)
     sha, dirty = code_version()
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
@@ -163,7 +163,7 @@ def execute(req: RunRequest, *, on_result=None) -> list[Run]:
     # Built once with the user's overrides (constructors are cheap): a bad --set fails here, and the modalities
     # this configuration really needs (e.g. mmgcn with modalities=id,text) are known before any data work.
     probe = adapter_mod.build(req.model, req.overrides, device="cpu")
-    needs = getattr(probe, "effective_needs", reg.cls.needs)
+    needs = adapter_mod.effective_needs(probe)
     loaded = []
     for name in req.datasets:
         with progress.track(f"verifying {req.suite.name}/{name}", total=None):

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmsr_bench.results.study import (RQS, StudyOptions, current_fingerprint, expected_config_hash, open_for_reading,
-                                      overrides_for)
+from mmsr_bench.results.study import (RQS, StudyOptions, cannot_run, current_fingerprint, expected_config_hash,
+                                      open_for_reading, overrides_for)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ class PlanCell:
     run_id: int | None  # the stored run, None when missing
     estimate_s: float | None = None  # for a missing cell: fit + score seconds of stored runs, None when unknown
     estimate_from: str = ""  # which runs the estimate comes from
+    #: why the cell cannot run on this suite's data (an input the model needs and the dataset lacks), "" when it can
+    cannot_run: str = ""
 
     @property
     def stored(self) -> bool:
@@ -50,7 +52,13 @@ class Plan:
 
     @property
     def missing(self) -> list[PlanCell]:
-        return [c for c in self.cells if not c.stored]
+        """Cells to run: not stored, and runnable on this suite's data."""
+        return [c for c in self.cells if not c.stored and not c.cannot_run]
+
+    @property
+    def unrunnable(self) -> list[PlanCell]:
+        """Cells whose model needs an input the dataset lacks: never run, never estimated."""
+        return [c for c in self.cells if not c.stored and c.cannot_run]
 
     @property
     def stored(self) -> list[PlanCell]:
@@ -64,7 +72,8 @@ class Plan:
     def to_dict(self) -> dict:
         seconds, unknown = self.estimate()
         return {"suite": self.suite, "budget": self.budget, "fingerprints": self.fingerprints,
-                "stored": len(self.stored), "missing": len(self.missing), "estimate_seconds": seconds,
+                "stored": len(self.stored), "missing": len(self.missing), "cannot_run": len(self.unrunnable),
+                "estimate_seconds": seconds,
                 "estimate_unknown_cells": unknown, "cells": [dataclasses.asdict(c) for c in self.cells]}
 
 
@@ -81,8 +90,8 @@ def _estimate(runs: list, model: str, dataset: str, cfg_hash: str) -> tuple[floa
 
 
 def plan(opts: StudyOptions) -> Plan:
-    """Which cells of the grid are stored (same suite fingerprint, configuration hash, seed) and which are missing,
-    with an estimated time for the missing ones."""
+    """Which cells of the grid are stored (same suite fingerprint, configuration hash, seed), which are missing,
+    with an estimated time for the missing ones, and which cannot run on this suite's data (and why)."""
     from mmsr_bench.runner import execute as runner
 
     store = open_for_reading(opts.db)
@@ -96,12 +105,14 @@ def plan(opts: StudyOptions) -> Plan:
                                 overrides_for(m, opts.budget, opts.sets), opts.db)
         rqs = tuple(k for k in opts.rqs if m in RQS[k].models)
         for d in opts.datasets:
+            why = cannot_run(m, opts.budget, opts.sets, spec, d)
             for s in opts.seeds:
                 done = None
                 if store is not None and fps[d] is not None:
                     done = runner.stored_cell(store, req, _Data(spec, d, fps[d]), s, cfg)
-                est, src = (None, "") if done else _estimate([r for r in all_runs if r.variant == ""], m, d, cfg)
-                cells.append(PlanCell(m, d, s, rqs, done.id if done else None, est, src))
+                est, src = ((None, "") if done or why
+                            else _estimate([r for r in all_runs if r.variant == ""], m, d, cfg))
+                cells.append(PlanCell(m, d, s, rqs, done.id if done else None, est, src, "" if done else why))
     return Plan(spec.name, opts.budget, fps, tuple(cells))
 
 
@@ -114,13 +125,16 @@ class RunOutcome:
 
 def run_missing(opts: StudyOptions, current: Plan | None = None, on_result=None) -> list[RunOutcome]:
     """Run the missing cells through :func:`mmsr_bench.runner.execute.execute` with ``resume`` (the runner skips stored
-    cells itself). One model failing (a missing modality, a crash) is recorded and the others go on."""
+    cells itself); cells that cannot run on this suite's data are left out (the plan says why). One model failing
+    (a crash) is recorded and the others go on."""
     from mmsr_bench.runner import execute as runner
 
     current = current or plan(opts)
     out = []
     for m in opts.models:
-        todo = [c for c in current.missing if c.model == m]
+        # checked again here: an earlier model's run may have built a dataset the plan could not yet look into
+        todo = [c for c in current.missing
+                if c.model == m and not cannot_run(m, opts.budget, opts.sets, opts.spec, c.dataset)]
         if not todo:
             continue
         datasets = [d for d in opts.datasets if any(c.dataset == d for c in todo)]
