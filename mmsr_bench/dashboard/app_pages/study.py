@@ -56,7 +56,8 @@ if out["suite"] != suite:
     st.caption(f"suite file {suite_file} holds suite {out['suite']!r}")
 st.caption("Rows: models; columns: datasets × metrics. Best **bold**, second underlined; ▲/▼ significantly "
            "better/worse than the reference (strongest baseline in RQ1, the full model elsewhere); cells without "
-           "runs say missing, and n/a where the model cannot run on the dataset (the footer says why). `bench report study` prints the same tables.")
+           "runs say missing, and n/a where the model cannot run on the dataset (the footer says why). "
+           "`bench report study` prints the same tables.")
 for md in out["tables"]:
     st.markdown(md, unsafe_allow_html=True)
 for n in out["notes"]:
