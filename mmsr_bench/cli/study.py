@@ -31,9 +31,9 @@ def print_plan(p, title: str | None = None) -> None:
         seen.setdefault((c.model, c.dataset), []).append(c)
     for (model, dataset), cells in seen.items():
         stored = [c for c in cells if c.stored]
-        missing = [c for c in cells if not c.stored and not c.cannot_run]
+        missing = [c for c in cells if c.to_run]
         est = [c.estimate_s for c in missing if c.estimate_s is not None]
-        unrunnable = [c for c in cells if not c.stored and c.cannot_run]
+        unrunnable = [c for c in cells if c.cannot_run]
         if unrunnable:
             estimate = f"cannot run: {unrunnable[0].cannot_run}"
         elif not missing:

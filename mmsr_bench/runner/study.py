@@ -35,12 +35,18 @@ class PlanCell:
     run_id: int | None  # the stored run, None when missing
     estimate_s: float | None = None  # for a missing cell: fit + score seconds of stored runs, None when unknown
     estimate_from: str = ""  # which runs the estimate comes from
-    #: why the cell cannot run on this suite's data (an input the model needs and the dataset lacks), "" when it can
+    #: why the cell cannot run on this suite's data (an input the model needs and the dataset lacks); "" when it can
+    #: or when the cell is stored
     cannot_run: str = ""
 
     @property
     def stored(self) -> bool:
         return self.run_id is not None
+
+    @property
+    def to_run(self) -> bool:
+        """Not stored, and runnable on this suite's data."""
+        return not self.stored and not self.cannot_run
 
 
 @dataclass(frozen=True)
@@ -53,12 +59,12 @@ class Plan:
     @property
     def missing(self) -> list[PlanCell]:
         """Cells to run: not stored, and runnable on this suite's data."""
-        return [c for c in self.cells if not c.stored and not c.cannot_run]
+        return [c for c in self.cells if c.to_run]
 
     @property
     def unrunnable(self) -> list[PlanCell]:
         """Cells whose model needs an input the dataset lacks: never run, never estimated."""
-        return [c for c in self.cells if not c.stored and c.cannot_run]
+        return [c for c in self.cells if c.cannot_run]
 
     @property
     def stored(self) -> list[PlanCell]:
