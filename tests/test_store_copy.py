@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from mmsr_bench.cli.main import app
 from mmsr_bench.errors import BenchError
-from mmsr_bench.results import store_copy
+from mmsr_bench.results import run_files, store_copy
 from mmsr_bench.results.store import Artifact, Run, Store, UserMetric
 from mmsr_bench.results.store_copy import cell, copy_store
 
@@ -81,21 +81,21 @@ def test_each_run_is_copied_in_its_own_transaction(tmp_path, store_url, monkeypa
     src = f"sqlite:///{tmp_path / 'src.db'}"
     _fill(src, "a")
     uuids = [r.uuid for r in Store(src).runs(status=None)]
-    real = store_copy._fresh
+    real = run_files._fresh
 
     def failing(row, cls, **changes):  # the second run's artifact, after its run and vectors were flushed
         if cls is Artifact and row.payload_json == '{"k": 1}':
             raise RuntimeError("connection lost mid-run")
         return real(row, cls, **changes)
 
-    monkeypatch.setattr(store_copy, "_fresh", failing)
+    monkeypatch.setattr(run_files, "_fresh", failing)
     with pytest.raises(RuntimeError):
         copy_store(src, store_url)
     dst = Store(store_url)
     assert [r.uuid for r in dst.runs(status=None)] == uuids[:1]  # the first run whole, the second not at all
     with dst.session() as s:
         assert len(list(s.exec(select(UserMetric)))) == 2 and len(list(s.exec(select(Artifact)))) == 1
-    monkeypatch.setattr(store_copy, "_fresh", real)
+    monkeypatch.setattr(run_files, "_fresh", real)
     assert copy_store(src, store_url).runs_copied == 2
     assert _content(store_url) == _content(src)
 
@@ -119,7 +119,7 @@ def test_bad_urls_and_disagreeing_stores_copy_nothing(tmp_path, store_url):
     # the same uuid as a different cell: the stores disagree, and nothing is copied
     clash = Store(src).runs(status=None)[1]
     Store(store_url).add_run(Run(**{**clash.model_dump(exclude={"id"}), "seed": 99}))
-    with pytest.raises(BenchError, match=f"run {clash.uuid} is in both stores as different cells"):
+    with pytest.raises(BenchError, match=f"run {clash.uuid} is in both places as different cells"):
         copy_store(src, store_url)
     assert len(Store(store_url).runs(status=None)) == 1
 

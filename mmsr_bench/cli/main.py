@@ -24,7 +24,7 @@ data_app = typer.Typer(help="Import raw data and fetch item images.", no_args_is
 app.add_typer(suite_app, name="suite")
 app.add_typer(runs_app, name="runs")
 app.add_typer(data_app, name="data")
-store_app = typer.Typer(help="Copy runs between results stores; upgrade an older store.", no_args_is_help=True)
+store_app = typer.Typer(help="Copy, export and import runs; check and upgrade a store.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 
 # --------------------------------------------------------------------------------------------------- run
@@ -91,30 +91,57 @@ def run(
 
 # ------------------------------------------------------------------------------------------- leaderboard
 def _leaderboard(suite: str, datasets: list[str] | None, metric: Optional[str], fmt: str, db: Optional[str],
-                 against: Optional[str], alpha: float, test: str, correction: str) -> None:
+                 against: Optional[str], alpha: float, test: str, correction: str, reference: bool = False) -> None:
     from mmsr_bench.evaluation import metrics as mt
     from mmsr_bench.results import leaderboard as lb
+    from mmsr_bench.results import significance
     from mmsr_bench.results.store import Store
 
     metrics = [m.strip() for m in metric.split(",")] if metric else None
     for m in metrics or []:
         mt.parse_metric(m)
     if against:
-        from mmsr_bench.results import significance
-
         significance.check_options(test, correction, alpha)
-    store = Store.for_reading(db)
-    board = lb.build_board(store, suite, datasets, metrics)
-    if not board.models:
-        fail(f"no completed runs for suite {suite!r} in {store.url}; run `bench run --suite {suite} --model pop`")
-    if metrics is None:
-        wanted = ["hr@10", "ndcg@10", "mrr", "auc"]
-        board.metrics = [m for m in wanted if m in board.metrics] or board.metrics[:4]
-    footer = ""
-    if against:
-        from mmsr_bench.results import significance
+    wanted = ["hr@10", "ndcg@10", "mrr", "auc"]
 
-        footer = significance.mark_board(store, board, against, alpha=alpha, test=test, correction=correction)
+    def side(store: Store) -> tuple[lb.Board | None, str]:
+        """One store's board with its own significance marks (a reference run is never tested against a local
+        one here: `bench compare` does that where the fingerprints agree)."""
+        board = lb.build_board(store, suite, datasets, metrics)
+        if not board.models:
+            return None, ""
+        if metrics is None:
+            board.metrics = [m for m in wanted if m in board.metrics] or board.metrics[:4]
+        if against and against in board.models:
+            return board, significance.mark_board(store, board, against, alpha=alpha, test=test,
+                                                  correction=correction)
+        return board, ""
+
+    try:
+        local = Store.for_reading(db)
+    except BenchError:
+        if not reference:
+            raise
+        local = None  # no local store yet: the reference runs alone
+    board, footer = side(local) if local is not None else (None, "")
+    if reference:
+        from mmsr_bench.results import reference as ref
+
+        ref_board, ref_footer = side(ref.reference_store())
+        if ref_board is None and board is None:
+            fail(f"no completed runs for suite {suite!r} in the local store or the reference runs "
+                 f"({ref.reference_dir()})")
+        board = lb.merge_boards(board, ref_board, ref.SUFFIX)
+        board.notes.append(f"rows marked{ref.SUFFIX} are reference runs from {ref.reference_dir()}; significance "
+                           "marks compare each side only with its own runs")
+        footer = footer or ref_footer
+    if board is None:
+        fail(f"no completed runs for suite {suite!r} in {local.url}; run `bench run --suite {suite} --model pop`"
+             + (" (or see the reference runs with --reference)" if not reference else ""))
+        return
+    if against and not footer:
+        raise BenchError(f"--against {against!r}: no runs of that model on suite {suite!r} "
+                         f"(models: {', '.join(board.models)})")
     if fmt == "table":
         for d in board.datasets:  # one table per dataset reads better in a terminal than one wide table
             sub = dataclasses.replace(board, datasets=[d],
@@ -146,6 +173,9 @@ def leaderboard(
     test: str = typer.Option("t", "--test", help="t | wilcoxon | perm | bootstrap"),
     correction: str = typer.Option("holm", "--correction", help="holm | fdr_bh | bonferroni | none"),
     db: Optional[str] = DB_OPTION,
+    reference: bool = typer.Option(False, "--reference", help="Also show the reference runs committed with the "
+                                   "project (reference-runs/ or $MMSR_BENCH_REFERENCE), marked as such; works "
+                                   "without a local store."),
 ) -> None:
     """Rank models on a suite: mean over seeds (± 95% CI where several seeds exist)."""
     _setup()
@@ -153,7 +183,7 @@ def leaderboard(
         fail(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
     try:
         _leaderboard(suite, [d.strip() for d in dataset.split(",")] if dataset else None, metric, format, db,
-                     against, alpha, test, correction)
+                     against, alpha, test, correction, reference)
     except BenchError as exc:
         fail(str(exc))
 
@@ -498,6 +528,82 @@ def store_copy(
     console.print(f"copied {rep.runs_copied} runs and {rep.artifacts_copied} artifacts from {rep.source} to "
                   f"{rep.destination} ({rep.runs_present} runs and {rep.artifacts_present} artifacts were already "
                   "there)", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def reproduce(
+    run_key: str = typer.Argument(..., metavar="RUN", help="The uuid of a reference (or stored) run, or its first "
+                                  "8+ hex digits."),
+    db: Optional[str] = DB_OPTION,
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: CUDA if present)."),
+) -> None:
+    """Rerun a reference cell with its recorded suite, model, configuration and seed, store the rerun in --db, and
+    print the largest per-user difference against the recorded vectors (0 = reproduced exactly)."""
+    from mmsr_bench.runner.reproduce import reproduce as reproduce_run
+
+    _setup()
+    try:
+        rep = reproduce_run(run_key, db, device=device)
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    r = rep.recorded
+    rows = [[d.metric, f"{d.recorded:.6f}", f"{d.rerun:.6f}", f"{d.max_abs_diff:.3g}", str(d.users_differing)]
+            for d in rep.diffs]
+    _print_table(["metric", "recorded", "rerun", "max per-user |diff|", "users differing"], rows,
+                 title=f"{r.model} on {r.suite}/{r.dataset} seed {r.seed}: run {r.uuid} ({rep.source}, host "
+                       f"{r.host}) vs rerun {rep.rerun.uuid} (run {rep.rerun.id})")
+    verdict = ("reproduced exactly: every per-user value is identical" if rep.exact else
+               f"differs: the largest per-user difference is {rep.largest:.3g}")
+    console.print(verdict, highlight=False, markup=False)
+
+
+@store_app.command("export")
+def store_export(
+    to: Path = typer.Option(..., "--to", help="Folder to write run files into (SUITE/DATASET/UUID.json; created)."),
+    suite: Optional[str] = typer.Option(None, "--suite", "-s", help="Only runs of this suite."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Only runs on this dataset."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only these models (comma-separated)."),
+    run_ids: list[str] = typer.Option([], "--run", help="Only these runs (uuid or id; repeatable)."),
+    db: Optional[str] = DB_OPTION,
+) -> None:
+    """Write stored runs as portable run files: the whole run record, its per-user vectors and artifacts, one JSON
+    file per run with a content hash (see the README's "Reference runs")."""
+    from mmsr_bench.results.store_copy import export_store
+
+    _setup()
+    try:
+        rep = export_store(db, to, suite=suite, dataset=dataset, models=_names_option(model, "--model"),
+                           run_uuids=list(run_ids) or None)
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    console.print(f"exported {rep.runs} runs and {rep.artifacts} loose artifacts from {rep.source} to {rep.folder}: "
+                  f"{rep.files_written} files written ({rep.bytes_written / 1e6:.2f} MB), {rep.files_unchanged} "
+                  f"unchanged, in {rep.seconds:.1f} s", highlight=False, soft_wrap=True, markup=False)
+
+
+@store_app.command("import")
+def store_import(
+    source: Path = typer.Argument(..., help="A run file, or a folder of them (searched recursively)."),
+    db: Optional[str] = DB_OPTION,
+) -> None:
+    """Load run files into a store: every file is validated first (hash, fields, vector lengths, suite
+    fingerprint), then the runs the store lacks are written; importing again writes nothing."""
+    import time
+
+    from mmsr_bench.results.store_copy import import_files
+
+    _setup()
+    t0 = time.perf_counter()
+    try:
+        rep = import_files(source, db)
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    console.print(f"imported {rep.runs_copied} runs and {rep.artifacts_copied} artifacts from {rep.source} into "
+                  f"{rep.destination} ({rep.runs_present} runs and {rep.artifacts_present} artifacts were already "
+                  f"there) in {time.perf_counter() - t0:.1f} s", highlight=False, soft_wrap=True, markup=False)
 
 
 @store_app.command("upgrade")

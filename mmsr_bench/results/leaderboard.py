@@ -89,12 +89,33 @@ def build_board(store: Store, suite: str, datasets: list[str] | None = None, met
             vals = [r.metrics[m] for r in rs if m in r.metrics]
             if vals:
                 cells[(model, dataset, m)] = Cell(*summarize_seeds(vals), len(vals), tuple(r.id for r in rs))
-    models = sorted({r.model for r in runs})
-    if ds and ms:
-        key_metric = _primary_metric(suite, ms)
-        models.sort(key=lambda mo: -np.nanmean([board_val(cells, mo, d, key_metric) for d in ds] or [np.nan])
-                    if any((mo, d, key_metric) in cells for d in ds) else math.inf)
-    return Board(suite, ds, ms, models, cells, notes)
+    return Board(suite, ds, ms, _ranked(suite, sorted({r.model for r in runs}), cells, ds, ms), cells, notes)
+
+
+def _ranked(suite: str, models: list[str], cells: dict, ds: list[str], ms: list[str]) -> list[str]:
+    """Models by their mean of the primary metric over the datasets, best first; models without it last."""
+    if not (ds and ms):
+        return models
+    key_metric = _primary_metric(suite, ms)
+    return sorted(models, key=lambda mo: -np.nanmean([board_val(cells, mo, d, key_metric) for d in ds] or [np.nan])
+                  if any((mo, d, key_metric) in cells for d in ds) else math.inf)
+
+
+def merge_boards(local: Board | None, reference: Board | None, suffix: str) -> Board:
+    """The local board and the reference board as one, reference rows named ``model + suffix`` (so that they are
+    never read as more seeds of the local model), ranked together; each side keeps its own significance marks."""
+    boards = [b for b in (local, reference) if b is not None]
+    cells: dict[tuple[str, str, str], Cell] = dict(local.cells) if local else {}
+    models = list(local.models) if local else []
+    notes = list(local.notes) if local else []
+    if reference is not None:
+        cells.update({(m + suffix, d, k): c for (m, d, k), c in reference.cells.items()})
+        models += [m + suffix for m in reference.models]
+        notes += [f"reference runs: {n}" for n in reference.notes]
+    suite = boards[0].suite
+    order = _suite_order(suite, {d for b in boards for d in b.datasets})
+    metrics = list(dict.fromkeys(m for b in boards for m in b.metrics))
+    return Board(suite, order, metrics, _ranked(suite, models, cells, order, metrics), cells, notes)
 
 
 def _primary_metric(suite: str, metrics: list[str]) -> str:

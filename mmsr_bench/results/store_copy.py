@@ -1,44 +1,33 @@
-"""Copy runs between results stores (``bench store copy --from URL --to URL``): for instance the SQLite files of
-several machines into one shared PostgreSQL store, or a shared store into a file to take away.
+"""Move runs between results stores and run files: ``bench store copy --from URL --to URL`` (for instance the
+SQLite files of several machines into one shared PostgreSQL store), ``bench store export`` (a store's runs as
+portable run files, :mod:`mmsr_bench.results.run_files`) and ``bench store import`` (run files into a store).
 
-A run's identity is its cell (suite, protocol fingerprint, dataset, model, variant, seed, config hash) plus its
-``uuid``: a run whose uuid the destination already holds is not copied again, so re-running a copy copies nothing
-new and two stores holding the same runs merge without duplicates. A uuid present in both stores with different
-cells means the stores disagree: the copy refuses before writing anything. Each run goes in its own transaction,
-with its per-user vectors (their stored bytes, unchanged) and the artifacts attached to it; artifacts attached to
-no run are copied after the runs, likewise by uuid. The destination's ids are its own (they are not preserved).
+All three are one code path: runs are read as :class:`~mmsr_bench.results.run_files.RunRecord` (from a store or
+from validated files) and written by :func:`~mmsr_bench.results.run_files.write_records`. A run's identity is its
+cell (suite, protocol fingerprint, dataset, model, variant, seed, config hash) plus its ``uuid``: a run whose uuid
+the destination already holds is not written again, so re-running a copy or an import writes nothing new, and two
+sources holding the same runs merge without duplicates. A uuid present in both places with different cells means
+they disagree: nothing is written. Each run goes in its own transaction, with its per-user vectors and the
+artifacts attached to it; artifacts attached to no run follow, likewise by uuid. The destination's ids are its own.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
 
-from mmsr_bench import progress
 from mmsr_bench.errors import BenchError
-from mmsr_bench.results.store import Artifact, Run, Store, UserMetric, check_store, mask_url, sqlite_file
+from mmsr_bench.results import run_files
+from mmsr_bench.results.run_files import CELL_FIELDS, WriteReport, cell  # noqa: F401 - re-exported
+from mmsr_bench.results.store import Store, check_store, mask_url, sqlite_file
 
 log = logging.getLogger(__name__)
 
-CELL_FIELDS = ("suite", "suite_hash", "dataset", "model", "variant", "seed", "config_hash")
-
-
-@dataclass
-class CopyReport:
-    source: str  # masked URLs
-    destination: str
-    runs_copied: int = 0
-    runs_present: int = 0  # already in the destination (same uuid and cell)
-    artifacts_copied: int = 0
-    artifacts_present: int = 0
-
-
-def cell(run: Run) -> tuple:
-    return tuple(getattr(run, f) for f in CELL_FIELDS)
+CopyReport = WriteReport
 
 
 def same_store(a: str, b: str) -> bool:
@@ -54,6 +43,25 @@ def same_store(a: str, b: str) -> bool:
     return key(ua) == key(ub)
 
 
+def _open_destination(url: str, flag: str) -> Store:
+    if not url or not str(url).strip():
+        raise BenchError(f"{flag}: give the SQLAlchemy URL of a results store")
+    try:
+        check_store(url)  # valid URL, driver, folder, reachable, not a foreign schema; creates nothing
+        return Store(url)
+    except BenchError as exc:
+        raise BenchError(f"{flag}: {exc}") from None
+
+
+def _open_source(url: str, flag: str) -> Store:
+    if not url or not str(url).strip():
+        raise BenchError(f"{flag}: give the SQLAlchemy URL of a results store")
+    try:
+        return Store.for_reading(url)  # exists, has runs, current schema, reachable
+    except BenchError as exc:
+        raise BenchError(f"{flag}: {exc}") from None
+
+
 def copy_store(source: str, destination: str) -> CopyReport:
     """Copy every run (completed and failed) and artifact of ``source`` missing from ``destination``; see the
     module docstring. Both URLs are checked before anything is written."""
@@ -62,118 +70,44 @@ def copy_store(source: str, destination: str) -> CopyReport:
             raise BenchError(f"{flag}: give the SQLAlchemy URL of a results store")
     if same_store(source, destination):
         raise BenchError(f"--from {mask_url(source)!r} and --to {mask_url(destination)!r} name the same store")
-    try:
-        src = Store.for_reading(source)  # exists, has runs, current schema, reachable
-    except BenchError as exc:
-        raise BenchError(f"--from: {exc}") from None
-    try:
-        check_store(destination)  # valid URL, driver, folder, reachable, not a foreign schema; creates nothing
-        dst = Store(destination)
-    except BenchError as exc:
-        raise BenchError(f"--to: {exc}") from None
-    report = CopyReport(source=src.url, destination=dst.url)
-
-    with Session(dst.engine) as s:
-        have_runs = {r.uuid: (r.id, cell(r)) for r in s.exec(select(Run))}
-        have_arts = set(s.exec(select(Artifact.uuid)))
-    src_runs = src.runs(status=None)
-    clashes = [r for r in src_runs if r.uuid in have_runs and have_runs[r.uuid][1] != cell(r)]
-    if clashes:
-        r = clashes[0]
-        raise BenchError(f"run {r.uuid} is in both stores as different cells ({src.url} run {r.id}: "
-                         f"{r.suite}/{r.dataset} {r.model} seed {r.seed}; {dst.url} run {have_runs[r.uuid][0]}) "
-                         f"and {len(clashes) - 1} more: the stores disagree; nothing was copied")
-    with Session(src.engine) as s:
-        src_arts = list(s.exec(select(Artifact).order_by(Artifact.id)))
-        for a in src_arts:
-            s.expunge(a)
-    arts_of: dict[int, list[Artifact]] = {}
-    for a in src_arts:
-        if a.run_id is not None:
-            arts_of.setdefault(a.run_id, []).append(a)
-    dst_id: dict[int, int] = {r.id: have_runs[r.uuid][0] for r in src_runs if r.uuid in have_runs}
-    copied_now: set[str] = set()  # artifact uuids copied with their run
-
-    with progress.track(f"copying runs to {dst.url}", total=len(src_runs)) as task:
-        for run in src_runs:
-            if run.uuid in have_runs:
-                report.runs_present += 1
-            else:
-                new_id = _copy_run(src, dst, run, [a for a in arts_of.get(run.id, []) if a.uuid not in have_arts])
-                if new_id is None:  # a concurrent copy stored it first
-                    report.runs_present += 1
-                else:
-                    dst_id[run.id] = new_id
-                    report.runs_copied += 1
-                    copied = {a.uuid for a in arts_of.get(run.id, []) if a.uuid not in have_arts}
-                    report.artifacts_copied += len(copied)
-                    copied_now |= copied
-                    have_arts |= copied
-            task.advance()
-
-    for a in src_arts:  # artifacts attached to no run, or added to a run after an earlier copy
-        if a.uuid in have_arts:
-            report.artifacts_present += a.uuid not in copied_now
-            continue
-        run_id = None
-        if a.run_id is not None:
-            run_id = dst_id.get(a.run_id)
-            if run_id is None:
-                log.warning("artifact %d of %s: its run %d was not copied; skipped", a.id, src.url, a.run_id)
-                continue
-        if _copy_artifact(dst, a, run_id):
-            report.artifacts_copied += 1
-        else:
-            report.artifacts_present += 1
-        have_arts.add(a.uuid)
-    log.info("copied %d runs and %d artifacts from %s to %s (%d runs already there)", report.runs_copied,
-             report.artifacts_copied, src.url, dst.url, report.runs_present)
-    return report
+    src = _open_source(source, "--from")
+    dst = _open_destination(destination, "--to")
+    records, loose = run_files.read_store(src)
+    return run_files.write_records(dst, records, loose, source=src.url)
 
 
-def _fresh(row, cls, **changes):
-    data = row.model_dump(exclude={"id"})
-    data.update(changes)
-    return cls(**data)
+@dataclass
+class ExportReport:
+    source: str
+    folder: str
+    runs: int
+    artifacts: int
+    files_written: int
+    files_unchanged: int
+    bytes_written: int
+    seconds: float
 
 
-def _copy_run(src: Store, dst: Store, run: Run, artifacts: list[Artifact]) -> int | None:
-    """One run with its per-user vectors and ``artifacts`` in one destination transaction; its new id, or None when
-    the destination got the same uuid meanwhile (nothing written)."""
-    with Session(src.engine) as s:
-        vectors = [(m.metric, m.values) for m in s.exec(select(UserMetric).where(UserMetric.run_id == run.id))]
-    try:
-        with Session(dst.engine) as s:
-            with s.begin():
-                new = _fresh(run, Run)
-                s.add(new)
-                s.flush()
-                for metric, blob in vectors:
-                    s.add(UserMetric(run_id=new.id, metric=metric, values=blob))
-                for a in artifacts:
-                    s.add(_fresh(a, Artifact, run_id=new.id))
-                new_id = new.id
-    except IntegrityError:
-        if _has_uuid(dst, Run, run.uuid):
-            return None
-        raise
-    return new_id
+def export_store(db: str | None, to: Path, *, suite: str | None = None, dataset: str | None = None,
+                 models: list[str] | None = None, run_uuids: list[str] | None = None) -> ExportReport:
+    """Write the matching runs of ``db`` (and the artifacts attached to no run that match) as run files under
+    ``to``. Nothing is written when a filter matches nothing."""
+    t0 = time.perf_counter()
+    from mmsr_bench.paths import default_db_url
+
+    src = _open_source(db or default_db_url(), "--db")
+    records, loose = run_files.read_store(src, suite=suite, dataset=dataset, models=models, run_uuids=run_uuids)
+    if not records and not loose:
+        raise BenchError(f"no runs in {src.url} match the filters (--suite/--dataset/--model/--run); nothing exported")
+    written, same, nbytes = run_files.export_records(records, loose, Path(to))
+    return ExportReport(src.url, str(to), len(records), len(loose), written, same, nbytes, time.perf_counter() - t0)
 
 
-def _copy_artifact(dst: Store, art: Artifact, run_id: int | None) -> bool:
-    try:
-        with Session(dst.engine) as s:
-            with s.begin():
-                s.add(_fresh(art, Artifact, run_id=run_id))
-    except IntegrityError:
-        if _has_uuid(dst, Artifact, art.uuid):
-            return False
-        raise
-    return True
+def import_files(source: Path, db: str | None) -> CopyReport:
+    """Validate every run file under ``source`` (all of them, before anything is written), then store the runs
+    ``db`` does not hold yet."""
+    records, loose = run_files.read_files(Path(source))
+    from mmsr_bench.paths import default_db_url
 
-
-def _has_uuid(store: Store, cls, uuid: str) -> bool:
-    with Session(store.engine) as s:
-        return s.exec(select(cls.id).where(cls.uuid == uuid)).first() is not None
-
-
+    dst = _open_destination(db or default_db_url(), "--db")
+    return run_files.write_records(dst, records, loose, source=str(source))
