@@ -119,9 +119,10 @@ def _leaderboard(suite: str, datasets: list[str] | None, metric: Optional[str], 
 
     try:
         local = Store.for_reading(db)
-    except BenchError:
+    except BenchError as exc:
         if not reference:
-            raise
+            raise BenchError(f"{exc}; `bench leaderboard --suite {suite} --reference` shows the project's "
+                             "reference runs without one") from None
         local = None  # no local store yet: the reference runs alone
     board, footer = side(local) if local is not None else (None, "")
     if reference:
