@@ -11,7 +11,7 @@ by :func:`mmsr_bench.models.toolkits.captioner.attribute_accuracy`, the share of
 
     python benchmarks/captioner.py --suite synth4-lite --dataset beauty
 
-Measured results are in docs/results.md ("Item captioning with real frozen towers").
+Measured results are in docs/history/results-2026-12-06.md ("Item captioning with real frozen towers").
 """
 
 from __future__ import annotations

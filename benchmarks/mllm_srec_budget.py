@@ -11,7 +11,7 @@ preference keywords its summary shares, ties by the metric engine's rule); ``--c
     python benchmarks/mllm_srec_budget.py --model mllm-srec-text --set backbone=smollm2-135m \\
         --set quantization=none --set summary_mode=template --set max_pairs=480 --set eval_every=10
 
-Measured results are in docs/results.md ("MLLM-SRec on SmolLM2: the CPU budget").
+Measured results are in docs/history/results-2026-12-06.md ("MLLM-SRec on SmolLM2: the CPU budget").
 """
 
 from __future__ import annotations

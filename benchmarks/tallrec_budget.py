@@ -13,7 +13,7 @@ there: scoring each candidate by how many of the user's last ``--history`` items
         --rank 16 --decision-loss 1.0 --lr 1e-3
     python benchmarks/tallrec_budget.py --train-mode full --lr 1e-4
 
-Measured results are in docs/results.md ("TALLRec on SmolLM2: the CPU budget").
+Measured results are in docs/history/results-2026-12-06.md ("TALLRec on SmolLM2: the CPU budget").
 """
 
 from __future__ import annotations

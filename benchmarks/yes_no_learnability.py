@@ -19,7 +19,7 @@ steps, LoRA r=8 on all projections, lr 1e-3, decision loss 1.0, 3,000 training p
 The model learns word-specific detectors rather than a general copy rule, so the number of distinct words
 matters more than label noise; an earlier hand-written variant of this probe also showed that lr 3e-3 is
 unstable and that keeping the titles' capitals (different tokens for the same word) slows learning.
-MLLM-SRec's preference on synth4 draws on ~35 descriptive words with far noisier labels (see docs/results.md).
+MLLM-SRec's preference on synth4 draws on ~35 descriptive words with far noisier labels (see docs/history/results-2026-12-06.md).
 
     python benchmarks/yes_no_learnability.py --words 1 --noise 0.3 --epochs 10
 """

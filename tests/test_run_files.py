@@ -64,7 +64,7 @@ def _dump(url: str) -> dict:
 def test_export_then_import_reproduces_every_run_vector_and_artifact(tmp_path, store_url):
     src = f"sqlite:///{tmp_path / 'src.db'}"
     _fill(src)
-    rep = export_store(src, tmp_path / "out")
+    rep = export_store(src, tmp_path / "out", include_failed=True)
     assert (rep.runs, rep.artifacts, rep.files_written) == (3, 1, 4)
     files = sorted((tmp_path / "out").rglob("*.json"))
     assert {p.relative_to(tmp_path / "out").parts[:2] for p in files} == {("s", "d0"), ("s", "d1")}
@@ -76,11 +76,11 @@ def test_export_then_import_reproduces_every_run_vector_and_artifact(tmp_path, s
     again = import_files(tmp_path / "out", store_url)  # idempotent by uuid
     assert (again.runs_copied, again.runs_present, again.artifacts_copied) == (0, 3, 0)
     # exporting the imported store gives the same files, byte for byte
-    export_store(store_url, tmp_path / "back")
+    export_store(store_url, tmp_path / "back", include_failed=True)
     for p in files:
         assert (tmp_path / "back" / p.relative_to(tmp_path / "out")).read_bytes() == p.read_bytes()
     # re-exporting into the same folder rewrites nothing
-    assert export_store(src, tmp_path / "out").files_unchanged == 4
+    assert export_store(src, tmp_path / "out", include_failed=True).files_unchanged == 4
 
 
 def test_export_filters_and_cli(tmp_path):

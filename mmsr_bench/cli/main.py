@@ -43,9 +43,19 @@ def run(
                                           "of item images; the run is stored with this as its variant."),
     resume: bool = typer.Option(False, "--resume", help="Skip (dataset, seed) cells already stored as completed "
                                 "with the same suite fingerprint and config hash."),
+    exact: bool = typer.Option(False, "--exact", help="Pin float32 CPU kernels to AVX2 (MKL_CBWR, "
+                               "ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) so x86 CPUs of different makers take the "
+                               "same code paths; slower, recorded in the run (docs/results.md measures it)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Fit model(s) on a suite's training data and score them on the shared, frozen test candidates."""
+    if exact:  # before anything imports torch
+        from mmsr_bench.evaluation.scoring import request_exact_cpu
+
+        try:
+            request_exact_cpu()
+        except BenchError as exc:
+            fail(str(exc))
     from mmsr_bench.models import adapter
     from mmsr_bench.runner import execute as runner
     from mmsr_bench.suites import spec as suites
@@ -303,12 +313,15 @@ def runs_list(
     model: Optional[str] = typer.Option(None, "--model", "-m"),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
     all_: bool = typer.Option(False, "--all", help="Include failed runs."),
+    format: str = typer.Option("table", "--format", "-f", help="table | markdown"),
     db: Optional[str] = DB_OPTION,
 ) -> None:
     """List stored runs."""
     from mmsr_bench.results.store import Store
 
     _setup()
+    if format not in ("table", "markdown"):
+        fail(f"--format {format!r}: choose table or markdown")
     try:
         rs = Store.for_reading(db).runs(suite=suite, model=model, dataset=dataset, status=None if all_ else "completed")
     except BenchError as exc:
@@ -317,7 +330,15 @@ def runs_list(
     rows = [[str(r.id), r.suite, r.dataset, r.model + (f" [{r.variant}]" if r.variant else ""), str(r.seed),
              r.status, f"{r.metrics.get('ndcg@10', float('nan')):.4f}", f"{r.fit_seconds:.1f}",
              r.started_at.strftime("%Y-%m-%d %H:%M")] for r in rs]
-    _print_table(["id", "suite", "dataset", "model", "seed", "status", "ndcg@10", "fit s", "started"], rows)
+    header = ["id", "suite", "dataset", "model", "seed", "status", "ndcg@10", "fit s", "started"]
+    if format == "markdown":  # with the uuid, which names the run in every store (`bench reproduce UUID`)
+        from mmsr_bench.results import tables
+
+        header = ["uuid"] + header[1:]
+        rows = [[r.uuid[:10]] + row[1:] for r, row in zip(rs, rows)]
+        print(tables.to_markdown(tables.Table(tuple(header), tuple(tuple(r) for r in rows), lead=len(header))), end="")
+        return
+    _print_table(header, rows)
 
 
 @runs_app.command("show")
@@ -566,6 +587,7 @@ def store_export(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Only runs on this dataset."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Only these models (comma-separated)."),
     run_ids: list[str] = typer.Option([], "--run", help="Only these runs (uuid or id; repeatable)."),
+    all_: bool = typer.Option(False, "--all", help="Also failed and interrupted runs (default: completed only)."),
     db: Optional[str] = DB_OPTION,
 ) -> None:
     """Write stored runs as portable run files: the whole run record, its per-user vectors and artifacts, one JSON
@@ -575,7 +597,7 @@ def store_export(
     _setup()
     try:
         rep = export_store(db, to, suite=suite, dataset=dataset, models=_names_option(model, "--model"),
-                           run_uuids=list(run_ids) or None)
+                           run_uuids=list(run_ids) or None, include_failed=all_)
     except BenchError as exc:
         fail(str(exc))
         return
@@ -676,6 +698,9 @@ def _register_extensions() -> None:
     from mmsr_bench.cli import study as cli_study  # bench study | report study (the MLLM-SRec study in one command)
 
     cli_study.register(app)
+    from mmsr_bench.cli import docs as cli_docs  # bench docs (the generated tables of docs/)
+
+    cli_docs.register(app)
 
 
 _register_extensions()

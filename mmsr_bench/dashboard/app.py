@@ -1,5 +1,7 @@
 """The mmsr-bench dashboard: ``streamlit run mmsr_bench/dashboard/app.py`` with ``$MMSR_BENCH_DB`` naming the results store
-(``bench dashboard [--db URL] [--port N]`` does this). The store is opened read-only."""
+(``bench dashboard [--db URL] [--port N]`` does this). The store is opened read-only. Where the project's reference runs
+exist (``reference-runs/`` or ``$MMSR_BENCH_REFERENCE``), a sidebar toggle shows them beside the user's runs, marked
+``(reference)``; it starts on while the local store is missing or empty (``?reference=0|1`` sets it)."""
 
 from __future__ import annotations
 
@@ -25,15 +27,16 @@ PAGES = [("leaderboard.py", "Leaderboard", ":material/leaderboard:"),
 
 st.set_page_config(page_title="mmsr-bench", page_icon=":material/leaderboard:", layout="wide")
 
-url = q.db_url_from_env()
-try:
-    state = q.store_state(url)
+try:  # which store(s) to show: the local one, the reference runs (sidebar toggle), or both
+    src = ui.source()
 except Exception as exc:  # noqa: BLE001 - an unreadable store is shown as a message, never a traceback
     st.title("mmsr-bench leaderboard")
-    st.warning(f"Cannot read the results store `{mask_url(url)}`: {exc}")
+    st.warning(f"Cannot read the results store `{mask_url(q.db_url_from_env())}`: {exc}")
     st.stop()
-if state != "ready":
-    ui.empty_state(url, state)
+if src.url is None:  # nothing to show: the command that fills the store (and the toggle, where reference runs exist)
+    if src.problem:
+        st.sidebar.warning(src.problem)
+    ui.empty_state(src.local_url, src.local_state, reference_offered=src.offered)
     st.stop()
 
 nav = st.navigation([st.Page(PAGES_DIR / f, title=t, icon=i, default=(n == 0))

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 
@@ -36,6 +38,18 @@ class FixtureSpec:
     failed_run: bool = True
     hallucination: bool = True
     extra: dict = field(default_factory=dict)
+    #: store the shipped suite's real protocol fingerprint as ``suite_hash`` (run files are checked against it on
+    #: import, so a fixture exported as reference runs needs it); a placeholder otherwise
+    real_fingerprint: bool = False
+
+
+def _suite_hash(spec: FixtureSpec, dataset: str) -> str:
+    if spec.real_fingerprint:
+        from mmsr_bench.suites.spec import load_suite, suite_files
+
+        if spec.suite in suite_files():
+            return load_suite(spec.suite).protocol_fingerprint(dataset)
+    return f"hash-{dataset}"
 
 
 def _per_user(rng: np.random.Generator, skill: float, user_ease: np.ndarray) -> dict[str, np.ndarray]:
@@ -55,7 +69,7 @@ def _run_row(spec: FixtureSpec, model: str, dataset: str, seed: int, variant: st
     text = json.dumps(config, sort_keys=True)
     started = datetime(2025, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=7 * idx)
     metrics = {k: float(v.mean()) for k, v in vecs.items()} if status == "completed" else {}
-    return Run(group_id=f"g{idx // max(1, len(spec.seeds)):05d}", suite=spec.suite, suite_hash=f"hash-{dataset}",
+    return Run(group_id=f"g{idx // max(1, len(spec.seeds)):05d}", suite=spec.suite, suite_hash=_suite_hash(spec, dataset),
                dataset=dataset, model=model, variant=variant, config_json=text,
                config_hash=hashlib.sha256(text.encode()).hexdigest(), seed=seed, code_version="abc1234",
                code_dirty=idx % 5 == 0, packages_json=json.dumps({"torch": "2.14.1", "numpy": "2.4.6"}),
@@ -109,6 +123,21 @@ def build_fixture_store(url: str, spec: FixtureSpec = FixtureSpec(), seed: int =
     if spec.failed_run:
         store.add_run(_run_row(spec, "gptrec", spec.datasets[0], 0, "", {}, idx, status="failed"))
     return store
+
+
+def build_reference_folder(folder: Path, spec: FixtureSpec | None = None, seed: int = 1) -> Path:
+    """Simulated reference runs: a fixture store exported as run files into ``folder`` (what ``reference-runs/``
+    holds), for the dashboard's tests and ``screenshots --demo --reference``. Demo data, never benchmark results."""
+    from mmsr_bench.results.store_copy import export_store
+
+    spec = spec or FixtureSpec(skill=(("pop", 0.17), ("sasrec", 0.41), ("mllm-srec-qlora", 0.52)), seeds=(0, 1),
+                               perturbations=("blank:0.5",), n_users=150, failed_run=False)
+    spec = replace(spec, real_fingerprint=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'reference.db'}"
+        build_fixture_store(url, spec, seed=seed)
+        export_store(url, Path(folder))
+    return Path(folder)
 
 
 def bulk_fill(url: str, n_runs: int, *, n_users: int = 1000, datasets: tuple[str, ...] = ("beauty", "sports",

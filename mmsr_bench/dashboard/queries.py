@@ -9,6 +9,7 @@ on :meth:`Store.last_change`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -180,12 +181,19 @@ def config_diff(a: Run, b: Run) -> pd.DataFrame:
 
 
 def leaderboard(store: Store, suite: str, datasets: list[str], metrics: list[str], against: str | None = None,
-                test: str = "t", alpha: float = 0.05) -> tuple[Board, str]:
-    """The harness leaderboard, with significance markers against ``against`` (mark_board) when one is given."""
+                test: str = "t", alpha: float = 0.05, mark_only: Sequence[str] | None = None) -> tuple[Board, str]:
+    """The harness leaderboard, with significance markers against ``against`` (mark_board) when one is given;
+    ``mark_only`` limits the tested rows to those models (the reference model's own side, so that reference runs
+    and the user's runs are never tested against each other unless asked)."""
     board = build_board(store, suite, datasets or None, metrics or None)
     footer = ""
     if against and board.models and board.datasets and board.metrics:
-        footer = mark_board(store, board, against, alpha=alpha, test=test)
+        if mark_only is None:
+            footer = mark_board(store, board, against, alpha=alpha, test=test)
+        else:  # the same cells dict: marks set on the sub-board show on the whole board
+            keep = set(mark_only) | {against}
+            sub = dataclasses.replace(board, models=[m for m in board.models if m in keep])
+            footer = mark_board(store, sub, against, alpha=alpha, test=test)
     return board, footer
 
 
@@ -261,6 +269,20 @@ def bar_figure(board: Board, metric: str) -> go.Figure:
 
 # the statistics live in mmsr_bench.results.ablations (also behind `bench report ablations`); these are the page's views
 family_prefix = ablation_report.family_prefix
+
+
+def suffixed_ablation(ab: ablation_report.Ablation, suffix: str) -> ablation_report.Ablation:
+    """An ablation computed on one side's own store (the plain reference runs) with that side's marked names: the base
+    and every variant carry ``suffix`` ("sasrec (reference)", "mllm-srec-qlora (reference) [blank:0.2]")."""
+    if not suffix:
+        return ab
+
+    def name(label: str) -> str:
+        model, sep, tag = label.partition(" [")
+        return f"{model}{suffix}{sep}{tag}"
+
+    cells = tuple(dataclasses.replace(c, variant=name(c.variant)) for c in ab.cells)
+    return dataclasses.replace(ab, base=ab.base + suffix, cells=cells)
 
 
 def ablation_frame(cells: Sequence[AblationCell]) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -25,15 +26,60 @@ from mmsr_bench.results.store import Store
 CACHE = dict(show_spinner=False, max_entries=64)
 
 
+#: Session-state key of the sidebar toggle "Show reference runs" (and the query parameter that sets its start value).
+REFERENCE_KEY = "show_reference"
+REFERENCE_PARAM = "reference"
+_SOURCE_KEY = "_mmsr_source"  # this run's Source, resolved once by the entry point (app.py) for the page
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
 @dataclass(frozen=True)
-class Context:
+class Side:
+    """One side of what is shown: the user's own store, or the reference runs (a plain, unsuffixed store of them, for
+    statistics that must compare each side only with its own runs)."""
+
     url: str
     token: str
+    suffix: str  # what this side's model names carry in the shown store: "" or reference.SUFFIX
+
+    def plain(self, model: str) -> str:
+        return model[: -len(self.suffix)] if self.suffix and model.endswith(self.suffix) else model
+
+
+@dataclass(frozen=True)
+class Source:
+    """Which store(s) this session shows, decided once per script run by :func:`source`."""
+
+    local_url: str  # the user's store ($MMSR_BENCH_DB)
+    local_state: str  # "missing", "empty" or "ready"
+    url: str | None  # the store the pages read (the local one, the reference runs, or both merged); None: empty state
+    reference_url: str | None = None  # the plain reference store, when the reference runs are shown
+    reference_dir: Path | None = None
+    offered: bool = False  # the reference folder exists (the toggle is shown)
+    problem: str = ""  # why the reference runs cannot be shown although asked for
+
+
+@dataclass(frozen=True)
+class Context:
+    url: str  # the store the pages read: the local store, the reference runs, or both merged (reference marked)
+    token: str
     runs: pd.DataFrame  # every run, failed included
+    local: Side | None = None  # the user's own store, when it has runs
+    reference: Side | None = None  # the reference runs, when shown
+    reference_dir: Path | None = None  # their folder, when shown
 
     @property
     def completed(self) -> pd.DataFrame:
         return self.runs[self.runs["status"] == "completed"]
+
+    def side_of(self, model: str) -> Side | None:
+        """The side a shown model name belongs to (None when the page shows one store without reference runs)."""
+        if self.reference is not None and model.endswith(self.reference.suffix):
+            return self.reference
+        return self.local
+
+    def is_reference(self, model: str) -> bool:
+        return self.reference is not None and model.endswith(self.reference.suffix)
 
 
 @st.cache_resource(show_spinner=False)
@@ -41,7 +87,7 @@ def store_for(url: str) -> Store:
     return q.open_store(url)
 
 
-def empty_state(url: str, state: str) -> None:
+def empty_state(url: str, state: str, *, reference_offered: bool = False) -> None:
     """What a new user sees: no store file, or a store without runs, and the command that fills it."""
     from mmsr_bench.results.store import mask_url
 
@@ -53,24 +99,180 @@ def empty_state(url: str, state: str) -> None:
         st.info(f"The results store `{shown}` has no runs yet.")
     st.markdown("Run a model to fill it, then reload this page:")
     st.code(q.EMPTY_HINT + (f" --db {shown}" if url != q.default_db_url() else ""), language="bash")
-    st.caption("The dashboard reads `$MMSR_BENCH_DB` (set by `bench dashboard --db URL`).")
+    st.caption("The dashboard reads `$MMSR_BENCH_DB` (set by `bench dashboard --db URL`)."
+               + (" Turn on **Show reference runs** in the sidebar to see this project's own runs meanwhile."
+                  if reference_offered else ""))
+
+
+def md_code(text: str) -> str:
+    """``text`` as one inline code span, whatever backticks or line breaks it holds (a path or URL the user chose
+    never turns into markdown)."""
+    text = " ".join(str(text).split("\n"))
+    fence = "`" * (_longest_backtick_run(text) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _longest_backtick_run(text: str) -> int:
+    best = cur = 0
+    for ch in text:
+        cur = cur + 1 if ch == "`" else 0
+        best = max(best, cur)
+    return best
+
+
+def folder_label(folder: Path) -> str:
+    """The reference folder as the user knows it: relative to the checkout (``reference-runs/``) when inside it."""
+    from mmsr_bench.paths import REPO_ROOT
+
+    try:
+        rel = folder.resolve().relative_to(REPO_ROOT.resolve())
+    except ValueError:
+        return str(folder)
+    return f"{rel.as_posix()}/"
+
+
+def _query_flag(name: str) -> bool | None:
+    raw = str(st.query_params.get(name, "")).strip().lower()
+    return True if raw in _TRUE else False if raw in _FALSE else None
+
+
+def _signature(folder: Path) -> tuple:
+    """A cheap key of the folder's run files (names, sizes, modification times): the cached URLs below are looked
+    up again (and the folder's digest recomputed by :mod:`mmsr_bench.results.reference`) only when it changes."""
+    out = []
+    for p in sorted(folder.rglob("*.json")):
+        try:
+            st_ = p.stat()
+        except OSError:
+            continue
+        out.append((p.relative_to(folder).as_posix(), st_.st_size, st_.st_mtime_ns))
+    return tuple(out)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _reference_url(folder: str, signature: tuple) -> str:
+    from mmsr_bench.results import reference
+
+    return reference.reference_url(Path(folder))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _merged_url(local_url: str | None, local_token: str, folder: str, signature: tuple) -> str:
+    """The shown store with the reference runs: merged with the local store's runs, or (``local_url`` None) the
+    reference runs alone, their model names carrying the suffix either way."""
+    from mmsr_bench.results import reference
+
+    local = store_for(local_url) if local_url else Store(_no_runs_url(), read_only=True)
+    return reference.merged_url(local, Path(folder))
+
+
+def _no_runs_url() -> str:
+    """An empty store in the cache home: the "local side" merged with the reference runs when the user has none (so
+    the reference runs are marked the same way before and after the first local run)."""
+    import os
+    import threading
+
+    from mmsr_bench.paths import cache_dir
+
+    path = cache_dir("reference") / "no-local-runs.db"
+    if not path.is_file():
+        tmp = path.with_name(f"no-local-runs.{os.getpid()}.{threading.get_ident()}.tmp.db")
+        tmp.unlink(missing_ok=True)
+        try:
+            Store(f"sqlite:///{tmp}")
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _fresh(fn, *args) -> str:
+    """A cached store URL whose file still exists (a cleared cache home is rebuilt, not read as missing)."""
+    url = fn(*args)
+    path = q.sqlite_path(url)
+    if path is not None and not path.is_file():
+        fn.clear()
+        url = fn(*args)
+    return url
+
+
+def source() -> Source:
+    """Decide which store(s) this session shows, rendering the sidebar toggle "Show reference runs" (offered when the
+    reference folder exists; on by default while the local store is missing or empty, off once it has runs; the
+    query parameter ``?reference=1`` / ``?reference=0`` sets its start value). Called by the entry point before the
+    page; :func:`context` reuses the answer. Raises what reading the local store raises."""
+    from mmsr_bench.results import reference
+
+    url = q.db_url_from_env()
+    state = q.store_state(url)
+    folder = reference.reference_dir()
+    src = Source(url, state, url if state == "ready" else None)
+    if folder.is_dir():
+        src = Source(url, state, src.url, offered=True)
+        asked = _query_flag(REFERENCE_PARAM)
+        default = (state != "ready") if asked is None else asked
+        on = st.sidebar.toggle(
+            "Show reference runs", value=default, key=REFERENCE_KEY,
+            help=f"This project's own runs, kept as run files in {folder_label(folder)} (or $MMSR_BENCH_REFERENCE), "
+                 f"shown beside yours with '{reference.SUFFIX.strip()}' after the model name. Significance marks "
+                 "compare each side only with its own runs unless you ask for more.")
+        if on:
+            try:
+                sig = _signature(folder)
+                ref_url = _fresh(_reference_url, str(folder), sig)
+                local_token = store_for(url).last_change() if state == "ready" else ""
+                shown = _fresh(_merged_url, url if state == "ready" else None, local_token, str(folder), sig)
+                if q.store_state(shown) == "ready":
+                    src = Source(url, state, shown, ref_url, folder, offered=True)
+            except BenchError as exc:
+                src = Source(url, state, src.url, offered=True, problem=f"reference runs not shown: {exc}")
+    elif _query_flag(REFERENCE_PARAM):
+        src = Source(url, state, src.url, problem=f"no reference runs at {folder} (set ${reference.ENV} to a folder "
+                                                  "of run files)")
+    st.session_state[_SOURCE_KEY] = src
+    return src
 
 
 def context() -> Context:
-    """The store behind this session; shows the empty state and stops the page when there is nothing to show."""
-    url = q.db_url_from_env()
-    try:
-        state = q.store_state(url)
-    except BenchError as exc:
-        st.error(str(exc))
+    """The store(s) behind this session; shows the empty state and stops the page when there is nothing to show."""
+    from mmsr_bench.results import reference
+    from mmsr_bench.results.store import mask_url
+
+    src = st.session_state.get(_SOURCE_KEY)
+    if src is None:  # a page run without the entry point
+        try:
+            src = source()
+        except BenchError as exc:
+            st.error(str(exc))
+            st.stop()
+    if src.problem:
+        st.sidebar.warning(src.problem)
+    if src.url is None:
+        empty_state(src.local_url, src.local_state, reference_offered=src.offered)
         st.stop()
-    if state != "ready":
-        empty_state(url, state)
-        st.stop()
-    token = store_for(url).last_change()
-    ctx = Context(url, token, runs_df(url, token))
-    st.sidebar.caption(f"store `{url}`  \n{len(ctx.runs)} runs · {int((ctx.runs['status'] == 'completed').sum())}"
-                       f" completed")
+    token = store_for(src.url).last_change()
+    runs = runs_df(src.url, token)
+    local = reference_side = None
+    if src.local_state == "ready":
+        local = Side(src.local_url, store_for(src.local_url).last_change(), "")
+    if src.reference_url is not None:
+        reference_side = Side(src.reference_url, store_for(src.reference_url).last_change(), reference.SUFFIX)
+    ctx = Context(src.url, token, runs, local, reference_side, src.reference_dir)
+    completed = int((runs["status"] == "completed").sum())
+    lines = []
+    if local is not None:
+        n_local = int((~runs["model"].str.endswith(reference.SUFFIX)).sum()) if reference_side else len(runs)
+        lines.append(f"your store {md_code(mask_url(src.local_url))} ({n_local} runs)")
+    if reference_side is not None:
+        n_ref = int(runs["model"].str.endswith(reference.SUFFIX).sum())
+        lines.append(f"reference runs from {md_code(folder_label(src.reference_dir))} ({n_ref} runs), "
+                     f"marked {md_code(reference.SUFFIX.strip())}")
+        if local is None:
+            lines.append(f"your store {md_code(mask_url(src.local_url))} "
+                         + ("does not exist yet" if src.local_state == "missing" else "has no runs yet"))
+    lines.append(f"{len(runs)} runs · {completed} completed")
+    st.sidebar.caption("  \n".join(lines))
     return ctx
 
 
@@ -117,8 +319,8 @@ def metric_names(url: str, token: str, suite: str | None = None) -> list[str]:
 
 @st.cache_data(**CACHE)
 def board(url: str, token: str, suite: str, datasets: tuple[str, ...], metrics: tuple[str, ...],
-          against: str | None, test: str, alpha: float) -> tuple[Board, str]:
-    return q.leaderboard(store_for(url), suite, list(datasets), list(metrics), against, test, alpha)
+          against: str | None, test: str, alpha: float, mark_only: tuple[str, ...] | None = None) -> tuple[Board, str]:
+    return q.leaderboard(store_for(url), suite, list(datasets), list(metrics), against, test, alpha, mark_only)
 
 
 @st.cache_data(**CACHE)

@@ -26,13 +26,63 @@ class Scorer(Protocol):
     def score(self, batch: ScoreBatch) -> np.ndarray: ...
 
 
+#: The environment that pins every float32 CPU code path to one instruction set, so that x86 CPUs of different
+#: makers and generations take the same kernels (``bench run --exact``): MKL's conditional numerical
+#: reproducibility on its AVX2 path, ATen's own vectorized kernels at AVX2, oneDNN at most AVX2. All are read once,
+#: when torch and MKL load, so they must be set before torch is imported. docs/results.md measures their cost.
+EXACT_CPU_ENV = {"MKL_CBWR": "AVX2,STRICT", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string: recorded with every run,
+    because float32 results and timings depend on it."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def request_exact_cpu() -> dict[str, str]:
+    """Set :data:`EXACT_CPU_ENV` for this process (``bench run --exact``); refuses when torch is already loaded
+    with another instruction set, because then the setting could not take effect."""
+    import sys
+
+    for key, value in EXACT_CPU_ENV.items():
+        os.environ[key] = value
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.backends.cpu.get_cpu_capability().lower() != "avx2":
+            raise BenchError("--exact: torch was loaded before the exact-CPU settings could apply; run the command "
+                             "in a fresh process, or export " + " ".join(f"{k}={v}" for k, v in
+                                                                         EXACT_CPU_ENV.items()))
+    return dict(EXACT_CPU_ENV)
+
+
+def numerics_record() -> dict:
+    """What decides float32 CPU results besides the seed and thread count: the CPU, the instruction set torch's
+    kernels use, and the pinning variables when set (recorded in every run)."""
+    info: dict = {"cpu": cpu_model()}
+    pinned = {k: os.environ[k] for k in EXACT_CPU_ENV if k in os.environ}
+    if pinned:
+        info["pinned"] = pinned
+        info["exact_cpu"] = pinned == EXACT_CPU_ENV
+    return info
+
+
 def seed_everything(seed: int, torch_too: bool = True) -> dict:
     """Seed every generator and ask torch for deterministic kernels; returns what a run must record to be
     repeatable: the same seed gives the same numbers at the same torch thread count (CPU reductions are split by
-    thread, so another thread count may change the last digits; docs/results.md measures by how much)."""
+    thread, so another thread count may change the last digits; docs/history/results-2026-12-06.md measures by how much)."""
     random.seed(seed)
     np.random.seed(seed)
-    info: dict = {"seed": seed}
+    info: dict = {"seed": seed, **numerics_record()}
     if not torch_too:
         return info
     try:
@@ -42,7 +92,8 @@ def seed_everything(seed: int, torch_too: bool = True) -> dict:
     torch.manual_seed(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
     torch.use_deterministic_algorithms(True, warn_only=True)
-    info.update(torch_threads=torch.get_num_threads(), torch_deterministic=True)
+    info.update(torch_threads=torch.get_num_threads(), torch_deterministic=True,
+                cpu_capability=torch.backends.cpu.get_cpu_capability())
     return info
 
 

@@ -65,7 +65,7 @@ tiny-backbone MLLM-SRec numbers remain a smoke test of the pipeline, not the met
 Default backbone: ``tiny-llama``, not the real ``smollm2-135m``. The whole pipeline runs on SmolLM2 (checked on the
 12-item toy dataset of tests/test_mllm_srec.py, ``mllm-srec-text``, LoRA, 8 pairs), but ``summary_mode="auto"``
 then means LLM-written item summaries and an LLM recurrent preference step, one greedy generation per window of
-every distinct history, which takes hours per dataset on CPU (measured: docs/results.md). Pass
+every distinct history, which takes hours per dataset on CPU (measured: docs/history/results-2026-12-06.md). Pass
 ``--set backbone=smollm2-135m`` on a GPU machine; the LLM-summary path belongs to its own issue.
 """
 

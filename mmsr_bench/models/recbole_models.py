@@ -97,7 +97,7 @@ class RecBoleSeqConfig(AdapterConfig):
     max_train_minutes: float = 0.0
     #: torch intra-op threads for fit/score; 0 leaves torch's default (all cores). Default 1: CPU reductions are
     #: split by thread, so the numbers depend on the thread count (synth4/beauty NDCG@10 0.3201 with 1 thread,
-    #: 0.3190 with 2; docs/results.md), and a fixed default gives the same numbers on every machine. It costs
+    #: 0.3190 with 2; docs/history/results-2026-12-06.md), and a fixed default gives the same numbers on every machine. It costs
     #: little here: 1 thread is a bit slower on 2 idle cores and several times faster on contended ones.
     num_threads: int = 1
 

@@ -84,10 +84,10 @@ def cell(run: Run) -> tuple:
 
 # ----------------------------------------------------------------------------------------------- reading a store
 def read_store(store: Store, *, suite: str | None = None, dataset: str | None = None, models: list[str] | None = None,
-               run_uuids: list[str] | None = None) -> tuple[list[RunRecord], list[Artifact]]:
-    """The runs of ``store`` (completed, failed and interrupted) matching the filters, with their vectors and
-    attached artifacts, and the artifacts attached to no run that match the filters."""
-    runs = [r for r in store.runs(suite=suite, dataset=dataset, status=None)
+               run_uuids: list[str] | None = None, status: str | None = None) -> tuple[list[RunRecord], list[Artifact]]:
+    """The runs of ``store`` matching the filters (``status`` None: completed, failed and interrupted), with their
+    vectors and attached artifacts, and the artifacts attached to no run that match the filters."""
+    runs = [r for r in store.runs(suite=suite, dataset=dataset, status=status)
             if (not models or r.model in models) and (not run_uuids or r.uuid in run_uuids
                                                        or str(r.id) in run_uuids)]
     if run_uuids:

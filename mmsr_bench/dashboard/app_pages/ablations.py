@@ -1,6 +1,7 @@
 """Ablations page: relative change of every variant of a base model (same family prefix, or the base's runs with a
 variant tag such as "blank:0.2") per metric and dataset, with paired-test significance on the cells; the numbers
-and markers come from :func:`mmsr_bench.results.ablations.compute`, the function behind ``bench report ablations``."""
+and markers come from :func:`mmsr_bench.results.ablations.compute`, the function behind ``bench report ablations``.
+With the reference runs shown, a base's variants are taken from its own side only (computed on that side's store)."""
 
 from __future__ import annotations
 
@@ -27,21 +28,35 @@ in_suite = runs[runs["suite"] == suite]
 models = sorted(in_suite[in_suite["variant"] == ""]["model"].unique())
 
 
+
+
+def plain(model: str) -> str:
+    """The model's own name (without "(reference)"): family prefixes and the full model are matched on it."""
+    side = ctx.side_of(model)
+    return side.plain(model) if side is not None else model
+
+
 tags = in_suite[in_suite["variant"] != ""].groupby("model")["variant"].nunique().to_dict()
-families = pd.Series([q.family_prefix(m) for m in models], dtype=object).value_counts().to_dict()
+# a family is counted per side: reference runs are never the variants of the user's model, nor the other way round
+families = pd.Series([(ctx.is_reference(m), q.family_prefix(plain(m))) for m in models],
+                     dtype=object).value_counts().to_dict()
 
 
 def n_variants(base: str) -> int:
-    return families.get(q.family_prefix(base), 1) - 1 + tags.get(base, 0)
+    return families.get((ctx.is_reference(base), q.family_prefix(plain(base))), 1) - 1 + tags.get(base, 0)
 
 
-# the most variants; on a tie the study's full model (a store with only RQ2's runs ties every MLLM-SRec variant)
-default_base = max(models, key=lambda m: (n_variants(m), m == FULL)) if models else None
+# the most variants; on a tie the study's full model (a store with only RQ2's runs ties every MLLM-SRec variant),
+# then the user's own runs before the reference runs
+default_base = (max(models, key=lambda m: (n_variants(m), plain(m) == FULL, not ctx.is_reference(m)))
+                if models else None)
 with c2:
     base = ui.pick("Base model", models, key="ab_base", default=default_base)
 with c3:
-    prefix = st.text_input("Variant prefix", value=q.family_prefix(base), key=f"ab_prefix_{base}",
-                           help="Models whose name starts with this prefix are the base's variants.")
+    prefix = st.text_input("Variant prefix", value=q.family_prefix(plain(base)), key=f"ab_prefix_{base}",
+                           help="Models whose name starts with this prefix are the base's variants"
+                                + (" (on the base's side only: reference runs with reference runs, yours with yours)."
+                                   if ctx.reference is not None else "."))
 all_metrics = ui.metric_names(ctx.url, ctx.token, suite)
 default_metrics = [m for m in ("hr@10", "ndcg@10", "mrr") if m in all_metrics] or all_metrics[:3]
 m1, m2, m3 = st.columns([2, 1, 1])
@@ -55,7 +70,12 @@ if not metrics:
 
 with ui.guard():
     with st.spinner("testing every variant against the base..."):
-        ab = ui.ablation(ctx.url, ctx.token, suite, base, prefix, tuple(metrics), test, alpha)
+        side = ctx.side_of(base)
+        if side is None:  # one store, no reference runs shown
+            ab = ui.ablation(ctx.url, ctx.token, suite, base, prefix, tuple(metrics), test, alpha)
+        else:  # the base's own side only, its names marked as shown
+            ab = q.suffixed_ablation(ui.ablation(side.url, side.token, suite, side.plain(base), prefix,
+                                                 tuple(metrics), test, alpha), side.suffix)
     df = q.ablation_frame(ab.cells)
     for note in ab.notes:
         st.caption(note)

@@ -38,6 +38,11 @@ test = s1.selectbox("Test", list(stats.TESTS), key="cmp_test")
 correction = s2.selectbox("Correction", list(stats.CORRECTIONS), key="cmp_correction")
 alpha = s3.select_slider("alpha", options=[0.001, 0.01, 0.05, 0.1], value=0.05, key="cmp_alpha")
 
+model_of = dict(zip(pool["id"].astype(int), pool["model"]))
+if a in model_of and b in model_of and ctx.is_reference(model_of[a]) != ctx.is_reference(model_of[b]):
+    st.info("One run is a reference run (this project's, made on another machine) and the other is yours: the "
+            "test below compares them because you picked them (the comparability checks of `bench compare` still apply).")
+
 with ui.guard():
     with st.spinner("running the paired tests..."):
         comp, va, vb = ui.comparison(ctx.url, ctx.token, a, b, test, correction, alpha)

@@ -1,5 +1,6 @@
 """Study page: the MLLM-SRec study's tables (RQ1-RQ4 and hallucination) from :func:`mmsr_bench.runner.study.build_report`
-and :mod:`mmsr_bench.results.tables`, the functions behind ``bench report study``, with the report for download."""
+and :mod:`mmsr_bench.results.tables`, the functions behind ``bench report study``, with the report for download. With the
+reference runs shown (sidebar toggle), the reference runs get their own report below the user's, never pooled."""
 
 from __future__ import annotations
 
@@ -44,25 +45,61 @@ def report(url: str, token: str, suite_ref: str, budget: str, datasets: tuple[st
             "notes": list(rep.notes), **{fmt: study.render(rep, fmt) for fmt in study.FORMATS}}
 
 
-try:
-    with st.spinner("Building the study's tables"):
-        out = report(ctx.url, ctx.token, suite_file or suite, budget, tuple(datasets) if not suite_file else (), sets)
-except BenchError as exc:
-    hint = "" if "--set" in str(exc) else " Give the suite's TOML file above if it is not one of the shipped suites."
-    st.warning(f"{exc}.{hint}")
-    st.stop()
+# With the reference runs shown, each side gets its own report (the study's grid matches runs by their own model
+# names, and reference runs are never pooled with or tested against the user's): yours first, then the reference runs.
+if ctx.reference is None:
+    sections = [("", "", ctx.url, ctx.token, None)]
+else:
+    sections = [("Your runs", "", ctx.local.url, ctx.local.token, False)] if ctx.local is not None else []
+    note = (f"This project's own runs, from the run files in {ui.md_code(ui.folder_label(ctx.reference_dir))} (made on "
+            "other machines), reported on their own; `bench store import` of that folder into a store gives the same "
+            "tables with `bench report study`.")
+    sections.append(("Reference runs", note, ctx.reference.url, ctx.reference.token, True))
 
-if out["suite"] != suite:
-    st.caption(f"suite file {suite_file} holds suite {out['suite']!r}")
+results = []  # (title, note, report or None, problem)
+for title, note, side_url, side_token, is_ref in sections:
+    side_runs = runs if is_ref is None else runs[runs["model"].map(ctx.is_reference) == is_ref]
+    if suite_file:
+        side_datasets: tuple[str, ...] = ()
+    else:
+        have = set(side_runs.loc[side_runs["suite"] == suite, "dataset"])
+        side_datasets = tuple(d for d in datasets if d in have)
+        if is_ref is not None and not side_datasets:
+            results.append((title, note, None, f"No completed runs on {suite}"
+                                               + (" in the chosen datasets" if have else "") + " here."))
+            continue
+    try:
+        with st.spinner("Building the study's tables"):
+            results.append((title, note, report(side_url, side_token, suite_file or suite, budget, side_datasets, sets),
+                            ""))
+    except BenchError as exc:
+        hint = "" if "--set" in str(exc) else (" Give the suite's TOML file above if it is not one of the shipped "
+                                                "suites.")
+        results.append((title, note, None, f"{exc}.{hint}"))
+
+if all(out is None for _, _, out, _ in results):
+    for _, _, _, problem in results:
+        st.warning(problem)
+    st.stop()
 st.caption("Rows: models; columns: datasets × metrics. Best **bold**, second underlined; ▲/▼ significantly "
            "better/worse than the reference (strongest baseline in RQ1, the full model elsewhere); cells without "
            "runs say missing, and n/a where the model cannot run on the dataset (the footer says why). "
            "`bench report study` prints the same tables.")
-for md in out["tables"]:
-    st.markdown(md, unsafe_allow_html=True)
-for n in out["notes"]:
-    st.caption(n)
-name = f"study-{out['suite']}-{budget}"
-ui.download_row([("Markdown", out["markdown"], f"{name}.md", "text/markdown"),
-                 ("LaTeX", out["latex"], f"{name}.tex", "application/x-tex"),
-                 ("HTML", out["html"], f"{name}.html", "text/html")])
+for title, note, out, problem in results:
+    if title:
+        st.header(title, divider=True)
+    if note:
+        st.caption(note)
+    if out is None:
+        (st.info if title and problem.startswith("No completed runs") else st.warning)(problem)
+        continue
+    if out["suite"] != suite:
+        st.caption(f"suite file {suite_file} holds suite {out['suite']!r}")
+    for md in out["tables"]:
+        st.markdown(md, unsafe_allow_html=True)
+    for n in out["notes"]:
+        st.caption(n)
+    name = f"study-{out['suite']}-{budget}" + ("-reference" if title == "Reference runs" else "")
+    ui.download_row([("Markdown", out["markdown"], f"{name}.md", "text/markdown"),
+                     ("LaTeX", out["latex"], f"{name}.tex", "application/x-tex"),
+                     ("HTML", out["html"], f"{name}.html", "text/html")])

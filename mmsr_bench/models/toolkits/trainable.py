@@ -1,6 +1,6 @@
 """Which weights a Yes/No recommender trains: LoRA adapters on a frozen real checkpoint, or every weight of a
 ``tiny-*`` backbone. LoRA on frozen *random* weights (frozen random embeddings included) cannot learn word matching
-(docs/results.md, benchmarks/yes_no_learnability.py), so a tiny backbone is trained as a from-scratch model."""
+(docs/history/results-2026-12-06.md, benchmarks/yes_no_learnability.py), so a tiny backbone is trained as a from-scratch model."""
 
 from __future__ import annotations
 
