@@ -15,8 +15,9 @@ from streamlit.testing.v1 import AppTest
 
 from mmsr_bench import dashboard
 from mmsr_bench.dashboard import queries as q
-from mmsr_bench.dashboard.fixture import FixtureSpec, build_fixture_store
+from mmsr_bench.dashboard.fixture import FixtureSpec, build_fixture_store, build_reference_folder
 from mmsr_bench.errors import BenchError
+from mmsr_bench.results import reference
 from mmsr_bench.results.ablations import compute
 from mmsr_bench.results.leaderboard import build_board, to_markdown
 from mmsr_bench.results.significance import compare
@@ -28,6 +29,13 @@ SPEC = FixtureSpec(skill=(("pop", 0.15), ("sasrec", 0.40), ("mllm-srec-qlora", 0
 TIMEOUT = 90
 
 
+@pytest.fixture(autouse=True)
+def _no_reference_runs(monkeypatch, tmp_path_factory):
+    """No reference runs unless a test gives some: a checkout's reference-runs/ would turn the empty states into
+    reference leaderboards."""
+    monkeypatch.setenv(reference.ENV, str(tmp_path_factory.getbasetemp() / "no-reference-runs"))
+
+
 @pytest.fixture(scope="module")
 def fixture_url(tmp_path_factory) -> str:
     url = f"sqlite:///{tmp_path_factory.mktemp('dash') / 'results.db'}"
@@ -35,9 +43,12 @@ def fixture_url(tmp_path_factory) -> str:
     return url
 
 
-def _app(monkeypatch, url: str, page: str | None = None) -> AppTest:
+def _app(monkeypatch, url: str, page: str | None = None, **query: str) -> AppTest:
     monkeypatch.setenv("MMSR_BENCH_DB", url)
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
     assert not at.exception, [e.value for e in at.exception]
     if page:
         at.switch_page(f"app_pages/{page}.py").run()
@@ -234,6 +245,159 @@ def test_every_page_on_a_store_with_only_a_failed_run(monkeypatch, tmp_path):
     for page in ("ablations", "compare", "runs", "hallucination"):
         at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception, (page, [e.value for e in at.exception])
+
+
+# ---------------------------------------------------------------------------------------------- reference runs
+
+REF_SPEC = FixtureSpec(skill=(("pop", 0.12), ("sasrec", 0.45), ("mllm-srec-qlora", 0.55), ("mllm-srec-text", 0.50)),
+                       datasets=("beauty",), seeds=(0, 1), perturbations=("blank:0.5",), n_users=150,
+                       failed_run=False, hallucination=False)
+LOCAL_SPEC = FixtureSpec(skill=(("pop", 0.15), ("sasrec", 0.40), ("mllm-srec-qlora", 0.60), ("mllm-srec-image", 0.5)),
+                         datasets=("beauty",), seeds=(0,), perturbations=(), n_users=150, failed_run=False,
+                         hallucination=False, real_fingerprint=True)
+
+
+@pytest.fixture(scope="module")
+def reference_folder(tmp_path_factory) -> Path:
+    """Run files of simulated reference runs (what reference-runs/ holds), made with `bench store export`."""
+    return build_reference_folder(tmp_path_factory.mktemp("ref") / "reference-runs", REF_SPEC, seed=7)
+
+
+@pytest.fixture(scope="module")
+def local_url(tmp_path_factory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('local') / 'results.db'}"
+    build_fixture_store(url, LOCAL_SPEC, seed=3)
+    return url
+
+
+def _plain_means(url: str, metric: str = "hr@10", dataset: str = "beauty") -> dict[str, float]:
+    out: dict[str, list[float]] = {}
+    for r in Store(url).runs(dataset=dataset):
+        if r.variant == "":
+            out.setdefault(r.model, []).append(r.metrics[metric])
+    return {m: float(np.mean(v)) for m, v in out.items()}
+
+
+def _sidebar_text(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.sidebar.caption)
+
+
+def test_reference_run_files_round_trip_the_fixture(reference_folder):
+    """The folder is `bench store export` output: the cached store built from it holds every fixture run."""
+    files = sorted(reference_folder.rglob("*.json"))
+    assert len(files) == len(REF_SPEC.skill) * len(REF_SPEC.seeds) + len(REF_SPEC.seeds)  # + the perturbed runs
+    runs = Store(reference.reference_url(reference_folder)).runs()
+    assert {r.model for r in runs} == {m for m, _ in REF_SPEC.skill}
+
+
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_reference_runs_fill_an_empty_dashboard(monkeypatch, tmp_path, reference_folder, state):
+    db = tmp_path / "results.db"
+    if state == "empty":
+        Store(f"sqlite:///{db}")  # tables, no runs
+    monkeypatch.setenv(reference.ENV, str(reference_folder))
+    at = _app(monkeypatch, f"sqlite:///{db}")
+    assert at.toggle(key="show_reference").value is True  # on by default: nothing of the user's to show
+    assert at.title[0].value == "Leaderboard" and not at.info  # no empty state
+    text, _ = _styled(at)
+    expected = _plain_means(reference.reference_url(reference_folder))
+    assert set(text.index) == {m + " (reference)" for m in expected}  # every row marked as reference
+    for model, mean in expected.items():
+        assert text.loc[model + " (reference)", "hr@10"].startswith(f"{mean:.4f} ± ")
+    side = _sidebar_text(at)
+    assert f"reference runs from `{reference_folder}` ({len(REF_SPEC.skill) * 2 + 2} runs)" in side
+    assert "marked `(reference)`" in side
+    assert ("does not exist yet" if state == "missing" else "has no runs yet") in side
+    assert any("this project's reference runs, not yours" in c.value for c in at.caption)
+    assert (not db.exists()) if state == "missing" else len(Store(f"sqlite:///{db}").runs(status=None)) == 0
+
+    at.switch_page("app_pages/runs.py").run()  # every page reads the same (marked) store
+    assert not at.exception, [e.value for e in at.exception]
+    assert set(at.dataframe[0].value["model"]) == {m + " (reference)" for m in expected}
+    at.switch_page("app_pages/study.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [h.value for h in at.header] == ["Reference runs"]
+    assert "RQ1: overall performance" in "\n".join(m.value for m in at.markdown)
+    assert [b.label for b in at.get("download_button")] == ["Markdown", "LaTeX", "HTML"]
+
+
+def test_reference_toggle_off_shows_the_empty_state(monkeypatch, tmp_path, reference_folder):
+    db = tmp_path / "absent.db"
+    monkeypatch.setenv(reference.ENV, str(reference_folder))
+    at = _app(monkeypatch, f"sqlite:///{db}")
+    at.toggle(key="show_reference").set_value(False).run()
+    assert not at.exception
+    assert "No results store" in at.info[0].value and "bench run --suite synth4 --model pop" in at.code[0].value
+    assert not at.dataframe and "Show reference runs" in at.caption[0].value  # the way back is offered
+    at.toggle(key="show_reference").set_value(True).run()
+    assert at.title[0].value == "Leaderboard" and not at.info
+
+    at = _app(monkeypatch, f"sqlite:///{db}", reference="0")  # the link form, as the screenshots use it
+    assert at.toggle(key="show_reference").value is False and "No results store" in at.info[0].value
+    assert not db.exists()
+
+
+def test_no_reference_folder_no_toggle(monkeypatch, tmp_path):
+    at = _app(monkeypatch, f"sqlite:///{tmp_path / 'absent.db'}", reference="1")
+    assert not at.toggle and "No results store" in at.info[0].value  # today's empty state
+    assert "no reference runs at" in at.sidebar.warning[0].value
+
+
+def test_reference_runs_beside_local_runs_are_separate_rows(monkeypatch, local_url, reference_folder):
+    monkeypatch.setenv(reference.ENV, str(reference_folder))
+    at = _app(monkeypatch, local_url)
+    assert at.toggle(key="show_reference").value is False  # the user has runs: theirs alone by default
+    text, _ = _styled(at)
+    assert set(text.index) == {m for m, _ in LOCAL_SPEC.skill}
+
+    at = _app(monkeypatch, local_url, reference="1")
+    assert at.toggle(key="show_reference").value is True
+    text, _ = _styled(at)
+    local, ref = _plain_means(local_url, "mrr"), _plain_means(reference.reference_url(reference_folder), "mrr")
+    assert set(text.index) == set(local) | {m + " (reference)" for m in ref}
+    for model, mean in local.items():  # one seed each: no CI, the local run's own value
+        assert text.loc[model, "mrr"] == f"{mean:.4f}"
+    for model, mean in ref.items():  # two seeds of the reference, never pooled with the local seed
+        assert text.loc[model + " (reference)", "mrr"].startswith(f"{mean:.4f} ± ")
+    assert local["pop"] != ref["pop"]
+    side = _sidebar_text(at)
+    assert f"your store `{local_url}` ({len(local)} runs)" in side
+    assert f"({len(REF_SPEC.skill) * 2 + 2} runs), marked `(reference)`" in side
+
+    # significance against a local model marks local rows only, unless the other side is asked for
+    at.selectbox(key="lb_against").set_value("sasrec").run()
+    text, _ = _styled(at)
+    assert text.loc["pop", "hr@10"].endswith("▼")  # 0.15 vs 0.40 hit rate on 150 users
+    assert not text.loc["pop (reference)"].str.contains("▲|▼").any()
+    assert any("compare each side only with its own runs" in c.value for c in at.caption)
+    at.checkbox(key="lb_cross").check().run()
+    text, _ = _styled(at)
+    assert text.loc["pop (reference)", "hr@10"].endswith("▼")  # 0.12 vs 0.40, tested because asked
+    assert not at.exception
+
+    # ablations: a base's variants come from its own side only
+    at.switch_page("app_pages/ablations.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="ab_base").value == "mllm-srec-qlora"
+    assert set(at.dataframe[0].value["variant"]) == {"mllm-srec-image"}
+    at.selectbox(key="ab_base").set_value("mllm-srec-qlora (reference)").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert set(at.dataframe[0].value["variant"]) == {"mllm-srec-text (reference)",
+                                                     "mllm-srec-qlora (reference) [blank:0.5]"}
+
+    at.switch_page("app_pages/study.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [h.value for h in at.header] == ["Your runs", "Reference runs"]
+    assert [b.label for b in at.get("download_button")] == ["Markdown", "LaTeX", "HTML"] * 2
+
+
+def test_md_code_keeps_user_text_inside_one_code_span():
+    from mmsr_bench.dashboard import ui
+
+    assert ui.md_code("sqlite:///a.db") == "`sqlite:///a.db`"
+    assert ui.md_code("x`y") == "``x`y``"
+    assert ui.md_code("`a``") == "``` `a`` ```"
+    assert ui.md_code("a\nb") == "`a b`"
 
 
 # ------------------------------------------------------------------------------------------------ helpers

@@ -629,6 +629,27 @@ def store_import(
                   f"there) in {time.perf_counter() - t0:.1f} s", highlight=False, soft_wrap=True, markup=False)
 
 
+@store_app.command("check")
+def store_check(db: Optional[str] = DB_OPTION) -> None:
+    """Check a store for damage: SQLite's integrity check, every run's JSON fields and timestamps, and every per-user
+    vector decoded against its run's user count; exit 1 naming each problem."""
+    from mmsr_bench.results.store import Store
+
+    _setup()
+    try:
+        store = Store.for_reading(db)
+        problems = store.check()
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    for p in problems:
+        err_console.print(f"error: {p}", highlight=False, soft_wrap=True, markup=False)
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"{store.url}: no damage found ({len(store.runs(status=None))} runs)", highlight=False,
+                  markup=False)
+
+
 @store_app.command("upgrade")
 def store_upgrade(db: Optional[str] = DB_OPTION) -> None:
     """Bring an older store to this version's schema (give runs stored before uuids existed their uuid)."""

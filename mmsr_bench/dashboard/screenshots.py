@@ -6,6 +6,11 @@ Usage::
     python -m mmsr_bench.dashboard.screenshots --db sqlite:///results.db --out docs/screenshots [--against sasrec] \
         [--study-sets backbone=smollm2-135m,dtype=bfloat16]
     python -m mmsr_bench.dashboard.screenshots --demo --out /tmp/shots      # against a synthetic fixture store
+    python -m mmsr_bench.dashboard.screenshots --db sqlite:///none.db --reference --out /tmp/shots  # reference runs
+    python -m mmsr_bench.dashboard.screenshots --demo --reference --out /tmp/shots  # demo store + demo reference runs
+
+``--reference`` opens every page with the sidebar toggle "Show reference runs" on (``?reference=1``), reading the
+reference runs of ``--reference-dir`` (default: ``$MMSR_BENCH_REFERENCE`` or the checkout's ``reference-runs/``).
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``/usr/bin/chromium``, ``/usr/bin/chromedriver``) and selenium.
 """
@@ -68,13 +73,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(db_url: str, *, port: int | None = None, timeout: float = 60.0) -> Iterator[str]:
+def serve(db_url: str, *, port: int | None = None, timeout: float = 60.0,
+          reference_dir: Path | None = None) -> Iterator[str]:
     """Run ``streamlit run mmsr_bench/dashboard/app.py`` (the command of :func:`mmsr_bench.dashboard.launch`) on 127.0.0.1 against
-    ``db_url`` and yield its base URL once the health endpoint answers; the server is stopped on exit."""
+    ``db_url`` (and the reference runs of ``reference_dir`` when given, else those of ``$MMSR_BENCH_REFERENCE`` or
+    ``reference-runs/``) and yield its base URL once the health endpoint answers; the server is stopped on exit."""
     from mmsr_bench.dashboard import streamlit_command
+    from mmsr_bench.results.reference import ENV as REFERENCE_ENV
 
     port = port or free_port()
     env = dict(os.environ, MMSR_BENCH_DB=db_url)
+    if reference_dir is not None:
+        env[REFERENCE_ENV] = str(Path(reference_dir).resolve())
     log_file = tempfile.TemporaryFile()
     proc = subprocess.Popen(streamlit_command(port), env=env, stdout=log_file, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -164,26 +174,41 @@ def full_page_screenshot(driver, path: Path, width: int = 1400, max_height: int 
     return path
 
 
-def page_query(page: PageSpec, *, against: str | None = None, study_sets: str | None = None) -> str:
-    """The query string a page opens with: the leaderboard's reference model, the Study page's ``--set`` pairs."""
+def page_query(page: PageSpec, *, against: str | None = None, study_sets: str | None = None,
+               reference: bool | None = None) -> str:
+    """The query string a page opens with: the leaderboard's significance model, the Study page's ``--set`` pairs,
+    and on every page the "Show reference runs" toggle when ``reference`` is given (``reference=1`` / ``0``)."""
     from urllib.parse import urlencode
 
     params = {"leaderboard": {"against": against}, "study": {"sets": study_sets}}.get(page.name, {})
     params = {k: v for k, v in params.items() if v}
+    if reference is not None:
+        params["reference"] = "1" if reference else "0"
     return f"?{urlencode(params)}" if params else ""
 
 
 def take_screenshots(db_url: str, out_dir: Path, *, width: int = 1400, against: str | None = None,
-                     study_sets: str | None = None) -> list[Path]:
+                     study_sets: str | None = None, reference: bool | None = None,
+                     reference_dir: Path | None = None) -> list[Path]:
     """One PNG per dashboard page (``<out_dir>/<page>.png``) of the store at ``db_url``; ``against`` opens the
     leaderboard with significance markers against that model (``?against=MODEL``), ``study_sets`` the Study page
-    on the runs of that configuration (``?sets=k=v,...``, as ``bench report study --set``)."""
+    on the runs of that configuration (``?sets=k=v,...``, as ``bench report study --set``), ``reference`` every page
+    with the reference runs shown (True) or hidden (False) rather than the toggle's default, read from
+    ``reference_dir`` (default ``$MMSR_BENCH_REFERENCE`` or ``reference-runs/``)."""
+    if reference:
+        from mmsr_bench.results.reference import ENV as REFERENCE_ENV
+        from mmsr_bench.results.reference import reference_dir as default_reference_dir
 
+        folder = Path(reference_dir) if reference_dir is not None else default_reference_dir()
+        if not folder.is_dir():
+            raise BenchError(f"--reference: no reference runs at {folder} (give --reference-dir or set "
+                             f"${REFERENCE_ENV})")
     out_dir = Path(out_dir)
     written = []
-    with serve(db_url) as base, chromium(width) as driver:
+    with serve(db_url, reference_dir=reference_dir) as base, chromium(width) as driver:
         for page in PAGES:
-            load_page(driver, base, page, query=page_query(page, against=against, study_sets=study_sets))
+            load_page(driver, base, page, query=page_query(page, against=against, study_sets=study_sets,
+                                                           reference=reference))
             written.append(full_page_screenshot(driver, out_dir / f"{page.name}.png", width))
             log.info("wrote %s", written[-1])
     return written
@@ -199,19 +224,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--against", help="reference model for the leaderboard's significance markers")
     ap.add_argument("--study-sets", help="the Study page's configuration: the runs' --set pairs, comma-separated "
                                          "(e.g. backbone=smollm2-135m,dtype=bfloat16)")
+    ap.add_argument("--reference", action=argparse.BooleanOptionalAction, default=None,
+                    help="turn the sidebar toggle 'Show reference runs' on (--reference) or off (--no-reference) on "
+                         "every page (default: the dashboard's own default, on while the store is missing or empty)")
+    ap.add_argument("--reference-dir", type=Path,
+                    help="the folder of reference run files (default: $MMSR_BENCH_REFERENCE or reference-runs/; "
+                         "with --demo --reference: simulated reference runs)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.demo:
-            from mmsr_bench.dashboard.fixture import build_fixture_store
+            from mmsr_bench.dashboard.fixture import build_fixture_store, build_reference_folder
 
             with tempfile.TemporaryDirectory() as tmp:
                 url = f"sqlite:///{Path(tmp) / 'demo.db'}"
                 build_fixture_store(url)
+                ref_dir = args.reference_dir
+                if args.reference and ref_dir is None:  # simulated reference runs beside the demo store
+                    ref_dir = build_reference_folder(Path(tmp) / "reference-runs")
                 take_screenshots(url, args.out, width=args.width, against=args.against or "sasrec",
-                                 study_sets=args.study_sets)
+                                 study_sets=args.study_sets, reference=args.reference, reference_dir=ref_dir)
         else:
-            take_screenshots(args.db, args.out, width=args.width, against=args.against, study_sets=args.study_sets)
+            take_screenshots(args.db, args.out, width=args.width, against=args.against, study_sets=args.study_sets,
+                             reference=args.reference, reference_dir=args.reference_dir)
     except BenchError as exc:
         log.error("error: %s", exc)
         return 1

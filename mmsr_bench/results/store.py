@@ -40,10 +40,29 @@ from mmsr_bench.paths import default_db_url
 
 log = logging.getLogger(__name__)
 
+#: Free disk space a run needs beside a SQLite store before it starts (its rows are far smaller; this leaves room
+#: for SQLite's journal and the rest of the machine).
+MIN_FREE_BYTES = 64 * 2 ** 20
 #: Key of the PostgreSQL advisory lock that serializes schema creation and upgrades between processes.
 SCHEMA_LOCK_KEY = 0x6D6D7372  # "mmsr"
 #: Columns an older store may lack that opening it for writing adds (table -> columns).
 UPGRADABLE = {"runs": ("uuid",), "artifacts": ("uuid",)}
+#: Seconds a writer waits for another writer's lock on a SQLite store before it gives up with a clear error
+#: (SQLite's own default is 5 s, too short beside a long copy or import); ``$MMSR_BENCH_DB_LOCK_TIMEOUT`` overrides.
+LOCK_TIMEOUT_S = 60.0
+
+
+def lock_timeout() -> float:
+    import os
+
+    raw = os.environ.get("MMSR_BENCH_DB_LOCK_TIMEOUT", "")
+    try:
+        value = float(raw) if raw.strip() else LOCK_TIMEOUT_S
+    except ValueError:
+        raise BenchError(f"$MMSR_BENCH_DB_LOCK_TIMEOUT={raw[:40]!r} is not a number of seconds") from None
+    if not 0 <= value <= 86400:
+        raise BenchError(f"$MMSR_BENCH_DB_LOCK_TIMEOUT={raw[:40]!r}: give seconds between 0 and 86400")
+    return value
 
 
 def new_uuid() -> str:
@@ -129,7 +148,12 @@ def mask_url(url: str) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    return "; ".join(line.strip() for line in str(getattr(exc, "orig", None) or exc).splitlines() if line.strip())
+    """A database error as one line, without the statement and its parameters; a lock names the wait."""
+    text_ = "; ".join(line.strip() for line in str(getattr(exc, "orig", None) or exc).splitlines() if line.strip())
+    if "locked" in text_.lower():
+        text_ += (f" (another process held it longer than the {lock_timeout():g} s this command waits; "
+                  "$MMSR_BENCH_DB_LOCK_TIMEOUT sets the wait)")
+    return text_
 
 
 def _pg_connect_args(u, read_only: bool) -> dict:
@@ -154,6 +178,8 @@ def _engine(url: str, *, read_only: bool = False):
         u = make_url(url)
         if u.get_backend_name() == "postgresql" and u.get_driver_name() in ("psycopg", "psycopg2"):
             kwargs = {"connect_args": _pg_connect_args(u, read_only), "pool_pre_ping": True}
+        elif u.get_backend_name() == "sqlite" and "timeout" not in u.query:
+            kwargs = {"connect_args": {"timeout": lock_timeout()}}
         engine = create_engine(url, **kwargs)
     except NoSuchModuleError as exc:
         raise BenchError(f"--db {shown!r} is not a valid SQLAlchemy URL: no dialect for it ({exc})") from None
@@ -165,10 +191,22 @@ def _engine(url: str, *, read_only: bool = False):
                          f"({hint})") from None
     except (ArgumentError, ValueError) as exc:
         raise BenchError(f"--db {shown!r} is not a valid SQLAlchemy URL: {exc}") from None
-    if engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:"):
+    if engine.url.get_backend_name() == "sqlite" and _in_memory(engine.url):
         raise BenchError(f"--db {shown!r} is an in-memory SQLite database: every run would be lost when the "
                          "command ends; give a file, e.g. sqlite:///results.db")
     return engine
+
+
+def _in_memory(u) -> bool:
+    """Whether a SQLite URL names an in-memory database, URI forms included (``file::memory:?cache=shared``,
+    ``file:name?mode=memory``)."""
+    db = u.database or ""
+    if db in ("", ":memory:"):
+        return True
+    if db.startswith("file:"):
+        rest = db[5:]
+        return rest.startswith(":memory:") or "mode=memory" in rest or "mode=memory" in str(u.query)
+    return str(u.query.get("mode", "")) == "memory"
 
 
 def _retrying(step: Callable[[], None], attempts: int) -> None:
@@ -345,6 +383,7 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
             if not read_only:
+                self._quick_check()
                 _create_tables(self.engine)
             pending = check_schema(self.engine, self.url)
             if pending and read_only and not _upgradable:
@@ -372,6 +411,95 @@ class Store:
     def _writable(self) -> None:
         if self.read_only:
             raise BenchError(f"the results store {self.url} is open read-only; nothing was written")
+
+    def _quick_check(self) -> None:
+        """Refuse to write into a damaged SQLite file (``PRAGMA quick_check``: page and index structure, linear in
+        the file's size and cheap next to any run); the damage is named."""
+        if self.engine.dialect.name != "sqlite" or (sqlite_file(self.connect_url) is not None
+                                                    and not sqlite_file(self.connect_url).exists()):
+            return
+        try:
+            with self.engine.connect() as conn:
+                rows = [r[0] for r in conn.execute(text("PRAGMA quick_check(5)"))]
+        except DatabaseError as exc:
+            if "locked" in str(exc).lower():
+                raise
+            rows = [_one_line(exc)]
+        if rows != ["ok"]:
+            raise BenchError(f"the results store {self.url} is damaged (SQLite quick_check: {'; '.join(rows)[:300]}); "
+                             "nothing was written to it. `bench store check --db URL` lists the damage; copy what is "
+                             "readable with `bench store copy` or restore the file")
+
+    def check_writable(self) -> None:
+        """Prove, before any work, that a run can be stored here: a write transaction (an insert, rolled back) under
+        the lock timeout, and on a SQLite file some free space beside it. A read-only file, folder, mount or URI,
+        a lock held too long, or a full disk fails now with one line instead of after hours of fitting."""
+        import shutil
+
+        self._writable()
+        try:
+            with Session(self.engine) as s:
+                s.begin()
+                s.add(Artifact(suite="write-probe", dataset="write-probe", model="write-probe", kind="write-probe"))
+                s.flush()
+                s.rollback()
+        except (OperationalError, DatabaseError) as exc:
+            raise BenchError(f"cannot write to the results store {self.url}: {_one_line(exc)}; nothing was "
+                             "run") from None
+        path = sqlite_file(self.connect_url)
+        if path is not None:
+            free = shutil.disk_usage(path.resolve().parent).free
+            if free < MIN_FREE_BYTES:
+                raise BenchError(f"the results store {self.url}: only {free / 2 ** 20:.1f} MiB free on its disk "
+                                 f"(a run needs room for its rows and per-user vectors); nothing was run")
+
+    def check(self) -> list[str]:
+        """Everything wrong with this store, as one line each (empty: sound): SQLite's full integrity check, and
+        every run's JSON fields, timestamps and per-user vector blobs decoded (``bench store check``)."""
+        problems: list[str] = []
+        if self.engine.dialect.name == "sqlite":
+            try:
+                with self.engine.connect() as conn:
+                    rows = [r[0] for r in conn.execute(text("PRAGMA integrity_check(20)"))]
+            except (OperationalError, DatabaseError) as exc:
+                rows = [_one_line(exc)]
+            if rows != ["ok"]:
+                problems += [f"SQLite integrity_check: {r}" for r in rows]
+        try:
+            if not self.exists():
+                return problems + [f"no runs table in {self.url}"]
+            problems += self._check_rows()
+        except (OperationalError, DatabaseError) as exc:
+            problems.append(f"the tables cannot be read: {_one_line(exc)}")
+        return problems
+
+    def _check_rows(self) -> list[str]:
+        problems: list[str] = []
+        with Session(self.engine) as s:
+            run_rows = s.exec(text("SELECT id, uuid, config_json, metrics_json, run_info_json, packages_json, "
+                                   "started_at, n_users FROM runs")).all()
+            for rid, uuid, *jsons, started, n_users in run_rows:
+                for name, value in zip(("config_json", "metrics_json", "run_info_json", "packages_json"), jsons):
+                    try:
+                        json.loads(value)
+                    except (TypeError, ValueError):
+                        problems.append(f"run {rid} ({uuid}): field {name} is not valid JSON")
+                if started is not None and isinstance(started, str):
+                    try:
+                        datetime.fromisoformat(started)
+                    except ValueError:
+                        problems.append(f"run {rid} ({uuid}): field started_at {started[:40]!r} is not a time")
+            for rid, metric, blob in s.exec(text("SELECT run_id, metric, \"values\" FROM user_metrics")).all():
+                try:
+                    vec = decode_vector(blob)
+                except Exception as exc:  # noqa: BLE001 - any undecodable blob is reported, never raised
+                    problems.append(f"run {rid}: per-user vector {metric!r} cannot be decoded ({type(exc).__name__})")
+                    continue
+                expected = next((r[-1] for r in run_rows if r[0] == rid), None)
+                if expected is not None and vec.size != expected:
+                    problems.append(f"run {rid}: per-user vector {metric!r} has {vec.size} values, n_users is "
+                                    f"{expected}")
+        return problems
 
     def exists(self) -> bool:
         from sqlalchemy import inspect

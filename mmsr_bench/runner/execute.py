@@ -127,17 +127,42 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
                                    description=f"scoring {target.suite.name}/{target.dataset}")
             scored.append((target, per_user, time.perf_counter() - t1))
     except BaseException as exc:
-        # A failed or interrupted run is recorded without any metric (its own transaction), then re-raised.
+        # A failed or interrupted run is recorded without any metric (its own transaction), then re-raised; a store
+        # that cannot take even that record must not hide the original error.
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         fit_s = fit_s or time.perf_counter() - t0
-        store.add_run(record(data, status, error=f"{type(exc).__name__}: {exc}"[:2000], fit_seconds=fit_s))
+        try:
+            store.add_run(record(data, status, error=f"{type(exc).__name__}: {exc}"[:2000], fit_seconds=fit_s))
+        except Exception as store_exc:  # noqa: BLE001 - logged; the run's own error is what the user must see
+            log.warning("could not record the %s run in %s: %s", status, store.url, store_exc)
         raise
     out = []
     for target, per_user, score_s in scored:
         agg = metrics.aggregate(per_user)
         run = record(target, "completed", fit_seconds=fit_s, score_seconds=score_s, metrics_json=json.dumps(agg))
-        out.append(store.add_run(run, per_user))
+        out.append(store_or_keep(store, run, per_user))
     return out
+
+
+def store_or_keep(store: Store, run: Run, per_user: dict) -> Run:
+    """Store a finished run; if the store refuses it now (unwritable, full, locked, gone), keep it as a portable
+    run file under the cache and raise one line saying how to import it, so finished compute is never lost."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mmsr_bench.results import run_files
+    from mmsr_bench.results.store import encode_vector
+
+    try:
+        return store.add_run(run, per_user)
+    except (SQLAlchemyError, OSError, BenchError) as exc:
+        rec = run_files.RunRecord(run, {m: encode_vector(v) for m, v in per_user.items()})
+        folder = cache_dir("unsaved-runs")
+        path = folder / run_files.relative_path(run_files.record_document(rec))
+        run_files.export_records([rec], [], folder)
+        reason = "; ".join(str(getattr(exc, "orig", None) or exc).splitlines())[:300]
+        raise BenchError(f"the finished run ({run.model} on {run.suite}/{run.dataset} seed {run.seed}) could not be "
+                         f"stored in {store.url} ({reason}); it is kept in {path}: store it with `bench store import "
+                         f"{path} --db URL`") from None
 
 
 def perturbed(data: SuiteData, spec: str) -> SuiteData:
@@ -182,6 +207,7 @@ def execute(req: RunRequest, *, on_result=None) -> list[Run]:
             extra.append(o if not req.perturb else perturbed(o, req.perturb))
         loaded.append((data, extra))
     store = Store(req.db_url)
+    store.check_writable()  # a store that cannot take the run fails now, not after the fit
     group_id = uuid.uuid4().hex[:12]
     results = []
     cfg_hash = config_hash(probe)

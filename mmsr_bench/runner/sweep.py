@@ -165,6 +165,7 @@ def run_cell(cell: Cell, db_url: str | None, group_id: str) -> dict:
     done = stored(store, cell)
     if done is not None:
         return {"run_id": done.id, "skipped": True, "host": platform.node()}
+    store.check_writable()  # before the fit, not after it
     if wants_gpu(cell.model):  # torch adapters: as many threads as CPUs the cell reserved (no oversubscription);
         import torch  # the run records its thread count, which the numbers depend on
 
@@ -297,6 +298,7 @@ def sweep(req: SweepRequest, *, executor: Executor | None = None,
         if on_update:
             on_update(states)
         return states
+    store.check_writable()
     ex = executor or make_executor(req)
     group_id = uuid.uuid4().hex[:12]
     limit = getattr(ex, "workers", None) or req.workers or len(pending)

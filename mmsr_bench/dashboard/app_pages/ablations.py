@@ -46,10 +46,10 @@ def n_variants(base: str) -> int:
     return families.get((ctx.is_reference(base), q.family_prefix(plain(base))), 1) - 1 + tags.get(base, 0)
 
 
-# the most variants; on a tie the study's full model (a store with only RQ2's runs ties every MLLM-SRec variant),
-# then the user's own runs before the reference runs
-default_base = (max(models, key=lambda m: (n_variants(m), plain(m) == FULL, not ctx.is_reference(m)))
-                if models else None)
+# the user's own models first (the reference runs' only when the user has none here); among them the most variants,
+# on a tie the study's full model (a store with only RQ2's runs ties every MLLM-SRec variant)
+candidates = [m for m in models if not ctx.is_reference(m)] or models
+default_base = max(candidates, key=lambda m: (n_variants(m), plain(m) == FULL)) if candidates else None
 with c2:
     base = ui.pick("Base model", models, key="ab_base", default=default_base)
 with c3:
