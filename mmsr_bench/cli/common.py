@@ -119,10 +119,21 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _print_table(header: list[str], rows: list[list[str]], title: str | None = None) -> None:
-    t = Table(title=title, show_lines=False)
+def terminal_text(value) -> object:
+    """A cell for the terminal: text with control characters (ANSI/OSC escapes) removed and rich markup escaped, so
+    a stored name prints as itself; a rich ``Text`` (styled by the caller) passes as it is."""
+    from rich.markup import escape
+    from rich.text import Text
+
+    from mmsr_bench.results.tables import strip_controls
+
+    return value if isinstance(value, Text) else escape(strip_controls(str(value)))
+
+
+def _print_table(header: list[str], rows: list[list], title: str | None = None) -> None:
+    t = Table(title=terminal_text(title) if title else None, show_lines=False)
     for i, h in enumerate(header):
-        t.add_column(h, justify="left" if i == 0 else "right")
+        t.add_column(terminal_text(h), justify="left" if i == 0 else "right")
     for r in rows:
-        t.add_row(*r)
+        t.add_row(*(terminal_text(c) for c in r))
     console.print(t)

@@ -242,11 +242,10 @@ def compare(
     title = (f"{cmp.a_label} vs {cmp.b_label} on {cmp.suite}/{cmp.dataset}: {cmp.n_users} users, runs "
              f"{list(cmp.a_runs)} vs {list(cmp.b_runs)}")
     if format == "markdown":
-        print(f"**{title}**\n")
-        print("| " + " | ".join(header) + " |")
-        print("|" + "|".join(["---"] * len(header)) + "|")
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
+        from mmsr_bench.results import tables
+
+        print(tables.to_markdown(tables.Table(tuple(header), tuple(tuple(r) for r in rows), title=title,
+                                              lead=len(header))), end="")
     else:
         _print_table(header, rows, title=title)
     if cmp.seed_tests:
@@ -254,7 +253,8 @@ def compare(
                       f"{t.p_value:.2e}"] for m, t in cmp.seed_tests.items()]
         if format == "markdown":
             for r in seed_rows:
-                print(f"- across seeds, {r[0]}: {r[1]} over seeds {r[2]}: diff {r[5]}, p = {r[6]}")
+                print(f"- across seeds, {tables.strip_controls(r[0])}: {r[1]} over seeds {r[2]}: diff {r[5]}, "
+                      f"p = {r[6]}")
         else:
             _print_table(["metric", "test", "seeds", "mean a", "mean b", "diff", "p"], seed_rows,
                          title="across seeds (paired by seed)")
@@ -373,7 +373,9 @@ def suite_list() -> None:
             rows.append([name, ",".join(d.name for d in s.datasets), s.protocol.candidates,
                          f"{frozen}/{len(s.datasets)}", s.description[:60]])
         except BenchError as exc:
-            rows.append([name, "", "", "", f"[red]{exc}[/red]"])
+            from rich.text import Text
+
+            rows.append([name, "", "", "", Text(str(exc), style="red")])
     _print_table(["suite", "datasets", "candidates", "frozen", "description"], rows)
 
 

@@ -8,7 +8,8 @@ _SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\
 
 
 def escape(text: str) -> str:
-    return "".join(_SPECIAL.get(ch, ch) for ch in text)
+    """LaTeX-safe text: special characters escaped, control characters (terminal escapes) dropped."""
+    return "".join(_SPECIAL.get(ch, ch) for ch in text if ch in "\t\n" or not (ord(ch) < 32 or 127 <= ord(ch) < 160))
 
 
 def metric_label(m: str) -> str:

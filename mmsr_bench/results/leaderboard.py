@@ -212,8 +212,9 @@ def to_csv(board: Board) -> str:
             for m in board.metrics:
                 c = board.cells.get((model, d, m))
                 if c:
-                    w.writerow([model, d, m, repr(c.mean), "" if math.isnan(c.half_width) else repr(c.half_width),
-                                c.n_seeds, " ".join(map(str, c.run_ids)), c.marker])
+                    w.writerow([tables.csv_cell(model), tables.csv_cell(d), m, repr(c.mean),
+                                "" if math.isnan(c.half_width) else repr(c.half_width), c.n_seeds,
+                                " ".join(map(str, c.run_ids)), c.marker])
     return buf.getvalue()
 
 

@@ -8,6 +8,7 @@ import csv
 import html
 import io
 import math
+import re
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -104,12 +105,39 @@ def to_markdown(table: Table) -> str:
     out.append("|" + "|".join(["---"] * table.lead + ["---:"] * (len(header) - table.lead)) + "|")
     out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.rows]
     if table.footer:
-        out += [""] + table.footer.splitlines()
+        out += [""] + [html.escape(strip_controls(line), quote=False) for line in table.footer.splitlines()]
     return "\n".join(out) + "\n"
 
 
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def strip_controls(text: str) -> str:
+    """``text`` without control characters (ANSI and OSC terminal escapes start with ESC or CSI, which are removed,
+    so their parameters print as inert text); tabs and newlines stay."""
+    return _CONTROLS.sub("", text)
+
+
+def csv_cell(value):
+    """A CSV value that no spreadsheet runs as a formula (OWASP "CSV Injection"): text starting with ``=``, ``+``,
+    ``-``, ``@``, a tab or CR gets a leading apostrophe, unless it is a number; control characters are removed."""
+    if not isinstance(value, str):
+        return value
+    value = strip_controls(value) if value[:1] not in ("\t", "\r") else value
+    if value.startswith(_FORMULA_START):
+        try:
+            float(value)
+            return value
+        except ValueError:
+            return "'" + value
+    return value
+
+
 def _md(text: str) -> str:
-    return text.replace("|", r"\|").replace("\n", " ")
+    """Markdown cell text: HTML escaped (a stored ``<script>`` or ``<img onerror>`` is shown, never run), control
+    characters removed, pipes escaped, one line."""
+    return html.escape(strip_controls(text), quote=False).replace("|", r"\|").replace("\n", " ")
 
 
 # --------------------------------------------------------------------------------------------------------- latex
@@ -205,7 +233,7 @@ def to_csv(table: Table) -> str:
     """Header (groups flattened into "group/title") and the cells' text with their markers; no styling."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(flat_header(table))
+    w.writerow([csv_cell(h) for h in flat_header(table)])
     for row in table.rows:
-        w.writerow([plain_text(c) for c in row])
+        w.writerow([csv_cell(plain_text(c)) for c in row])
     return buf.getvalue()
