@@ -236,3 +236,15 @@ def test_reproduce_reruns_a_reference_cell_and_prints_zero_difference(tmp_path, 
     assert len(Store(mine).runs()) == 1
     res = cli.invoke(app, ["reproduce", "0123456789abcdef", "--db", mine])
     assert res.exit_code == 1 and "no completed run with that uuid" in res.output
+
+
+def test_store_copy_refuses_unsafe_names_from_a_foreign_store(tmp_path):
+    from mmsr_bench.errors import BenchError
+    from mmsr_bench.results.store_copy import copy_store
+
+    src = f"sqlite:///{tmp_path / 'src.db'}"
+    _fill(src, suite="../../x")
+    dst = tmp_path / "dst.db"
+    with pytest.raises(BenchError, match="is not a safe name.*nothing was copied"):
+        copy_store(src, f"sqlite:///{dst}")
+    assert not Store(f"sqlite:///{dst}").runs(status=None)

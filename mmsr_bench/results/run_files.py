@@ -302,6 +302,24 @@ def run_files(source: Path) -> list[Path]:
     return files
 
 
+def check_record_names(records: list[RunRecord], loose: list[Artifact]) -> None:
+    """Every suite, dataset and model name of runs read from another store is one safe name (what run files and
+    the harness's own runs guarantee), so a foreign store cannot bring names that become paths or markup."""
+    for rec in records:
+        for a in [rec.run, *rec.artifacts]:
+            for f in ("suite", "dataset", "model"):
+                try:
+                    check_safe_name(getattr(a, f), f"field {f}")
+                except BenchError as exc:
+                    raise BenchError(f"{rec.source}: run {rec.run.uuid}: {exc}; nothing was copied") from None
+    for a in loose:
+        for f in ("suite", "dataset", "model"):
+            try:
+                check_safe_name(getattr(a, f), f"field {f}")
+            except BenchError as exc:
+                raise BenchError(f"artifact {a.uuid}: {exc}; nothing was copied") from None
+
+
 def _fail(path: Path, what: str) -> BenchError:
     return BenchError(f"{path}: {what}; nothing was imported")
 

@@ -73,6 +73,7 @@ def copy_store(source: str, destination: str) -> CopyReport:
     src = _open_source(source, "--from")
     dst = _open_destination(destination, "--to")
     records, loose = run_files.read_store(src)
+    run_files.check_record_names(records, loose)
     return run_files.write_records(dst, records, loose, source=src.url)
 
 
