@@ -391,6 +391,19 @@ def test_reference_runs_beside_local_runs_are_separate_rows(monkeypatch, local_u
     assert [b.label for b in at.get("download_button")] == ["Markdown", "LaTeX", "HTML"] * 2
 
 
+def test_screenshot_links_carry_the_reference_toggle(tmp_path):
+    from mmsr_bench.dashboard import screenshots as ss
+
+    page = {p.name: p for p in ss.PAGES}
+    assert ss.page_query(page["runs"], reference=True) == "?reference=1"
+    assert ss.page_query(page["leaderboard"], against="sasrec", reference=False) == "?against=sasrec&reference=0"
+    assert ss.page_query(page["study"]) == ""
+    # --reference with no folder of run files fails before any browser starts
+    assert ss.main(["--db", f"sqlite:///{tmp_path / 'none.db'}", "--reference", "--reference-dir",
+                    str(tmp_path / "absent"), "--out", str(tmp_path / "shots")]) == 1
+    assert not (tmp_path / "shots").exists()
+
+
 def test_md_code_keeps_user_text_inside_one_code_span():
     from mmsr_bench.dashboard import ui
 

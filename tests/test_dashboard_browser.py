@@ -24,7 +24,8 @@ SPEC = FixtureSpec(skill=(("pop", 0.15), ("sasrec", 0.40), ("mllm-srec-qlora", 0
 def browser(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('dash_browser') / 'results.db'}"
     build_fixture_store(url, SPEC)
-    with ss.serve(url, timeout=120) as base, ss.chromium() as driver:
+    no_reference = tmp_path_factory.mktemp("dash_browser_no_ref") / "absent"  # the checkout's reference-runs/ aside
+    with ss.serve(url, timeout=120, reference_dir=no_reference) as base, ss.chromium() as driver:
         yield url, base, driver
 
 
@@ -78,7 +79,8 @@ def test_other_pages_in_the_browser(browser, tmp_path, page):
 
 def test_missing_store_in_the_browser(tmp_path):
     db = tmp_path / "absent.db"
-    with ss.serve(f"sqlite:///{db}", timeout=120) as base, ss.chromium() as driver:
+    with ss.serve(f"sqlite:///{db}", timeout=120, reference_dir=tmp_path / "no-reference-runs") as base, \
+            ss.chromium() as driver:
         driver.get(base + "/")
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.ui import WebDriverWait
@@ -86,4 +88,33 @@ def test_missing_store_in_the_browser(tmp_path):
         WebDriverWait(driver, 120, poll_frequency=0.25).until(
             lambda d: "bench run --suite synth4 --model pop" in d.find_element(By.TAG_NAME, "body").text)
         _no_error_shown(driver, driver.find_element(By.TAG_NAME, "body").text)
+    assert not db.exists()
+
+
+def test_reference_runs_alone_in_the_browser(tmp_path):
+    """No local store, a folder of reference run files: the Leaderboard and Study pages show the reference runs,
+    every leaderboard row marked "(reference)", and the local store is not created."""
+    from selenium.webdriver.common.by import By
+
+    from mmsr_bench.dashboard.fixture import build_reference_folder
+    from mmsr_bench.results import reference
+
+    folder = build_reference_folder(tmp_path / "reference-runs")
+    db = tmp_path / "absent.db"
+    with ss.serve(f"sqlite:///{db}", timeout=120, reference_dir=folder) as base, ss.chromium() as driver:
+        pages = {p.name: p for p in ss.PAGES}
+        text = ss.load_page(driver, base, pages["leaderboard"], query=ss.page_query(pages["leaderboard"],
+                                                                                     reference=True))
+        _no_error_shown(driver, text)
+        assert "No results store" not in text and "reference runs from" in text
+        cells = [c.get_attribute("textContent") for c in
+                 driver.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"] [role="gridcell"]')]
+        shown = {c for c in cells if c.endswith(reference.SUFFIX)}
+        assert shown == {"pop (reference)", "sasrec (reference)", "mllm-srec-qlora (reference)"}, cells[:40]
+        assert not any(c in ("pop", "sasrec", "mllm-srec-qlora") for c in cells)  # never shown unmarked
+        assert ss.full_page_screenshot(driver, tmp_path / "leaderboard-reference.png").stat().st_size > 10_000
+
+        text = ss.load_page(driver, base, pages["study"], query=ss.page_query(pages["study"], reference=True))
+        _no_error_shown(driver, text)
+        assert "Reference runs" in text and "RQ1: overall performance" in text
     assert not db.exists()

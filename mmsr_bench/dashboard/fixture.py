@@ -69,7 +69,8 @@ def _run_row(spec: FixtureSpec, model: str, dataset: str, seed: int, variant: st
     text = json.dumps(config, sort_keys=True)
     started = datetime(2025, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=7 * idx)
     metrics = {k: float(v.mean()) for k, v in vecs.items()} if status == "completed" else {}
-    return Run(group_id=f"g{idx // max(1, len(spec.seeds)):05d}", suite=spec.suite, suite_hash=_suite_hash(spec, dataset),
+    return Run(group_id=f"g{idx // max(1, len(spec.seeds)):05d}", suite=spec.suite,
+               suite_hash=_suite_hash(spec, dataset),
                dataset=dataset, model=model, variant=variant, config_json=text,
                config_hash=hashlib.sha256(text.encode()).hexdigest(), seed=seed, code_version="abc1234",
                code_dirty=idx % 5 == 0, packages_json=json.dumps({"torch": "2.14.1", "numpy": "2.4.6"}),

@@ -214,9 +214,10 @@ def source() -> Source:
         default = (state != "ready") if asked is None else asked
         on = st.sidebar.toggle(
             "Show reference runs", value=default, key=REFERENCE_KEY,
-            help=f"This project's own runs, kept as run files in {folder_label(folder)} (or $MMSR_BENCH_REFERENCE), "
-                 f"shown beside yours with '{reference.SUFFIX.strip()}' after the model name. Significance marks "
-                 "compare each side only with its own runs unless you ask for more.")
+            help=f"This project's own runs, kept as run files in {md_code(folder_label(folder))} (set "
+                 f"`${reference.ENV}` for another folder), shown beside yours with "
+                 f"{md_code(reference.SUFFIX.strip())} after the model name. Significance marks compare each side "
+                 "only with its own runs unless you ask for more.")
         if on:
             try:
                 sig = _signature(folder)

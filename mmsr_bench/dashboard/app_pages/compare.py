@@ -40,8 +40,9 @@ alpha = s3.select_slider("alpha", options=[0.001, 0.01, 0.05, 0.1], value=0.05, 
 
 model_of = dict(zip(pool["id"].astype(int), pool["model"]))
 if a in model_of and b in model_of and ctx.is_reference(model_of[a]) != ctx.is_reference(model_of[b]):
-    st.info("One run is a reference run (this project's, made on another machine) and the other is yours: the "
-            "test below compares them because you picked them (the comparability checks of `bench compare` still apply).")
+    st.info("One run is a reference run (this project's own, from its run files) and the other is yours: the "
+            "test below compares them because you picked them (the comparability checks of `bench compare` still "
+            "apply).")
 
 with ui.guard():
     with st.spinner("running the paired tests..."):

@@ -51,9 +51,9 @@ if ctx.reference is None:
     sections = [("", "", ctx.url, ctx.token, None)]
 else:
     sections = [("Your runs", "", ctx.local.url, ctx.local.token, False)] if ctx.local is not None else []
-    note = (f"This project's own runs, from the run files in {ui.md_code(ui.folder_label(ctx.reference_dir))} (made on "
-            "other machines), reported on their own; `bench store import` of that folder into a store gives the same "
-            "tables with `bench report study`.")
+    note = (f"This project's own runs, from the run files in {ui.md_code(ui.folder_label(ctx.reference_dir))} "
+            "(committed with the project, not your store), reported on their own; `bench store import` of that "
+            "folder into a store gives the same tables with `bench report study`.")
     sections.append(("Reference runs", note, ctx.reference.url, ctx.reference.token, True))
 
 results = []  # (title, note, report or None, problem)
