@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -115,7 +117,8 @@ def test_a_crashing_adapter_leaves_a_failed_record_without_metrics(frozen_tiny, 
         raise RuntimeError("scoring exploded")
 
     monkeypatch.setattr(Successor, "score", boom)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(BenchError, match="test-successor raised RuntimeError: scoring exploded while scoring on "
+                                         "tiny/seq seed 0; the run is recorded as failed"):
         runner.execute(_req(frozen_tiny))
     store = Store()
     assert store.runs() == []  # nothing completed
@@ -214,3 +217,32 @@ def test_progress_without_a_terminal_prints_count_rate_and_time_left():
         now[0] += 600.0
         task.advance(5)
     assert console.export_text().splitlines() == ["… unsized", "✓ unsized in 600.0s"]
+
+
+@pytest.mark.parametrize("phase", ["fit", "score"])
+def test_a_misbehaving_adapter_is_one_error_line_with_a_failed_record(frozen_tiny, monkeypatch, phase):
+    """sys.exit in adapter code, a wrong score type, an in-place write into the shared inputs: each is one
+    `error:` line naming the model and the phase, exit 1, a failed record, no traceback."""
+    from tests.conftest import Successor
+
+    cli = CliRunner()
+    cases = {
+        "fit": [(lambda self, train, valid: sys.exit(0), "called sys.exit(0) while fitting"),
+                (lambda self, train, valid: train.sequences[0].__setitem__(0, 1),
+                 "ValueError: assignment destination is read-only while fitting")],
+        "score": [(lambda self, batch: [["x"] * batch.candidates.shape[1]] * len(batch.users),
+                   "score returned list, not an array of numbers"),
+                  (lambda self, batch: batch.candidates.__setitem__((slice(None), 0), 1),
+                   "ValueError: assignment destination is read-only while scoring")],
+    }
+    real_fit = Successor.fit
+    for k, (bad, message) in enumerate(cases[phase]):
+        if phase == "fit":
+            monkeypatch.setattr(Successor, "fit", bad)
+        else:
+            monkeypatch.setattr(Successor, "fit", real_fit)
+            monkeypatch.setattr(Successor, "score", bad)
+        res = cli.invoke(app, ["run", "--suite", str(frozen_tiny), "--model", "test-successor", "--seed", str(k)])
+        assert res.exit_code == 1, res.output
+        assert message in " ".join(res.output.split()) and "Traceback" not in res.output, res.output
+    assert len(Store().runs(status="failed")) == 2

@@ -104,7 +104,12 @@ def score_split(model: Scorer, split: EvalSplit, names: list[str], batch_size: i
     t0 = time.perf_counter()
     with progress.track(description, total=len(split)) as task:
         for i, batch in enumerate(split.batches(batch_size)):
-            scores = np.asarray(model.score(batch), dtype=np.float64)
+            raw = model.score(batch)
+            try:
+                scores = np.asarray(raw, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise BenchError(f"{type(model).__name__}.score returned {type(raw).__name__}, not an array of "
+                                 "numbers") from None
             if i == 0:
                 _announce_estimate(description, len(batch.users), len(split), time.perf_counter() - t0)
             if scores.shape != batch.candidates.shape:

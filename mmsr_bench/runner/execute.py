@@ -116,10 +116,12 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
 
     fit_s = 0.0
     scored = []
+    phase = "fitting"
     try:
         log.info("fitting %s on %s/%s (seed %d)", req.model, data.suite.name, data.dataset, seed)
         model.fit(data.train, data.valid)
         fit_s = time.perf_counter() - t0
+        phase = "scoring"
         for target in [data, *(also or [])]:
             t1 = time.perf_counter()
             per_user = score_split(model, target.test, target.suite.evaluation.names(),
@@ -135,7 +137,15 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
             store.add_run(record(data, status, error=f"{type(exc).__name__}: {exc}"[:2000], fit_seconds=fit_s))
         except Exception as store_exc:  # noqa: BLE001 - logged; the run's own error is what the user must see
             log.warning("could not record the %s run in %s: %s", status, store.url, store_exc)
-        raise
+        if isinstance(exc, (KeyboardInterrupt, BenchError)):
+            raise
+        # The adapter boundary: whatever the adapter raised (or a sys.exit in its code) becomes one error line
+        # naming the model and the phase; the traceback is in the log (--verbose).
+        log.debug("%s failed while %s", req.model, phase, exc_info=exc)
+        what = (f"called sys.exit({exc.code!r})" if isinstance(exc, SystemExit)
+                else f"raised {type(exc).__name__}: {str(exc)[:500]}")
+        raise BenchError(f"{req.model} {what} while {phase} on {data.suite.name}/{data.dataset} seed {seed}; the run "
+                         "is recorded as failed (--verbose shows the traceback)") from None
     out = []
     for target, per_user, score_s in scored:
         agg = metrics.aggregate(per_user)

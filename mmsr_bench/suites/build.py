@@ -523,8 +523,20 @@ def load(suite: SuiteSpec, dataset: str, *, build: bool = True, allow_unfrozen: 
         if full:
             exclude = [h[h != t] for h, t in zip(hist, targets[:, col])]
         splits[name] = EvalSplit(name, eval_users, hist, targets[:, col], cands, n_items, exclude)
+    _read_only(train.sequences, *(a for sp in splits.values() for a in (sp.users, sp.targets, sp.candidates)),
+               *(h for sp in splits.values() for h in sp.histories + (sp.exclude or [])))
     record = json.loads((out / "build.json").read_text(encoding="utf-8"))
     warnings = tuple(str(w) for w in (record.get("quality") or {}).get("warnings", []))
     return SuiteData(suite, dataset, train, splits["valid"], splits["test"], items,
                      suite.protocol_fingerprint(dataset, actual), sha256_file(out / "eval_users.npy"), out,
                      quality_warnings=warnings)
+
+
+def _read_only(*arrays) -> None:
+    """Mark the loaded arrays read-only: one load serves every seed of a run (and the harness's own metric
+    computation), so an adapter that wrote into the shared candidates or sequences in place would corrupt the next
+    seed's numbers; now such a write fails at once, naming the adapter."""
+    for a in arrays:
+        for arr in (a if isinstance(a, list) else [a]):
+            if isinstance(arr, np.ndarray):
+                arr.flags.writeable = False
