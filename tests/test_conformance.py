@@ -165,6 +165,28 @@ class NanScores(_Counts):
         return s
 
 
+@register()
+class ExitsInFit(_Counts):
+    name = "test-canary-exit"
+
+    def fit(self, train, valid):
+        import sys
+
+        sys.exit(0)
+
+
+@register()
+class WritesCandidates(_Counts):
+    """Overwrites the shared candidate array in place (it would corrupt the next seed's numbers)."""
+
+    name = "test-canary-inplace"
+
+    def score(self, batch):
+        s = super().score(batch)
+        batch.candidates[:, 0] = batch.candidates[:, -1]
+        return s
+
+
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
     return conformance.make_suite(tmp_path_factory.mktemp("kit"))
@@ -215,3 +237,11 @@ def test_bad_names_and_overrides_fail_before_any_work(tmp_path):
     with pytest.raises(BenchError, match="no field 'epochz'"):
         conformance.run_checks("sasrec", {"epochz": "1"}, workdir=tmp_path)
     assert not (tmp_path / "home").exists()
+
+
+def test_sys_exit_in_fit_and_in_place_writes_fail_the_kit(kit):
+    results = conformance.run_checks("test-canary-exit", kit=kit)
+    assert [r.passed for r in results][1:] == [False] * (len(results) - 1)
+    assert all("SystemExit" in r.reason for r in results[1:]), results
+    bad = _by_name(conformance.run_checks("test-canary-inplace", kit=kit))["shape_finite"]
+    assert not bad.passed and "read-only" in bad.reason, bad

@@ -307,7 +307,7 @@ def check_score_before_fit(model, split: EvalSplit) -> CheckResult:
         scores = model.score(batch)
     except BenchError as exc:
         return CheckResult("score_before_fit", True, f"raises {type(exc).__name__}: {' '.join(str(exc).split())[:120]}")
-    except Exception as exc:  # noqa: BLE001 - the point is to report which exception it was
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the point is to report which exception it was
         where = traceback.extract_tb(exc.__traceback__)[-1]
         return CheckResult("score_before_fit", False, f"crashes with {_one_line(exc)} at {Path(where.filename).name}:"
                                                       f"{where.lineno}; raise BenchError('... before fit') instead")
@@ -373,7 +373,7 @@ def _guard(name: str, fn: Callable[[], CheckResult]) -> CheckResult:
         return fn()
     except _Fail as exc:
         return CheckResult(name, False, str(exc))
-    except Exception as exc:  # noqa: BLE001 - a check reports, it does not crash the kit
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a check reports, it does not crash the kit
         log.debug("check %s raised", name, exc_info=True)
         return CheckResult(name, False, f"raised {_one_line(exc)}")
 
@@ -410,7 +410,7 @@ def _run(name: str, cfg: dict, seed: int, kit: KitSuite) -> list[CheckResult]:
         log.info("conformance %s: fit 1 of 3", name)
         try:
             model = _fit(name, cfg, seed, kit, data)
-        except Exception as exc:  # noqa: BLE001
+        except (Exception, SystemExit) as exc:  # noqa: BLE001
             reason = f"fit raised {_one_line(exc)}"
             for c in CHECKS[1:]:
                 results[c] = CheckResult(c, False, reason)
@@ -425,7 +425,7 @@ def _run(name: str, cfg: dict, seed: int, kit: KitSuite) -> list[CheckResult]:
         probe = dataclasses.replace(test, candidates=np.concatenate([test.candidates, new_targets[:, None]], axis=1))
         try:
             first = _score_all(model, probe, bs)
-        except Exception as exc:  # noqa: BLE001
+        except (Exception, SystemExit) as exc:  # noqa: BLE001
             first = None
             results["determinism"] = CheckResult("determinism", False, f"scoring raised {_one_line(exc)}")
         del model
