@@ -187,6 +187,16 @@ class WritesCandidates(_Counts):
         return s
 
 
+@register()
+class HangsInFit(_Counts):
+    name = "test-canary-hang"
+
+    def fit(self, train, valid):
+        import time
+
+        time.sleep(3600)
+
+
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
     return conformance.make_suite(tmp_path_factory.mktemp("kit"))
@@ -245,3 +255,12 @@ def test_sys_exit_in_fit_and_in_place_writes_fail_the_kit(kit):
     assert all("SystemExit" in r.reason for r in results[1:]), results
     bad = _by_name(conformance.run_checks("test-canary-inplace", kit=kit))["shape_finite"]
     assert not bad.passed and "read-only" in bad.reason, bad
+
+
+def test_a_hanging_fit_fails_the_kit_at_its_time_limit(kit):
+    import time
+
+    t0 = time.monotonic()
+    results = conformance.run_checks("test-canary-hang", kit=kit, time_limit_s=0.5)
+    assert time.monotonic() - t0 < 60
+    assert not any(r.passed for r in results[1:]) and "time limit of 0.5 s" in results[1].reason, results

@@ -246,3 +246,19 @@ def test_a_misbehaving_adapter_is_one_error_line_with_a_failed_record(frozen_tin
         assert res.exit_code == 1, res.output
         assert message in " ".join(res.output.split()) and "Traceback" not in res.output, res.output
     assert len(Store().runs(status="failed")) == 2
+
+
+def test_a_cell_past_its_time_limit_is_stopped_and_recorded(frozen_tiny, monkeypatch):
+    import time
+
+    from tests.conftest import Successor
+
+    monkeypatch.setattr(Successor, "fit", lambda self, train, valid: time.sleep(3600))
+    res = CliRunner().invoke(app, ["run", "--suite", str(frozen_tiny), "--model", "test-successor",
+                                   "--time-limit", "0.01"])
+    assert res.exit_code == 1 and "ran past its time limit of 0.6 s" in res.output, res.output
+    (failed,) = Store().runs(status="failed")
+    assert "time limit" in failed.error and failed.run_info["time_limit_s"] == 0.6
+    res = CliRunner().invoke(app, ["run", "--suite", str(frozen_tiny), "--model", "test-successor",
+                                   "--time-limit", "-1"])
+    assert res.exit_code == 1 and "--time-limit -1" in res.output

@@ -20,6 +20,8 @@ def adapter_check(
     seed: int = typer.Option(0, "--seed"),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep the kit's suite and cache here "
                                            "(default: a temporary folder)."),
+    time_limit: float = typer.Option(15.0, "--time-limit", help="Minutes each step (a fit, or a check with its "
+                                     "fits) may take before it fails instead of hanging the kit."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the conformance checks on NAME with a tiny budget; exit 1 when any fails."""
@@ -34,7 +36,9 @@ def adapter_check(
     try:
         overrides = adapter.parse_set_options(set_)
         budget = {**conformance.tiny_overrides(name), **overrides}
-        results = conformance.run_checks(name, overrides, seed=seed, workdir=workdir)
+        if not 0 < time_limit <= 10 ** 6:
+            raise BenchError(f"--time-limit {time_limit}: give minutes above 0")
+        results = conformance.run_checks(name, overrides, seed=seed, workdir=workdir, time_limit_s=time_limit * 60)
     except BenchError as exc:
         fail(str(exc))
         return

@@ -43,6 +43,8 @@ def run(
                                           "of item images; the run is stored with this as its variant."),
     resume: bool = typer.Option(False, "--resume", help="Skip (dataset, seed) cells already stored as completed "
                                 "with the same suite fingerprint and config hash."),
+    time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Minutes one cell (fit and scoring) may "
+                                               "take; past it the run is stopped and recorded as failed."),
     exact: bool = typer.Option(False, "--exact", help="Pin float32 CPU kernels to AVX2 (MKL_CBWR, "
                                "ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) so x86 CPUs of different makers take the "
                                "same code paths; slower, recorded in the run (docs/results.md measures it)."),
@@ -79,12 +81,15 @@ def run(
 
             perturb_mod.parse(perturb)  # a malformed spec fails before any work
         check_device(device)
+        if time_limit is not None and not 0 < time_limit <= 10 ** 6:
+            raise BenchError(f"--time-limit {time_limit}: give minutes above 0 (at most 1,000,000)")
         for m in model_names:  # every name and every configuration is checked before any work starts
             adapter.build(m, overrides, device="cpu")
         check_store(db)  # dialect, driver, file and schema, without creating anything
         for m in model_names:
             req = runner.RunRequest(spec, m, names, list(dict.fromkeys(seed)), overrides, db, device, perturb=perturb,
-                                    also=also_specs, resume=resume)
+                                    also=also_specs, resume=resume,
+                                    time_limit_s=time_limit * 60 if time_limit else None)
             done += runner.execute(req, on_result=lambda r: err_console.print(
                 f"[green]stored run {r.id}[/green]: {r.model} on {r.suite}/{r.dataset} seed {r.seed} "
                 f"(fit {r.fit_seconds:.1f}s, score {r.score_seconds:.1f}s)"))

@@ -267,3 +267,36 @@ def torch_threads(n: int) -> Iterator[None]:
     finally:
         torch.set_num_threads(old_threads)
         torch.autograd.set_detect_anomaly(*old_anomaly)
+
+
+class TimeLimitExceeded(BenchError):
+    """A fit or check ran past its stated time limit."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None, what: str) -> Iterator[None]:
+    """Raise :class:`TimeLimitExceeded` in the block once ``seconds`` of wall time have passed (a hung ``fit`` can
+    no longer hang a run or the conformance kit). Uses ``SIGALRM``, so it acts only in the main thread of a POSIX
+    process (every ``bench`` command and sweep worker); elsewhere, or with ``seconds`` None/0, it does nothing. A
+    long native call (one torch op) is interrupted when it returns to Python."""
+    import signal
+    import threading
+
+    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise TimeLimitExceeded(f"{what} ran past its time limit of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    outer, _ = signal.getitimer(signal.ITIMER_REAL)  # an enclosing limit keeps running, and may be the tighter
+    start = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, min(float(seconds), outer) if outer else float(seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if outer:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 1e-3))

@@ -46,6 +46,7 @@ import numpy as np
 
 from mmsr_bench.data.splits import EvalSplit, ScoreBatch
 from mmsr_bench.errors import BenchError
+from mmsr_bench.evaluation.training import time_limit
 from mmsr_bench.models import adapter as adapter_mod
 
 log = logging.getLogger(__name__)
@@ -368,9 +369,17 @@ def check_full_ranking(model, split: EvalSplit, batch_size: int) -> CheckResult:
 
 
 # ---------------------------------------------------------------------------------------------- the kit
+#: Wall seconds each step of the kit (one fit, or one check with its fits) may take before it fails with a
+#: time-limit reason instead of hanging the kit; ``run_checks(time_limit_s=...)`` / ``bench adapter check
+#: --time-limit`` change it.
+STEP_LIMIT_S = 900.0
+_limit = {"s": STEP_LIMIT_S}
+
+
 def _guard(name: str, fn: Callable[[], CheckResult]) -> CheckResult:
     try:
-        return fn()
+        with time_limit(_limit["s"], f"check {name}"):
+            return fn()
     except _Fail as exc:
         return CheckResult(name, False, str(exc))
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a check reports, it does not crash the kit
@@ -379,13 +388,15 @@ def _guard(name: str, fn: Callable[[], CheckResult]) -> CheckResult:
 
 
 def run_checks(name: str, overrides: Mapping[str, str] | None = None, *, seed: int = 0,
-               workdir: Path | None = None, kit: KitSuite | None = None) -> list[CheckResult]:
+               workdir: Path | None = None, kit: KitSuite | None = None,
+               time_limit_s: float = STEP_LIMIT_S) -> list[CheckResult]:
     """Run every check on the registered adapter ``name`` with the kit's tiny budget plus ``overrides``.
 
     ``workdir``: where the kit's suite and cache home go (default: a temporary folder, deleted afterwards).
-    ``kit``: an already built :func:`make_suite` (tests share one). Unknown names and bad overrides raise
-    :class:`BenchError` before any work.
+    ``kit``: an already built :func:`make_suite` (tests share one). ``time_limit_s``: the wall time each step may
+    take (:data:`STEP_LIMIT_S`). Unknown names and bad overrides raise :class:`BenchError` before any work.
     """
+    _limit["s"] = time_limit_s
     adapter_mod.get(name)
     cfg = {**tiny_overrides(name), **dict(overrides or {})}
     adapter_mod.build(name, cfg)  # a bad --set fails here, before any data work
@@ -409,7 +420,8 @@ def _run(name: str, cfg: dict, seed: int, kit: KitSuite) -> list[CheckResult]:
                                              lambda: check_score_before_fit(_build(name, cfg, seed, kit), test))
         log.info("conformance %s: fit 1 of 3", name)
         try:
-            model = _fit(name, cfg, seed, kit, data)
+            with time_limit(_limit["s"], "fit 1 of 3"):
+                model = _fit(name, cfg, seed, kit, data)
         except (Exception, SystemExit) as exc:  # noqa: BLE001
             reason = f"fit raised {_one_line(exc)}"
             for c in CHECKS[1:]:

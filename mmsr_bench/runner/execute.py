@@ -19,6 +19,7 @@ from mmsr_bench import progress
 from mmsr_bench.errors import BenchError, MissingModality
 from mmsr_bench.evaluation import metrics
 from mmsr_bench.evaluation.scoring import score_split, seed_everything
+from mmsr_bench.evaluation.training import time_limit
 from mmsr_bench.models import adapter as adapter_mod
 from mmsr_bench.models.adapter import check_needs
 from mmsr_bench.models.adapter import config_dict as _config_dict
@@ -72,6 +73,8 @@ class RunRequest:
     #: Skip a (dataset, seed) cell whose completed run with the same suite fingerprint, model, variant and config
     #: hash is already in the store (an interrupted multi-seed command picks up where it stopped).
     resume: bool = False
+    #: Wall seconds one cell (fit and scoring) may take before it is stopped and recorded as failed; None: no limit.
+    time_limit_s: float | None = None
 
 
 def stored_cell(store: Store, req: "RunRequest", data: SuiteData, seed: int, cfg_hash: str) -> Run | None:
@@ -103,6 +106,7 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
 
     def record(target: SuiteData, status: str, **fields) -> Run:
         info = dict(model.run_info, fitted_on_suite=data.suite.name, validation_suite=data.suite.name,
+                    time_limit_s=req.time_limit_s,
                     item_text_source=build.item_text_source(data),  # the text the model was fitted on
                     data_quality_warnings=list(target.quality_warnings), reproducibility=repro)
         return Run(
@@ -118,16 +122,17 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
     scored = []
     phase = "fitting"
     try:
-        log.info("fitting %s on %s/%s (seed %d)", req.model, data.suite.name, data.dataset, seed)
-        model.fit(data.train, data.valid)
-        fit_s = time.perf_counter() - t0
-        phase = "scoring"
-        for target in [data, *(also or [])]:
-            t1 = time.perf_counter()
-            per_user = score_split(model, target.test, target.suite.evaluation.names(),
-                                   batch_size=getattr(model.config, "batch_size", 256),
-                                   description=f"scoring {target.suite.name}/{target.dataset}")
-            scored.append((target, per_user, time.perf_counter() - t1))
+        with time_limit(req.time_limit_s, f"{req.model} on {data.suite.name}/{data.dataset} seed {seed}"):
+            log.info("fitting %s on %s/%s (seed %d)", req.model, data.suite.name, data.dataset, seed)
+            model.fit(data.train, data.valid)
+            fit_s = time.perf_counter() - t0
+            phase = "scoring"
+            for target in [data, *(also or [])]:
+                t1 = time.perf_counter()
+                per_user = score_split(model, target.test, target.suite.evaluation.names(),
+                                       batch_size=getattr(model.config, "batch_size", 256),
+                                       description=f"scoring {target.suite.name}/{target.dataset}")
+                scored.append((target, per_user, time.perf_counter() - t1))
     except BaseException as exc:
         # A failed or interrupted run is recorded without any metric (its own transaction), then re-raised; a store
         # that cannot take even that record must not hide the original error.
