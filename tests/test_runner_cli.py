@@ -262,3 +262,33 @@ def test_a_cell_past_its_time_limit_is_stopped_and_recorded(frozen_tiny, monkeyp
     res = CliRunner().invoke(app, ["run", "--suite", str(frozen_tiny), "--model", "test-successor",
                                    "--time-limit", "-1"])
     assert res.exit_code == 1 and "--time-limit -1" in res.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--seed", "1_0"], "--seed '1_0': seeds must be integers"),
+    (["--seed", "abc"], "--seed 'abc': seeds must be integers"),
+    (["--seed", "4294967296"], "seeds must be integers in [0, 2**32 - 1]"),
+    (["--seed", "1", "--seed", "1"], "seed 1 is given twice"),
+    (["--set", "noise=1", "--set", "noise=2"], "--set 'noise' is given twice"),
+    (["--set", "noise=" + "9" * 30 + "x"], "cannot parse"),
+    (["--model", "test-successor,test-successor"], "'test-successor' is named twice"),
+])
+def test_seeds_names_and_big_integers_are_one_error_line(frozen_tiny, args, message):
+    base = ["run", "--suite", str(frozen_tiny), "--db", f"sqlite:///{frozen_tiny.parent / 'r.db'}"]
+    if "--model" not in args:
+        base += ["--model", "test-successor"]
+    res = CliRunner().invoke(app, base + args)
+    assert res.exit_code != 0, res.output
+    assert res.output.startswith("error:") and "Traceback" not in res.output, res.output
+    if message:
+        assert message in res.output, res.output
+    assert not (frozen_tiny.parent / "r.db").exists()
+
+
+def test_huge_ids_and_resamples_are_refused(frozen_tiny):
+    cli = CliRunner()
+    assert cli.invoke(app, ["run", "--suite", str(frozen_tiny), "--model", "test-successor"]).exit_code == 0
+    res = cli.invoke(app, ["runs", "show", "9" * 25])
+    assert res.exit_code == 1 and "no run with id" in res.output
+    res = cli.invoke(app, ["compare", "1", "1", "--resamples", "1000000000000"])
+    assert res.exit_code == 1 and "--resamples 1000000000000: give 1 to 1,000,000" in res.output

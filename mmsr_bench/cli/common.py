@@ -103,19 +103,40 @@ class _LineReporter:
 
 
 def _names_option(value: Optional[str], option: str) -> list[str] | None:
-    """``"a,b"`` -> ["a", "b"]; None stays None (the default); a value naming nothing is an error."""
+    """``"a,b"`` -> ["a", "b"]; None stays None (the default); a value naming nothing, or one name twice (it would
+    store the same cell twice), is an error."""
     if value is None:
         return None
     names = [v.strip() for v in value.split(",") if v.strip()]
     if not names:
-        raise BenchError(f"{option} {value!r} names nothing; give comma-separated names or leave the option out")
+        raise BenchError(f"{option} {value[:80]!r} names nothing; give comma-separated names or leave the option out")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise BenchError(f"{option}: {twice[0][:80]!r} is named twice")
     return names
+
+
+SEED_HELP = "One or more seeds: --seed 0 1 2 stores one run per seed (integers in [0, 2**32 - 1])."
+
+
+def parse_seeds(values: list[str], option: str = "--seed") -> list[int]:
+    """Seeds as plain decimal integers in [0, 2**32 - 1], each once: ``1_0``, ``+3``, ``0x10`` and ``abc`` are
+    refused with one error line (Python's ``int`` would read the first three)."""
+    out: list[int] = []
+    for raw in values:
+        text = str(raw).strip()
+        if not text.isascii() or not text.isdigit() or len(text) > 10 or int(text) >= 2 ** 32:
+            raise BenchError(f"{option} {text[:40]!r}: seeds must be integers in [0, 2**32 - 1]")
+        if int(text) in out:
+            raise BenchError(f"{option}: seed {int(text)} is given twice")
+        out.append(int(text))
+    return out
 
 
 def fail(message: str) -> None:
     from rich.markup import escape
 
-    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True, emoji=False)
     raise typer.Exit(1)
 
 

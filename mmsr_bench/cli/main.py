@@ -13,7 +13,8 @@ from typing import Optional
 import typer
 
 from mmsr_bench import progress as progress_mod
-from mmsr_bench.cli.common import DB_OPTION, FORMATS, _names_option, _print_table, _setup, console, err_console, fail
+from mmsr_bench.cli.common import (DB_OPTION, FORMATS, SEED_HELP, _names_option, _print_table, _setup, console,
+                                   err_console, fail, parse_seeds)
 from mmsr_bench.errors import BenchError
 
 app = typer.Typer(help="mmsr-bench: frozen-protocol benchmarks for sequential recommenders.", no_args_is_help=True,
@@ -33,7 +34,7 @@ def run(
     suite: str = typer.Option(..., "--suite", "-s", help="Suite name (see `bench suite list`) or a TOML path."),
     model: str = typer.Option(..., "--model", "-m", help="Model name(s), comma-separated (see `bench models`)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Comma-separated datasets (default: all)."),
-    seed: list[int] = typer.Option([0], "--seed", help="One or more seeds: --seed 0 1 2 stores one run per seed."),
+    seed_text: list[str] = typer.Option(["0"], "--seed", help=SEED_HELP),
     set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
     db: Optional[str] = DB_OPTION,
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: CUDA if present)."),
@@ -68,11 +69,9 @@ def run(
         from mmsr_bench.paths import check_device
         from mmsr_bench.results.store import check_store
 
+        seed = parse_seeds(seed_text)
         spec = suites.load_suite(suite)
         names = [d.name for d in spec.select(_names_option(dataset, "--dataset"))]
-        for s in seed:
-            if not 0 <= s < 2 ** 32:
-                raise BenchError(f"--seed {s}: seeds must be integers in [0, 2**32 - 1]")
         overrides = adapter.parse_set_options(set_)
         model_names = _names_option(model, "--model")
         also_specs = tuple(suites.load_suite(a) for a in _names_option(also, "--also") or ())
@@ -87,7 +86,7 @@ def run(
             adapter.build(m, overrides, device="cpu")
         check_store(db)  # dialect, driver, file and schema, without creating anything
         for m in model_names:
-            req = runner.RunRequest(spec, m, names, list(dict.fromkeys(seed)), overrides, db, device, perturb=perturb,
+            req = runner.RunRequest(spec, m, names, seed, overrides, db, device, perturb=perturb,
                                     also=also_specs, resume=resume,
                                     time_limit_s=time_limit * 60 if time_limit else None)
             done += runner.execute(req, on_result=lambda r: err_console.print(

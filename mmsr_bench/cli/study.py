@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
     def study_cmd(
         suite: str = typer.Option(..., "--suite", "-s", help="Suite name or TOML path."),
         dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Comma-separated datasets (default: all)."),
-        seed: list[int] = typer.Option([0], "--seed", "--seeds", help="Seeds: --seeds 0 1 2."),
+        seed_text: list[str] = typer.Option(["0"], "--seed", "--seeds", help="Seeds: --seeds 0 1 2."),
         plan_: bool = typer.Option(False, "--plan", help="Show stored and missing cells and an estimate (default)."),
         run_: bool = typer.Option(False, "--run", help="Run the missing cells (as `bench run --resume`), then plan."),
         budget: str = typer.Option("default", "--budget", help="default | tiny (the conformance kit's tiny budgets; "
@@ -107,7 +107,9 @@ def register(app: typer.Typer) -> None:
                 raise BenchError("--plan and --run: give one of them")
             if format not in ("table", "json"):
                 raise BenchError(f"--format {format!r}: choose table or json")
-            opts = study.validate(suite, datasets=dataset, seeds=seed, models=models, rqs=rq, budget=budget, db=db,
+            from mmsr_bench.cli.common import parse_seeds
+
+            opts = study.validate(suite, datasets=dataset, seeds=parse_seeds(seed_text, "--seeds"), models=models, rqs=rq, budget=budget, db=db,
                                   device=device, sets=parse_set_options(set_))
             p = study_runner.plan(opts)
             if run_:

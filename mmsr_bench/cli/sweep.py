@@ -12,7 +12,7 @@ def sweep_command(
     suite: str = typer.Option(..., "--suite", "-s", help="Suite name (see `bench suite list`) or a TOML path."),
     model: str = typer.Option(..., "--model", "-m", help="Model name(s), comma-separated."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Comma-separated datasets (default: all)."),
-    seed: list[int] = typer.Option([0], "--seed", help="One or more seeds: --seed 0 1 2."),
+    seed_text: list[str] = typer.Option(["0"], "--seed", help="One or more seeds: --seed 0 1 2."),
     set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
     executor: str = typer.Option("local", "--executor", help="local (worker processes here) or ray."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto or HOST:PORT (default: start "
@@ -34,7 +34,7 @@ def sweep_command(
     from rich.live import Live
     from rich.table import Table
 
-    from mmsr_bench.cli.common import _names_option, _setup, console, err_console, fail
+    from mmsr_bench.cli.common import _names_option, _setup, console, err_console, fail, parse_seeds, terminal_text
     from mmsr_bench.errors import BenchError
     from mmsr_bench.models import adapter
     from mmsr_bench.runner import sweep
@@ -51,12 +51,14 @@ def sweep_command(
             t.add_column(h)
         for s in states:
             secs = s.seconds if s.status != "running" else time.perf_counter() - (s.started or time.perf_counter())
-            t.add_row(s.cell.key, s.status, str(s.attempts), f"{secs:.1f}", str(s.run_id or ""), s.error[:60])
+            t.add_row(*(terminal_text(v) for v in (s.cell.key, s.status, str(s.attempts), f"{secs:.1f}",
+                                                   str(s.run_id or ""), s.error[:60])))
         return t
 
     try:
         req = sweep.SweepRequest(suite, _names_option(model, "--model"), _names_option(dataset, "--dataset"),
-                                 list(seed), adapter.parse_set_options(set_), db, executor, address, workers,
+                                 parse_seeds(seed_text), adapter.parse_set_options(set_), db, executor, address,
+                                 workers,
                                  retries, num_cpus, num_gpus, device)
         cells = sweep.plan(req)
         with Live(console=err_console, refresh_per_second=2, transient=False) as live:

@@ -266,7 +266,7 @@ def _coerce(typ: Any, raw: Any, where: str) -> Any:
     elif isinstance(raw, (int, float, bool)) and typ is str:
         value = str(raw)
     try:
-        return pydantic.TypeAdapter(typ).validate_python(value)
+        out = pydantic.TypeAdapter(typ).validate_python(value)
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         loc = "".join(f"[{x}]" for x in err.get("loc", ()))
@@ -274,6 +274,10 @@ def _coerce(typ: Any, raw: Any, where: str) -> Any:
         raise BenchError(f"{where}: cannot parse {raw!r} as {_type_name(typ)}: {reason}") from None
     except pydantic.PydanticSchemaGenerationError:
         return raw
+    for v in (out if isinstance(out, tuple) else (out,)):
+        if isinstance(v, int) and not isinstance(v, bool) and not -2 ** 63 <= v < 2 ** 63:
+            raise BenchError(f"{where}: {str(raw)[:40]!r} is beyond a 64-bit integer")
+    return out
 
 
 def parse_overrides(config_cls: type[AdapterConfig], pairs: Mapping[str, Any], where: str = "--set") -> dict:
@@ -297,6 +301,9 @@ def parse_set_options(items: list[str]) -> dict[str, str]:
         if "=" not in item or not item.split("=", 1)[0].strip():
             raise BenchError(f"--set {item!r}: expected key=value")
         k, v = item.split("=", 1)
+        if k.strip() in out:
+            raise BenchError(f"--set {k.strip()[:60]!r} is given twice ({out[k.strip()][:40]!r} and {v.strip()[:40]!r}); "
+                             "give each key once")
         out[k.strip()] = v.strip()
     return out
 

@@ -87,6 +87,11 @@ def check_comparable(a: list[Run], b: list[Run]) -> None:
         raise BenchError(f"cannot compare run {ra.id} with run {rb.id}: they were evaluated on different users")
 
 
+#: The most bootstrap/randomization resamples a comparison may ask for (10^6 resamples of 10^5 users is already
+#: minutes and gigabytes; 10^12 tried to allocate 102 TiB).
+MAX_RESAMPLES = 1_000_000
+
+
 def check_options(test: str, correction: str, alpha: float, n_resamples: int = 10_000) -> None:
     """Validate the statistics options before any store access (each error names its option)."""
     if test not in stats.TESTS:
@@ -95,8 +100,9 @@ def check_options(test: str, correction: str, alpha: float, n_resamples: int = 1
         raise BenchError(f"--correction {correction!r}: choose one of {', '.join(stats.CORRECTIONS)}")
     if not 0.0 < alpha < 1.0:
         raise BenchError(f"--alpha {alpha}: must be between 0 and 1 (exclusive)")
-    if n_resamples < 1:
-        raise BenchError(f"--resamples {n_resamples}: must be at least 1")
+    if not 1 <= n_resamples <= MAX_RESAMPLES:
+        raise BenchError(f"--resamples {str(n_resamples)[:30]}: give 1 to {MAX_RESAMPLES:,} (each resample holds a "
+                         "vector of every user in memory)")
 
 
 def seed_averaged(store: Store, runs: list[Run], metrics: list[str] | None = None) -> dict[str, np.ndarray]:

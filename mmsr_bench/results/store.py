@@ -556,6 +556,8 @@ class Store:
         return rows
 
     def run(self, run_id: int) -> Run:
+        if not 0 <= run_id < 2 ** 63:
+            raise BenchError(f"no run with id {str(run_id)[:30]} in {self.url}")
         with Session(self.engine) as s:
             r = s.get(Run, run_id) if self.exists() else None
             if r is None:
