@@ -498,7 +498,14 @@ def data_import(suite: str, from_: Path = typer.Option(..., "--from", help="Fold
                 continue
             for n in names:
                 if (from_ / n).exists():
-                    shutil.copy2(from_ / n, build.raw_dir("amazon2014" if d.source == "sequence" else d.source) / n)
+                    from mmsr_bench.paths import inside
+
+                    dest_dir = build.raw_dir("amazon2014" if d.source == "sequence" else d.source)
+                    src = inside(from_ / n, from_, f"--from file {n}")  # no name reaches outside either folder
+                    dst = inside(dest_dir / n, dest_dir, f"raw file {n}")
+                    if not src.is_file():
+                        raise BenchError(f"--from {from_ / n}: not a regular file")
+                    shutil.copy2(src, dst)
                     copied.append(n)
         if not copied:
             fail(f"no raw files for suite {suite!r} found in {from_}; expected e.g. reviews_<Category>_5.json.gz")

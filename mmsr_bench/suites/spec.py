@@ -48,9 +48,9 @@ class Preprocess(_Frozen):
 class Protocol(_Frozen):
     split: Literal["leave_one_out"] = "leave_one_out"
     candidates: Literal["sampled", "popularity", "full"] = "sampled"
-    n_negatives: int = Field(99, ge=1)
-    seed: int = 2024
-    max_eval_users: int = Field(0, ge=0)  # 0 = every user; else a frozen, seeded sample of this many users
+    n_negatives: int = Field(99, ge=1, le=100_000)  # bounded: it sizes the candidate arrays (users x (n + 1))
+    seed: int = Field(2024, ge=0, lt=2 ** 32)  # numpy's seed range
+    max_eval_users: int = Field(0, ge=0, lt=2 ** 31)  # 0 = every user; else a frozen, seeded sample of this many
 
 
 class Evaluation(_Frozen):
@@ -118,6 +118,13 @@ class DatasetSpec(_Frozen):
     @classmethod
     def _check_name(cls, v: str) -> str:
         return _safe(v, "dataset name")
+
+    @field_validator("category")
+    @classmethod
+    def _check_category(cls, v: str) -> str:
+        """The category becomes raw file names in the cache (``reviews_<category>_5.json.gz``), so it is one safe
+        name like ``name``: no separator, no ``..``."""
+        return _safe(v, "dataset category") if v else v
 
     @field_validator("path", "items", "users", "meta", "item_text")
     @classmethod
@@ -265,6 +272,8 @@ def _resolve_extends(raw: dict, path: Path, chain: tuple[Path, ...] = ()) -> dic
     parent_path = path.with_name(f"{parent_name}.toml")
     if parent_path.resolve() in {p.resolve() for p in (*chain, path)}:
         raise BenchError(f"{path}: field extends: {parent_name!r} extends back to this file (a cycle)")
+    if len(chain) + 1 >= MAX_EXTENDS:
+        raise BenchError(f"{path}: field extends: a chain of more than {MAX_EXTENDS} suites; flatten it")
     if not parent_path.is_file():
         raise BenchError(f"{path}: field extends: no suite file {parent_path.name} beside it")
     parent = _resolve_extends(_read_toml(parent_path), parent_path, (*chain, path))
@@ -285,9 +294,31 @@ def load_suite_file(path: Path) -> SuiteSpec:
     return spec
 
 
+#: The longest ``extends`` chain and the largest suite file read (a suite is a few kB; bounds keep a hostile file
+#: from exhausting the stack or the memory).
+MAX_EXTENDS = 16
+MAX_SUITE_BYTES = 1 << 20
+
+
 def _read_toml(path: Path) -> dict:
+    import stat
+
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise BenchError(f"suite file {path} does not exist") from None
+    except OSError as exc:
+        raise BenchError(f"suite file {path}: cannot be read ({exc.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise BenchError(f"suite file {path} is a folder, not a TOML file")
+    if not stat.S_ISREG(st.st_mode):
+        raise BenchError(f"suite file {path} is not a regular file (a FIFO, device or socket); refusing to read it")
+    if st.st_size > MAX_SUITE_BYTES:
+        raise BenchError(f"suite file {path} is {st.st_size:,} bytes; a suite file is at most {MAX_SUITE_BYTES:,}")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise BenchError(f"{path}: invalid TOML: nested too deeply") from None
     except FileNotFoundError:
         raise BenchError(f"suite file {path} does not exist") from None
     except IsADirectoryError:
