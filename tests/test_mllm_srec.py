@@ -166,3 +166,38 @@ def test_tiny_end_to_end_cot(tmp_path):
     sv = adapter.build("mllm-srec-sv", {"vlm_steps": "3", "sv_clusters": "3"})
     sv._prepare_items(train)
     assert all(c.startswith("vis") for c in sv.captions[1:]) and "image vis" in sv.summaries[1]
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_the_summarizer_is_the_frozen_base_in_every_phase(mode):
+    """The preference summaries of one input are the same text before training, while training (LoRA weights
+    changed, train mode, dropout on) and at test time: the summarizer is the frozen base model."""
+    import copy
+
+    import torch
+
+    from mmsr_bench.models.toolkits.backbones import load_backbone
+    from mmsr_bench.models.toolkits.finetune import LoraSettings
+    from mmsr_bench.models.toolkits.summaries import llm_preference_step
+    from mmsr_bench.models.toolkits.trainable import prepare_trainable
+
+    texts = ["soft cotton baby bib", "wooden toy car", "argan oil shampoo", "yoga mat"] * 5
+    bb = load_backbone("tiny-llama", texts=texts, seed=0)
+    window = ["soft cotton baby bib", "wooden toy car"]
+    writer = bb.model if mode == "lora" else copy.deepcopy(bb.model).eval()  # as MLLMSRec.fit builds it
+    step = llm_preference_step(writer, bb.tokenizer, cache_key="", max_new_tokens=12)  # no cache: regenerate
+    before = step("likes baby items", window)
+    model = prepare_trainable(bb.model, mode, LoraSettings(rank=4, dropout=0.5), False)
+    with torch.no_grad():  # what training does to the weights, in train mode with dropout on
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.5)
+    model.train()
+    during = step("likes baby items", window)
+    model.eval()
+    after = step("likes baby items", window)
+    assert before == during == after
+    assert model.training is False  # modes restored
+    model.train()
+    step("likes baby items", window)
+    assert model.training is True

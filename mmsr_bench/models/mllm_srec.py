@@ -71,6 +71,7 @@ every distinct history, which takes hours per dataset on CPU (measured: docs/his
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -383,7 +384,10 @@ class MLLMSRec(Adapter):
                                             model=bb.model, tokenizer=bb.tokenizer, cache_key=bb.weights_sha256)
         self.pref = KeywordPreference.fit(self.summaries[1:], max_df=c.max_df, top_k=c.top_k)
         if self._summary_mode == "llm" and not c.cot:
-            self.pref_step = llm_preference_step(bb.model, bb.tokenizer, cache_key=bb.weights_sha256)
+            # The summarizer stays the frozen base model: with LoRA its adapters are switched off while it writes
+            # (summaries.frozen_base); when every weight trains (tiny backbones), it is a copy taken now.
+            writer = bb.model if mode == "lora" else copy.deepcopy(bb.model).eval()
+            self.pref_step = llm_preference_step(writer, bb.tokenizer, cache_key=bb.weights_sha256)
         settings = LoraSettings(rank=c.lora_rank, alpha=c.lora_alpha, dropout=c.lora_dropout,
                                 target_modules=tuple(c.target_modules))
         torch.manual_seed(self.seed)

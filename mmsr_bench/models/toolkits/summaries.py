@@ -26,8 +26,9 @@ import hashlib
 import logging
 import re
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -87,6 +88,29 @@ def template_summary(parts: Sequence[tuple[str, str]], max_chars: int = 160,
 
 
 # ----------------------------------------------------------------------------------------------- LLM generation
+@contextmanager
+def frozen_base(model: Any) -> Iterator[None]:
+    """Generate with the base weights alone, in eval mode: LoRA layers that fine-tuning later injected into the
+    same modules (peft wraps them in place) are switched off and dropout is off, so every summary of one input is
+    the same text before, during and after training, in train, validation and test prompts alike (the study's
+    summarizing MLLM is frozen; only the recommender is tuned). Modes and adapters are restored afterwards."""
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:  # peft absent: nothing can have been injected
+        BaseTunerLayer = ()  # noqa: N806
+    layers = [m for m in model.modules() if BaseTunerLayer and isinstance(m, BaseTunerLayer) and not m.disable_adapters]
+    was_training = model.training
+    for m in layers:
+        m.enable_adapters(False)
+    model.eval()
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.enable_adapters(True)
+        model.train(was_training)
+
+
 def generate_texts(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 40,
                    batch_size: int = 16, cache_key: str = "") -> list[str]:
     """Greedy generation for each prompt, cached on disk (JSON) under ``cache_key`` (e.g. the weights hash)."""
@@ -108,7 +132,7 @@ def generate_texts(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_ne
             enc = tokenizer([by_key[k] for k in chunk], return_tensors="pt", padding=True)
             dev = next(model.parameters()).device
             enc = {k: v.to(dev) for k, v in enc.items()}
-            with torch.inference_mode():
+            with torch.inference_mode(), frozen_base(model):
                 out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
             texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
