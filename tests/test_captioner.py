@@ -131,3 +131,22 @@ def test_load_vlm_selects_the_captioner_and_refuses_without_pairs(monkeypatch):
     monkeypatch.undo()
     with pytest.raises(BenchError, match="no \\(image, image_description\\) pairs"):
         build_captioner("effnet-smollm2", ["x.png"], [None], ["k"])
+
+
+def test_every_captioner_tensor_follows_the_lm_device():
+    """The device audit of the captioner without a GPU: with the LM on torch's ``meta`` device, a training loss and
+    the visual-token features run only if the projector, its standardisation, the question ids and the labels all
+    reached the LM's device (one CPU tensor left behind raises a device mismatch)."""
+    import numpy as np
+
+    from mmsr_bench.models.toolkits.backbones import load_backbone
+    from mmsr_bench.models.toolkits.captioner import CAPTIONERS, Captioner, _new_projector
+
+    bb = load_backbone("tiny-llama", texts=["a red ball", "a blue car"] * 10, seed=0)
+    spec = CAPTIONERS["effnet-smollm2"]
+    proj = _new_projector(bb, 8, spec)
+    bb.model.to("meta")
+    cap = Captioner(bb, proj, spec)
+    loss = cap.loss(np.zeros((2, 8), dtype=np.float32), ["a red ball", "car"], "What is shown?")
+    assert loss.device.type == "meta"
+    assert {t.device.type for t in (proj.mean, proj.std, proj.emb_rms, *proj.mlp.parameters())} == {"meta"}

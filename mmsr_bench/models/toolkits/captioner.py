@@ -152,23 +152,35 @@ class Projector:
         self.mean = torch.zeros(in_dim)
         self.std = torch.ones(in_dim)
         self.emb_rms = torch.tensor(float(emb_rms))
+        self.device = torch.device("cpu")
+
+    def to(self, device) -> "Projector":
+        """Every tensor of the projector (weights, standardisation, scale) on ``device``: the LM's."""
+        import torch
+
+        self.device = torch.device(device)
+        self.mlp.to(self.device)
+        self.mean, self.std, self.emb_rms = (t.to(self.device) for t in (self.mean, self.std, self.emb_rms))
+        return self
 
     def __call__(self, feats):
         import torch
 
-        x = (torch.as_tensor(feats, dtype=torch.float32) - self.mean) / self.std
+        x = (torch.as_tensor(feats, dtype=torch.float32, device=self.device) - self.mean) / self.std
         z = self.mlp(x).view(x.shape[0], self.spec.n_tokens, self.lm_dim)
         return torch.nn.functional.layer_norm(z, (self.lm_dim,)) * self.emb_rms
 
     def state_dict(self) -> dict[str, Any]:
-        out = {f"mlp.{k}": v.detach().contiguous() for k, v in self.mlp.state_dict().items()}
-        out.update({"feature_mean": self.mean, "feature_std": self.std, "emb_rms": self.emb_rms.reshape(1)})
+        """On the CPU, whatever the device (what is saved to the cache)."""
+        out = {f"mlp.{k}": v.detach().cpu().contiguous() for k, v in self.mlp.state_dict().items()}
+        out.update({"feature_mean": self.mean.cpu(), "feature_std": self.std.cpu(),
+                    "emb_rms": self.emb_rms.reshape(1).cpu()})
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.mlp.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("mlp.")}, strict=True)
-        self.mean, self.std = state["feature_mean"], state["feature_std"]
-        self.emb_rms = state["emb_rms"].reshape(())
+        self.mean, self.std = state["feature_mean"].to(self.device), state["feature_std"].to(self.device)
+        self.emb_rms = state["emb_rms"].reshape(()).to(self.device)
 
 
 class Captioner:
@@ -177,6 +189,8 @@ class Captioner:
     def __init__(self, backbone, projector: Projector, spec: ProjectorSpec):
         self.backbone, self.projector, self.spec = backbone, projector, spec
         self.lm, self.tok = backbone.model, backbone.tokenizer
+        self.device = next(self.lm.parameters()).device  # every tensor the captioner makes goes here
+        projector.to(self.device)
         self._cache_kw = _forward_kwargs(self.lm)[0]  # ``cache`` in transformers 5.x, ``past_key_values`` before
         self.lm.requires_grad_(False)
         self.lm.eval()
@@ -193,11 +207,11 @@ class Captioner:
 
         if question not in self._prefix:
             before, after = _split_prompt(question)
-            ids = torch.tensor([self.tok(before, add_special_tokens=False).input_ids])
+            ids = torch.tensor([self.tok(before, add_special_tokens=False).input_ids], device=self.device)
             with torch.no_grad():
                 out = self.lm(input_ids=ids, use_cache=True)
             kv = [(layer.keys.detach(), layer.values.detach()) for layer in _out_cache(out).layers]
-            after_ids = torch.tensor(self.tok(after, add_special_tokens=False).input_ids)
+            after_ids = torch.tensor(self.tok(after, add_special_tokens=False).input_ids, device=self.device)
             self._prefix[question] = (kv, after_ids, ids.shape[1])
         return self._prefix[question]
 
@@ -228,6 +242,7 @@ class Captioner:
         for r, t in enumerate(targets):
             ids[r, :len(t)] = torch.tensor(t)
             labels[r, :len(t)] = torch.tensor(t)
+        ids, labels = ids.to(self.device), labels.to(self.device)
         head, kv = self._inputs(feats, question)
         emb = torch.cat([head, self.lm.get_input_embeddings()(ids)], 1)
         hidden = self.lm.model(inputs_embeds=emb, use_cache=True,
@@ -244,17 +259,17 @@ class Captioner:
         with torch.inference_mode():
             head, kv = self._inputs(feats, question)
             out = self.lm(inputs_embeds=head, use_cache=True, **{self._cache_kw: self._cache(kv, head.shape[0])})
-            done = torch.zeros(head.shape[0], dtype=torch.bool)
+            done = [False] * head.shape[0]
             rows: list[list[int]] = [[] for _ in range(head.shape[0])]
             for _ in range(max_new_tokens):
                 nxt = out.logits[:, -1].argmax(-1)
-                for r in range(len(rows)):
+                for r, token in enumerate(nxt.tolist()):  # one transfer per step, whatever the device
                     if not done[r]:
-                        if int(nxt[r]) == tok.eos_token_id:
+                        if token == tok.eos_token_id:
                             done[r] = True
                         else:
-                            rows[r].append(int(nxt[r]))
-                if bool(done.all()):
+                            rows[r].append(token)
+                if all(done):
                     break
                 out = self.lm(input_ids=nxt[:, None], use_cache=True, **{self._cache_kw: _out_cache(out)})
         return [" ".join(tok.decode(r, skip_special_tokens=True).split()) for r in rows]
@@ -269,7 +284,7 @@ class Captioner:
 
         with torch.inference_mode():
             z = self.projector(image_feature_matrix(paths, self.spec.image_encoder)).mean(1)
-        return z.float().numpy()
+        return z.float().cpu().numpy()
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -368,7 +383,7 @@ def build_captioner(name: str, image_paths: Sequence[str], descriptions: Sequenc
         projector = _new_projector(backbone, feats.shape[1], spec)
         mean, std = feats.mean(0), feats.std(0) + 1e-6
         projector.mean, projector.std = torch.as_tensor(mean), torch.as_tensor(std)
-        captioner = Captioner(backbone, projector, spec)
+        captioner = Captioner(backbone, projector, spec)  # moves the projector to the LM's device
         log.info("training captioner %s projector on %d (image, description) pairs (%d held out), %d steps",
                  name, len(train_pairs), int(held.sum()), spec.steps)
         t1 = time.perf_counter()
