@@ -172,3 +172,43 @@ def test_smollm2_lora_step_with_answer_only_loss(smollm2):
         assert abs(float(after) - float(ref_after)) < 1e-4
     finally:
         model.unload()
+
+
+def _tiny(arch: str):
+    """A tiny random-weight model of a real architecture, built from its config (no download)."""
+    import transformers as tf
+
+    small = dict(vocab_size=64, num_hidden_layers=1, num_attention_heads=2, hidden_size=16, intermediate_size=32)
+    if arch == "gpt2":
+        return tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=64, n_layer=1, n_head=2, n_embd=16))
+    cfg = {"llama": tf.LlamaConfig, "phi": tf.PhiConfig, "phi3": tf.Phi3Config, "qwen2": tf.Qwen2Config,
+           "mistral": tf.MistralConfig, "gemma": tf.GemmaConfig}[arch]
+    extra = {"num_key_value_heads": 2, "pad_token_id": 0} if arch != "phi" else {"pad_token_id": 0}
+    if arch == "gemma":
+        extra["head_dim"] = 8
+    return tf.AutoModelForCausalLM.from_config(cfg(**small, **extra))
+
+
+@pytest.mark.parametrize("arch,attention,all_linear", [
+    ("llama", ["q_proj", "v_proj"], None), ("qwen2", ["q_proj", "v_proj"], None),
+    ("mistral", ["q_proj", "v_proj"], None), ("gemma", ["q_proj", "v_proj"], None),
+    ("gpt2", ["c_attn"], "all-linear"), ("phi", ["q_proj", "v_proj"], "all-linear"),
+    ("phi3", ["o_proj", "qkv_proj"], "all-linear")])
+def test_lora_targets_follow_the_architecture(arch, attention, all_linear):
+    """The adapters' default LoRA targets (TALLRec: q_proj/v_proj; MLLM-SRec: seven projections) fit every listed
+    architecture without --set target_modules; a target list the user gave is never replaced."""
+    from mmsr_bench.errors import BenchError
+    from mmsr_bench.models.mllm_srec import MLLMSRecConfig
+    from mmsr_bench.models.tallrec import TALLRecConfig
+    from mmsr_bench.models.toolkits.finetune import LoraSettings, apply_lora, lora_targets
+
+    model = _tiny(arch)
+    got = lora_targets(model, LoraSettings(target_modules=TALLRecConfig.target_modules, fallback="attention"))
+    assert got == attention
+    seven = MLLMSRecConfig.target_modules
+    got = lora_targets(model, LoraSettings(target_modules=seven, fallback="all-linear"))
+    assert got == (all_linear or list(seven))
+    with pytest.raises(BenchError, match="do not exist"):
+        lora_targets(model, LoraSettings(target_modules=("nope_proj",), fallback=""))
+    wrapped = apply_lora(model, LoraSettings(target_modules=TALLRecConfig.target_modules, fallback="attention"))
+    assert sum(p.numel() for p in wrapped.parameters() if p.requires_grad) > 0

@@ -388,10 +388,14 @@ class MLLMSRec(Adapter):
             # (summaries.frozen_base); when every weight trains (tiny backbones), it is a copy taken now.
             writer = bb.model if mode == "lora" else copy.deepcopy(bb.model).eval()
             self.pref_step = llm_preference_step(writer, bb.tokenizer, cache_key=bb.weights_sha256)
+        default_targets = tuple(c.target_modules) == MLLMSRecConfig.target_modules  # the class default, not the user's
         settings = LoraSettings(rank=c.lora_rank, alpha=c.lora_alpha, dropout=c.lora_dropout,
-                                target_modules=tuple(c.target_modules))
+                                target_modules=tuple(c.target_modules), fallback="all-linear" if default_targets else "")
         torch.manual_seed(self.seed)
         self.model = prepare_trainable(bb.model, mode, settings, bb.quantized is not None)
+        if hasattr(self.model, "peft_config"):  # the targets this architecture got (see LoraSettings.fallback)
+            targets = self.model.peft_config["default"].target_modules
+            self.run_info["lora_target_modules"] = targets if isinstance(targets, str) else sorted(targets)
 
         pairs = train.pointwise_pairs(negatives_per_positive=1, seed=self.seed,
                                       max_history=max(1, c.pref_history, c.max_history))

@@ -196,10 +196,14 @@ class TALLRec(Adapter):
             if self.tokenizer.encode(answer, add_special_tokens=False)[:1] != [answer_token_id(self.tokenizer, word)]:
                 raise BenchError(f"tallrec: the answer {answer!r} does not start with the token {word!r} for the "
                                  f"{c.backbone} tokenizer")
+        default_targets = tuple(c.target_modules) == TALLRecConfig.target_modules  # the class default, not the user's
         settings = LoraSettings(rank=c.lora_rank, alpha=c.lora_alpha, dropout=c.lora_dropout,
-                                target_modules=tuple(c.target_modules))
+                                target_modules=tuple(c.target_modules), fallback="attention" if default_targets else "")
         torch.manual_seed(self.seed)
         self.model = prepare_trainable(bb.model, mode, settings, bb.quantized is not None)
+        if hasattr(self.model, "peft_config"):  # the targets this architecture got (see LoraSettings.fallback)
+            targets = self.model.peft_config["default"].target_modules
+            self.run_info["lora_target_modules"] = targets if isinstance(targets, str) else sorted(targets)
 
         pairs = train.pointwise_pairs(negatives_per_positive=1, seed=self.seed, max_history=max(1, c.max_history))
         examples = []

@@ -48,6 +48,11 @@ class LoraSettings:
     dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     gradient_checkpointing: bool = False
+    #: When ``target_modules`` is the adapter's default and the architecture names its layers otherwise (GPT-2's
+    #: ``c_attn``, Phi-3's fused ``qkv_proj``): ``"attention"`` takes peft's per-architecture attention targets (else
+    #: every linear layer inside attention blocks), ``"all-linear"`` every linear layer but the output head; ``""``
+    #: refuses. A target list the user gave is never replaced.
+    fallback: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,14 +102,46 @@ def apply_lora(model: Any, settings: LoraSettings = LoraSettings(), *, quantized
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
     elif settings.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    missing = [t for t in settings.target_modules if t not in names]
-    if missing:
-        raise BenchError(f"LoRA target_modules {missing} do not exist in {type(model).__name__}; "
-                         f"linear layers here include: {sorted(n for n in names if 'proj' in n or 'attn' in n)[:12]}")
     cfg = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                     target_modules=list(settings.target_modules), bias="none", task_type="CAUSAL_LM")
+                     target_modules=lora_targets(model, settings), bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, cfg)
+
+
+def _linear_names(model: Any) -> dict[str, str]:
+    """Qualified name -> leaf name of every linear layer (``nn.Linear``, GPT-2's ``Conv1D``, 4-bit linears)."""
+    import torch
+
+    out = {}
+    for name, module in model.named_modules():
+        kind = type(module).__name__
+        if isinstance(module, torch.nn.Linear) or kind in ("Conv1D", "Linear4bit", "Linear8bitLt"):
+            out[name] = name.rsplit(".", 1)[-1]
+    return out
+
+
+def lora_targets(model: Any, settings: LoraSettings) -> list[str] | str:
+    """The LoRA target modules for this architecture: the configured names where the model has them all, else the
+    fallback of :class:`LoraSettings` (peft's per-architecture mapping, attention linears, or ``all-linear``);
+    a clear error naming the model's linear layers when nothing fits."""
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
+
+    linear = _linear_names(model)
+    leaves = set(linear.values())
+    missing = [t for t in settings.target_modules if t not in leaves]
+    if not missing:
+        return list(settings.target_modules)
+    if settings.fallback == "all-linear" and leaves:
+        return "all-linear"
+    if settings.fallback == "attention":
+        mapped = PEFT_TARGETS.get(getattr(getattr(model, "config", None), "model_type", ""), [])
+        if mapped and all(m in leaves for m in mapped):
+            return list(mapped)
+        attn = sorted({leaf for name, leaf in linear.items() if "attn" in name or "attention" in name})
+        if attn:
+            return attn
+    shown = sorted(leaves)[:12]
+    raise BenchError(f"LoRA target_modules {missing} do not exist in {type(model).__name__}; its linear layers are "
+                     f"named {shown}: give --set target_modules=NAME,NAME")
 
 
 def encode_example(tokenizer: Any, ex: SFTExample, max_prefix_tokens: int | None = None,
