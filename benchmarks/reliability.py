@@ -332,6 +332,139 @@ def malformed(work: Path, sentinel: Path) -> dict:
     return counts
 
 
+def _family() -> dict:
+    return {"tried": 0, "clean": 0, "traceback": 0, "silent": 0, "unclear": 0, "runs_lost": 0, "examples": {}}
+
+
+def _count(fam: dict, kind: str, label: str) -> None:
+    fam["tried"] += 1
+    fam[kind] += 1
+    if kind != "clean":
+        fam["examples"].setdefault(kind, label)
+
+
+def stores(work: Path) -> dict:
+    """Unwritable, locked, damaged and shared-memory stores before a run; a store that refuses the finished run at
+    the end (a full disk, simulated at the INSERT): each must be one error line, and the finished run must be kept
+    as an importable run file (runs lost counts those that are not)."""
+    from sqlalchemy.exc import OperationalError
+
+    from mmsr_bench.paths import bench_home
+    from mmsr_bench.results.store import Store
+
+    fam = _family()
+    suite = write_suite(work, "stores")
+    assert invoke(["suite", "freeze", str(suite)]).exit_code == 0
+    good = work / "stores.db"
+    run = ["run", "--suite", str(suite), "--model", "pop", "--dataset", "baby"]
+    assert invoke(run + ["--db", f"sqlite:///{good}"]).exit_code == 0
+    damaged = work / "damaged.db"
+    for seed in range(1, 4):
+        invoke(run + ["--db", f"sqlite:///{damaged}", "--seed", str(seed)])
+    data = bytearray(damaged.read_bytes())
+    for k in range(1, min(5, len(data) // 4096)):
+        data[k * 4096 + 8:k * 4096 + 40] = bytes(range(200, 232))
+    damaged.write_bytes(bytes(data))
+    urls = {"read-only URI": f"sqlite:///file:{good}?mode=ro&uri=true",
+            "shared in-memory URI": "sqlite:///file::memory:?cache=shared&uri=true",
+            "damaged file": f"sqlite:///{damaged}"}
+    for label, url in urls.items():
+        _count(fam, classify(invoke(run + ["--db", url, "--seed", "9"])), label)
+    holder = sqlite3.connect(good)
+    holder.execute("BEGIN EXCLUSIVE")
+    os.environ["MMSR_BENCH_DB_LOCK_TIMEOUT"] = "0.3"
+    try:
+        _count(fam, classify(invoke(run + ["--db", f"sqlite:///{good}", "--seed", "9"])), "locked")
+    finally:
+        os.environ.pop("MMSR_BENCH_DB_LOCK_TIMEOUT")
+        holder.rollback()
+        holder.close()
+    real = Store.add_run
+
+    def full(self, r, per_user=None, artifacts=None):
+        if r.status == "completed":
+            raise OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
+        return real(self, r, per_user, artifacts)
+
+    Store.add_run = full
+    try:
+        kept_before = len(list(bench_home().glob("unsaved-runs/**/*.json")))
+        res = invoke(run + ["--db", f"sqlite:///{good}", "--seed", "5"])
+        _count(fam, classify(res), "full at the end")
+        kept = sorted(bench_home().glob("unsaved-runs/**/*.json"))
+    finally:
+        Store.add_run = real
+    ok = len(kept) == kept_before + 1 and invoke(["store", "import", str(kept[-1]), "--db",
+                                                  f"sqlite:///{work / 'rescued.db'}"]).exit_code == 0
+    fam["runs_lost"] += 0 if ok else 1
+    return fam
+
+
+def adapters(work: Path) -> dict:
+    """Adapters that misbehave: an exception or sys.exit in fit, a hanging fit (time limit), scores of the wrong
+    type, in-place writes into the shared candidates and sequences. One error line each, a failed record each."""
+    import time as _time
+
+    from mmsr_bench.models import baselines
+
+    fam = _family()
+    suite = write_suite(work, "adapters")
+    assert invoke(["suite", "freeze", str(suite)]).exit_code == 0
+    url = f"sqlite:///{work / 'adapters.db'}"
+    cls = baselines.PopAdapter
+    real_fit, real_score = cls.fit, cls.score
+    cases = {
+        "exception in fit": ("fit", lambda self, t, v: 1 / 0),
+        "sys.exit in fit": ("fit", lambda self, t, v: sys.exit(0)),
+        "hanging fit": ("fit", lambda self, t, v: _time.sleep(3600)),
+        "in-place write to sequences": ("fit", lambda self, t, v: t.sequences[0].__setitem__(0, 1)),
+        "scores of the wrong type": ("score", lambda self, b: "scores"),
+        "in-place write to candidates": ("score", lambda self, b: b.candidates.__setitem__((0, 0), 1)),
+    }
+    for seed, (label, (phase, bad)) in enumerate(cases.items()):
+        setattr(cls, phase, bad)
+        try:
+            res = invoke(["run", "--suite", str(suite), "--model", "pop", "--dataset", "baby", "--db", url,
+                          "--seed", str(seed), "--time-limit", "0.02"])
+        finally:
+            cls.fit, cls.score = real_fit, real_score
+        _count(fam, classify(res), label)
+    return fam
+
+
+def injected_names(work: Path) -> dict:
+    """Stored names carrying HTML, terminal escapes, spreadsheet formulas and rich markup, printed in every output
+    format of leaderboard, runs list and compare: 'silent' counts an output that carries them live."""
+    import numpy as np
+
+    from mmsr_bench.results.store import Run, Store
+
+    fam = _family()
+    url = f"sqlite:///{work / 'names.db'}"
+    store = Store(url)
+    names = ["pop", "<script>alert(1)</script>", '=HYPERLINK("http://x","y")', "\x1b]8;;http://x\x07z\x1b[31m", "[/]"]
+    rng = np.random.default_rng(0)
+    for name in names:
+        vec = {"hr@10": (rng.random(9) < 0.3).astype(float), "auc": rng.random(9)}
+        store.add_run(Run(group_id="g", suite="s", suite_hash="h", dataset="d", model=name, n_users=9,
+                          metrics_json=json.dumps({k: float(v.mean()) for k, v in vec.items()})), vec)
+    outputs = [(f"leaderboard {f}", ["leaderboard", "--suite", "s", "--db", url, "--format", f])
+               for f in ("table", "markdown", "csv", "latex")]
+    outputs += [("runs list", ["runs", "list", "--db", url]),
+                ("runs list markdown", ["runs", "list", "--db", url, "--format", "markdown"]),
+                ("compare markdown", ["compare", names[1], "pop", "--suite", "s", "--dataset", "d", "--db", url,
+                                      "--format", "markdown"])]
+    for label, args in outputs:
+        res = invoke(args)
+        out = res.output
+        live = "\x1b" in out or "\x07" in out or ("markdown" in label and "<script" in out) or (
+            "csv" in label and any(c.startswith("=") for line in out.splitlines() for c in line.split(",")))
+        kind = "traceback" if classify(res, invalid=False) == "traceback" else "silent" if live else (
+            "clean" if res.exit_code == 0 else "unclear")
+        _count(fam, kind, label)
+    return fam
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=20)
@@ -350,6 +483,9 @@ def main() -> None:
     rng = random.Random(args.seed)
     t0 = time.perf_counter()
     report = {}
+    report["stores"] = stores(work)
+    report["misbehaving_adapters"] = adapters(work)
+    report["injected_names"] = injected_names(work)
     report["malformed_inputs"] = malformed(work, sentinel)
     report["tampered_artifacts"] = tampering(work)
     report["concurrency"] = concurrency(work, env, args.writers)
@@ -367,6 +503,11 @@ def main() -> None:
     print(f"tampered artifacts: {t['tried']} tried, {t['refused']} refused or recomputed (not: {t['not_refused']})")
     print(f"malformed inputs: {m['tried']} tried, {m['clean']} clean one-line errors, {m['traceback']} tracebacks, "
           f"{m['silent']} silent acceptances, {m['unclear']} unclear, {m['rows_wrongly_stored']} rows wrongly stored")
+    for fam in ("stores", "misbehaving_adapters", "injected_names"):
+        r = report[fam]
+        print(f"{fam.replace('_', ' ')}: {r['tried']} tried, {r['clean']} clean one-line errors (or clean output), "
+              f"{r['traceback']} tracebacks, {r['silent']} silent acceptances, {r['unclear']} unclear, "
+              f"{r['runs_lost']} runs lost")
     print(f"files outside the cache: sentinel intact {report['outside_the_cache']['sentinel_intact']}, stray paths "
           f"{report['outside_the_cache']['stray_paths']}")
     shutil.rmtree(base, ignore_errors=True)
