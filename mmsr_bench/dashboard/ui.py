@@ -170,21 +170,9 @@ def _merged_url(local_url: str | None, local_token: str, folder: str, signature:
 def _no_runs_url() -> str:
     """An empty store in the cache home: the "local side" merged with the reference runs when the user has none (so
     the reference runs are marked the same way before and after the first local run)."""
-    import os
-    import threading
+    from mmsr_bench.results import reference
 
-    from mmsr_bench.paths import cache_dir
-
-    path = cache_dir("reference") / "no-local-runs.db"
-    if not path.is_file():
-        tmp = path.with_name(f"no-local-runs.{os.getpid()}.{threading.get_ident()}.tmp.db")
-        tmp.unlink(missing_ok=True)
-        try:
-            Store(f"sqlite:///{tmp}")
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    return f"sqlite:///{path}"
+    return reference.cached_store("no-local-runs", Store)
 
 
 def _fresh(fn, *args) -> str:

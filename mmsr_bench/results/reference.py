@@ -31,13 +31,15 @@ def reference_dir() -> Path:
     return Path(os.environ.get(ENV) or REPO_ROOT / "reference-runs").expanduser()
 
 
-def _cached(name: str, build) -> str:
+def cached_store(name: str, build) -> str:
     """A SQLite store under ``cache/reference`` named ``name``, built by ``build(url)`` into a temporary file and
     renamed into place (a crash never leaves a half-built cache)."""
+    import threading
+
     folder = cache_dir("reference")
     path = folder / f"{name}.db"
     if not path.is_file():
-        tmp = folder / f"{name}.{os.getpid()}.tmp.db"
+        tmp = folder / f"{name}.{os.getpid()}.{threading.get_ident()}.tmp.db"
         tmp.unlink(missing_ok=True)
         try:
             build(f"sqlite:///{tmp}")
@@ -59,7 +61,7 @@ def reference_url(folder: Path | None = None) -> str:
         records, loose = run_files.read_files(folder)
         run_files.write_records(Store(url), records, loose, source=str(folder))
 
-    return _cached(f"reference-{digest[:20]}", build)
+    return cached_store(f"reference-{digest[:20]}", build)
 
 
 def reference_store(folder: Path | None = None) -> Store:
@@ -87,7 +89,7 @@ def merged_url(local: Store, folder: Path | None = None) -> str:
             a.model += SUFFIX
         run_files.write_records(dst, records, loose, source=ref.url)
 
-    return _cached(f"merged-{key}", build)
+    return cached_store(f"merged-{key}", build)
 
 
 def is_reference(model: str) -> bool:
