@@ -287,6 +287,22 @@ def malformed(work: Path, sentinel: Path) -> dict:
         cases.append(["run", "--suite", str(f), "--model", "pop", "--db", url])
     (work / "folder.toml").mkdir(exist_ok=True)
     cases.append(["suite", "build", str(work / "folder.toml")])
+    # suite files that are not small regular files, and names that would become paths outside the cache
+    escape = work / "escape.toml"
+    escape.write_text(f'name = "escape"\n[[datasets]]\nname = "d"\nsource = "amazon2023"\n'
+                      f'category = "../../../../..{sentinel}/pwned"\n')
+    (work / "raw").mkdir(exist_ok=True)
+    cases.append(["data", "import", str(escape), "--from", str(work / "raw")])
+    if not (work / "fifo.toml").exists():
+        os.mkfifo(work / "fifo.toml")
+        (work / "zero.toml").symlink_to("/dev/zero")
+    (work / "deep.toml").write_text('name = "deep"\nx = ' + "[" * 3000 + "]" * 3000 + "\n")
+    (work / "huge.toml").write_text('name = "huge"\n# ' + "x" * (2 << 20) + "\n")
+    cases += [["suite", "show", str(work / f"{n}.toml")] for n in ("fifo", "zero", "deep", "huge")]
+    cases += [run + ["--model", "pop", "--seed", v] for v in ("1_0", "abc", "+3")]
+    cases += [run + ["--model", "pop,pop"], run + ["--model", "pop", "--set", "batch_size=1", "--set", "batch_size=2"],
+              run + ["--model", "pop", "--set", "batch_size=" + "9" * 25], ["runs", "show", "9" * 25, "--db", url],
+              ["compare", "1", "1", "--db", url, "--resamples", "1000000000000"]]
     before = len(Store(url).runs(status=None))
     counts = {"tried": 0, "clean": 0, "traceback": 0, "silent": 0, "unclear": 0, "rows_wrongly_stored": 0}
     examples = {}
