@@ -309,7 +309,11 @@ def materialize(suite: SuiteSpec, spec: DatasetSpec, force: bool = False) -> dic
         if done.exists() and (not force or done.stat().st_mtime >= started):
             log.info("%s/%s was built by another process while this one waited; reusing it", suite.name, spec.name)
             return {f: sha256_file(out / f) for f in expected_files(suite, out)}
-        return _materialize_locked(suite, spec, out)
+        try:
+            return _materialize_locked(suite, spec, out)
+        except BaseException:  # a failed or interrupted build (Ctrl-C, SIGTERM) leaves no half-built folder behind
+            shutil.rmtree(out.parent / f".{spec.name}.building", ignore_errors=True)
+            raise
 
 
 def _materialize_locked(suite: SuiteSpec, spec: DatasetSpec, out: Path) -> dict[str, str]:
