@@ -292,3 +292,12 @@ def test_huge_ids_and_resamples_are_refused(frozen_tiny):
     assert res.exit_code == 1 and "no run with id" in res.output
     res = cli.invoke(app, ["compare", "1", "1", "--resamples", "1000000000000"])
     assert res.exit_code == 1 and "--resamples 1000000000000: give 1 to 1,000,000" in res.output
+
+
+def test_a_suite_given_by_path_works_in_the_read_commands(frozen_tiny):
+    cli = CliRunner()
+    assert cli.invoke(app, ["run", "--suite", str(frozen_tiny), "--model", "test-successor"]).exit_code == 0
+    for args in (["leaderboard", "--suite", str(frozen_tiny), "--format", "csv"],
+                 ["runs", "list", "--suite", str(frozen_tiny)]):
+        res = cli.invoke(app, args)
+        assert res.exit_code == 0 and "test-successor" in res.output, (args, res.output)

@@ -116,6 +116,18 @@ def _names_option(value: Optional[str], option: str) -> list[str] | None:
     return names
 
 
+def suite_name(value: Optional[str]) -> Optional[str]:
+    """The stored name of ``--suite``: a suite file given by path (``held.toml``) is stored under the ``name`` it
+    declares, so read commands find the runs `bench run --suite held.toml` made (a name passes unchanged)."""
+    from pathlib import Path
+
+    if value and value.endswith(".toml") and Path(value).exists():
+        from mmsr_bench.suites.spec import load_suite
+
+        return load_suite(value).name
+    return value
+
+
 SEED_HELP = "One or more seeds: --seed 0 1 2 stores one run per seed (integers in [0, 2**32 - 1])."
 
 

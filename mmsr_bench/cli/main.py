@@ -14,7 +14,7 @@ import typer
 
 from mmsr_bench import progress as progress_mod
 from mmsr_bench.cli.common import (DB_OPTION, FORMATS, SEED_HELP, _names_option, _print_table, _setup, console,
-                                   err_console, fail, parse_seeds)
+                                   err_console, fail, parse_seeds, suite_name)
 from mmsr_bench.errors import BenchError
 
 app = typer.Typer(help="mmsr-bench: frozen-protocol benchmarks for sequential recommenders.", no_args_is_help=True,
@@ -116,6 +116,7 @@ def _leaderboard(suite: str, datasets: list[str] | None, metric: Optional[str], 
         mt.parse_metric(m)
     if against:
         significance.check_options(test, correction, alpha)
+    suite = suite_name(suite)
     wanted = ["hr@10", "ndcg@10", "mrr", "auc"]
 
     def side(store: Store) -> tuple[lb.Board | None, str]:
@@ -230,7 +231,8 @@ def compare(
         for m in names or []:
             mt.parse_metric(m)
         significance.check_options(test, correction, alpha, resamples)
-        cmp = significance.compare(Store.for_reading(db), a, b, suite=suite, dataset=dataset, metrics=names, test=test,
+        cmp = significance.compare(Store.for_reading(db), a, b, suite=suite_name(suite), dataset=dataset,
+                                   metrics=names, test=test,
                                    correction=correction, alpha=alpha, n_resamples=resamples)
     except BenchError as exc:
         fail(str(exc))
@@ -327,7 +329,8 @@ def runs_list(
     if format not in ("table", "markdown"):
         fail(f"--format {format!r}: choose table or markdown")
     try:
-        rs = Store.for_reading(db).runs(suite=suite, model=model, dataset=dataset, status=None if all_ else "completed")
+        rs = Store.for_reading(db).runs(suite=suite_name(suite), model=model, dataset=dataset,
+                                        status=None if all_ else "completed")
     except BenchError as exc:
         fail(str(exc))
         return
@@ -609,7 +612,7 @@ def store_export(
 
     _setup()
     try:
-        rep = export_store(db, to, suite=suite, dataset=dataset, models=_names_option(model, "--model"),
+        rep = export_store(db, to, suite=suite_name(suite), dataset=dataset, models=_names_option(model, "--model"),
                            run_uuids=list(run_ids) or None, include_failed=all_)
     except BenchError as exc:
         fail(str(exc))
