@@ -142,6 +142,30 @@ class DtypeRun:
     shared: list[np.ndarray] = field(default_factory=list)
 
 
+def linear_flops(model, tok, prefixes: list[str], suffixes: list[list[str]]) -> float:
+    """The matrix-multiply FLOPs the prefix-shared engine must do at least: every prefix token once and every
+    suffix token of every candidate through the transformer's linear layers (2 x non-embedding parameters per
+    token), plus two rows of the LM head (Yes, No) per candidate; attention's own products are left out (small at
+    these lengths), so the achieved rate below is a lower bound."""
+    body = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n and "lm_head" not in n
+               and p.dim() == 2)
+    hidden = model.config.hidden_size
+    prefix_tokens = sum(len(tok.encode(p)) for p in prefixes)
+    suffix_tokens = sum(len(tok.encode(x, add_special_tokens=False)) for ss in suffixes for x in ss)
+    n_cand = sum(len(ss) for ss in suffixes)
+    return 2.0 * body * (prefix_tokens + suffix_tokens) + 2.0 * 2 * hidden * n_cand
+
+
+def matmul_gflops(dtype: torch.dtype, m: int, k: int, n: int, repeat: int = 5) -> float:
+    """This core's rate on one SmolLM2-shaped product (m tokens x k by k x n) in ``dtype``: the ceiling the
+    scorer's achieved rate is compared with."""
+    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    with torch.no_grad():
+        a @ b  # warm-up
+        best = min(timed(lambda: a @ b)[0] for _ in range(repeat))
+    return 2.0 * m * k * n / best / 1e9
+
+
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
     t = time.perf_counter()
     out = fn()
@@ -193,6 +217,12 @@ def run_dtype(args, mode: str, prompts_in, rss: PeakRSS) -> DtypeRun:
     print(f"(c) one forward per candidate:     {1 / per_c:8.2f} candidates/s  (on {ns}; peak RSS {rss_c:.0f} MiB)")
     print(f"speed-up a/b {per_b / per_a:.2f}x   a/c {per_c / per_a:.2f}x   "
           f"max |log-odds difference| engine vs naive {diff:.2e}")
+    achieved = linear_flops(model, tok, prefixes, suffixes) / dt_a / 1e9
+    dt = torch.bfloat16 if mode in ("bfloat16", "autocast") else torch.float32
+    ceiling = matmul_gflops(dt, 256, model.config.hidden_size, model.config.intermediate_size)
+    print(f"engine achieved >= {achieved:.1f} GFLOP/s of linear-layer work; this core's {dt} matmul "
+          f"(256x{model.config.hidden_size} by {model.config.hidden_size}x{model.config.intermediate_size}): "
+          f"{ceiling:.1f} GFLOP/s; share {achieved / ceiling:.0%} (torch threads {torch.get_num_threads()})")
     if args.train_batch <= 0:
         return run
 
