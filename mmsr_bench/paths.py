@@ -15,7 +15,12 @@ SUITES_DIR = Path(__file__).resolve().parent / "suites" / "specs"  # package dat
 def bench_home() -> Path:
     """``$MMSR_BENCH_HOME`` or ``~/.cache/mmsr-bench``; created on first use."""
     home = Path(os.environ.get("MMSR_BENCH_HOME") or Path.home() / ".cache" / "mmsr-bench").expanduser()
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise BenchError(f"$MMSR_BENCH_HOME {str(home)[:200]} is a file, not a folder; point it at a folder") from None
+    except OSError as exc:
+        raise BenchError(f"$MMSR_BENCH_HOME {str(home)[:200]}: cannot create it ({exc.strerror})") from None
     return home
 
 

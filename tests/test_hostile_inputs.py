@@ -23,7 +23,8 @@ category = "{category}"
 def _error(args, *needles):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 1, res.output
-    assert res.output.startswith("error:") and "Traceback" not in res.output, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in res.output, res.output
     for n in needles:
         assert n in " ".join(res.output.split()), res.output
     return res.output
@@ -74,3 +75,27 @@ def test_protocol_counts_are_bounded(tmp_path, field, value, needle):
     path.write_text(SUITE.format(name="p", extra="", source="synth", category="baby")
                     + f"[protocol]\n{field} = {value}\n")
     _error(["suite", "show", str(path)], needle)
+
+
+def test_paths_homes_and_damaged_fields_are_one_error_line(tmp_path, monkeypatch):
+    import sqlite3
+
+    from mmsr_bench.results.store import Run, Store
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    monkeypatch.setenv("MMSR_BENCH_HOME", str(afile))
+    _error(["suite", "build", "synth4", "--dataset", "toys"], "is a file, not a folder")
+    monkeypatch.setenv("MMSR_BENCH_HOME", str(tmp_path / "home"))
+    _error(["run", "--suite", "/tmp/" + "a" * 300 + ".toml", "--model", "pop"], "not a usable path")
+    _error(["report", "study", "--suite", "synth4", "--out", str(tmp_path)], "a folder; give a file name")
+    _error(["adapter", "check", "pop", "--workdir", str(afile)], "a file, not a folder")
+    db = tmp_path / "t.db"
+    Store(f"sqlite:///{db}").add_run(Run(group_id="g", suite="synth4", suite_hash="h", dataset="toys", model="pop",
+                                         metrics_json='{"auc": 0.5}'))
+    con = sqlite3.connect(db)
+    con.execute("UPDATE runs SET metrics_json = '{bad'")
+    con.commit()
+    con.close()
+    for args in (["leaderboard", "--suite", "synth4"], ["runs", "list"], ["runs", "show", "1"]):
+        _error(args + ["--db", f"sqlite:///{db}"], "field metrics_json is not valid JSON")

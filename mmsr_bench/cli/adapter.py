@@ -36,6 +36,8 @@ def adapter_check(
     try:
         overrides = adapter.parse_set_options(set_)
         budget = {**conformance.tiny_overrides(name), **overrides}
+        if workdir is not None and workdir.exists() and not workdir.is_dir():
+            raise BenchError(f"--workdir {workdir}: a file, not a folder")
         if not 0 < time_limit <= 10 ** 6:
             raise BenchError(f"--time-limit {time_limit}: give minutes above 0")
         results = conformance.run_checks(name, overrides, seed=seed, workdir=workdir, time_limit_s=time_limit * 60)

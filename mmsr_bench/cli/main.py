@@ -331,12 +331,12 @@ def runs_list(
     try:
         rs = Store.for_reading(db).runs(suite=suite_name(suite), model=model, dataset=dataset,
                                         status=None if all_ else "completed")
+        rows = [[str(r.id), r.suite, r.dataset, r.model + (f" [{r.variant}]" if r.variant else ""), str(r.seed),
+                 r.status, f"{r.metrics.get('ndcg@10', float('nan')):.4f}", f"{r.fit_seconds:.1f}",
+                 r.started_at.strftime("%Y-%m-%d %H:%M")] for r in rs]
     except BenchError as exc:
         fail(str(exc))
         return
-    rows = [[str(r.id), r.suite, r.dataset, r.model + (f" [{r.variant}]" if r.variant else ""), str(r.seed),
-             r.status, f"{r.metrics.get('ndcg@10', float('nan')):.4f}", f"{r.fit_seconds:.1f}",
-             r.started_at.strftime("%Y-%m-%d %H:%M")] for r in rs]
     header = ["id", "suite", "dataset", "model", "seed", "status", "ndcg@10", "fit s", "started"]
     if format == "markdown":  # with the uuid, which names the run in every store (`bench reproduce UUID`)
         from mmsr_bench.results import tables
@@ -360,8 +360,13 @@ def runs_show(run_id: int = typer.Argument(...), db: Optional[str] = DB_OPTION) 
         fail(str(exc))
         return
     info = r.model_dump()
-    for k in ("config_json", "packages_json", "metrics_json", "run_info_json"):
-        info[k.removesuffix("_json")] = json.loads(info.pop(k))
+    try:
+        for k in ("config_json", "packages_json", "metrics_json", "run_info_json"):
+            info.pop(k)
+            info[k.removesuffix("_json")] = r._json(k)
+    except BenchError as exc:
+        fail(str(exc))
+        return
     console.print_json(json.dumps(info, default=str))
 
 
@@ -753,7 +758,13 @@ def main() -> None:
 
     sys.argv = [sys.argv[0]] + _normalize_argv(sys.argv[1:])
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
-    app()
+    try:
+        app()
+    except BenchError as exc:  # the net under every command: a BenchError that escaped one is still one line
+        try:
+            fail(str(exc))
+        except typer.Exit as ex:
+            sys.exit(ex.exit_code)
 
 
 if __name__ == "__main__":

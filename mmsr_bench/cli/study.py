@@ -177,6 +177,8 @@ def register(app: typer.Typer) -> None:
             metrics = study.parse_names(metric, "--metric")
             for s in (opts.spec, *also_specs):
                 study.table_metrics(s, metrics)
+            if out is not None and out.is_dir():
+                raise BenchError(f"--out {out}: a folder; give a file name, e.g. {out / 'study.md'}")
             if out is not None and not out.parent.is_dir():
                 raise BenchError(f"--out {out}: the folder {out.parent} does not exist")
             report = study.build_report(Store.for_reading(db), opts, also=also_specs, metrics=metrics, test=test,

@@ -100,17 +100,28 @@ class Run(SQLModel, table=True):
     metrics_json: str = "{}"
     run_info_json: str = "{}"  # adapter facts: chosen epoch and the split that chose it, backbone hash, random weights
 
+    def _json(self, name: str) -> dict:
+        """A JSON column as a dict; a damaged value is one clear error naming the run and the field."""
+        try:
+            value = json.loads(getattr(self, name))
+        except (TypeError, ValueError):
+            raise BenchError(f"run {self.id} ({self.uuid}): field {name} is not valid JSON; `bench store check` "
+                             "lists the damage") from None
+        if not isinstance(value, dict):
+            raise BenchError(f"run {self.id} ({self.uuid}): field {name} is not a JSON object")
+        return value
+
     @property
     def metrics(self) -> dict[str, float]:
-        return json.loads(self.metrics_json)
+        return self._json("metrics_json")
 
     @property
     def config(self) -> dict:
-        return json.loads(self.config_json)
+        return self._json("config_json")
 
     @property
     def run_info(self) -> dict:
-        return json.loads(self.run_info_json)
+        return self._json("run_info_json")
 
 
 class UserMetric(SQLModel, table=True):

@@ -334,7 +334,11 @@ def _read_toml(path: Path) -> dict:
 def load_suite(name_or_path: str) -> SuiteSpec:
     """A suite by name (``mmsr_bench/suites/specs/<name>.toml``) or by path to a TOML file."""
     p = Path(name_or_path)
-    if p.suffix == ".toml" and p.exists():
+    try:
+        is_file = p.suffix == ".toml" and p.exists()
+    except OSError as exc:  # a name too long for the file system, and the like
+        raise BenchError(f"suite {str(name_or_path)[:80]!r}…: not a usable path ({exc.strerror})") from None
+    if is_file:
         return load_suite_file(p)
     files = suite_files()
     if name_or_path not in files:
