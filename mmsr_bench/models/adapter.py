@@ -106,6 +106,9 @@ class Adapter(abc.ABC):
     #: Whether the model computes with torch: the runner then seeds torch and asks it for deterministic kernels.
     #: Numpy-only baselines set False, so running them never imports torch.
     uses_torch: ClassVar[bool] = True
+    #: The conformance kit's tiny budget for this adapter (config fields -> values), so ``bench adapter check``
+    #: takes seconds; None: the kit's table for built-ins, else no overrides.
+    conformance_overrides: ClassVar[Mapping[str, Any] | None] = None
 
     def __init__(self, config: AdapterConfig, *, seed: int = 0, device: str = "cpu", cache_dir: str = "") -> None:
         self.config = config
@@ -114,6 +117,25 @@ class Adapter(abc.ABC):
         self.cache_dir = cache_dir
         #: Facts a run must record beyond the config (backbone hash, random weights, chosen epoch, ...).
         self.run_info: dict[str, Any] = {}
+
+    @property
+    def registered_name(self) -> str:
+        """The name this instance was built under (a variant's, e.g. ``mllm-srec-text``; :func:`build` sets it)."""
+        return getattr(self, "_registered_name", self.name)
+
+    @registered_name.setter
+    def registered_name(self, value: str) -> None:
+        self._registered_name = value
+
+    @property
+    def effective_needs(self) -> Needs:
+        """What this configured instance consumes: a variant may need less than its class (``mllm-srec-text``
+        needs no images); the runner checks the data against this."""
+        return getattr(self, "_effective_needs", type(self).needs)
+
+    @effective_needs.setter
+    def effective_needs(self, value: Needs) -> None:
+        self._effective_needs = value
 
     @abc.abstractmethod
     def fit(self, train: TrainData, valid: EvalSplit) -> "Adapter":
@@ -316,7 +338,7 @@ def build(name: str, overrides: Mapping[str, str] | None = None, *, seed: int = 
     cfg_kwargs.update(parse_overrides(reg.cls.config_cls, overrides or {}))
     config = reg.cls.config_cls(**cfg_kwargs)
     adapter = reg.cls(config, seed=seed, device=device, cache_dir=cache_dir)
-    adapter.registered_name = name  # type: ignore[attr-defined]
+    adapter.registered_name = name
     return adapter
 
 
@@ -332,7 +354,7 @@ def lacking(needs: Needs, items: ItemTable) -> tuple[str, ...]:
 
 def effective_needs(model: "Adapter") -> Needs:
     """What this configured adapter consumes (a variant may need less than its class, e.g. mllm-srec-text)."""
-    return getattr(model, "effective_needs", type(model).needs)
+    return model.effective_needs
 
 
 def check_needs(needs: Needs, data: "SuiteData", model: str) -> None:

@@ -103,7 +103,7 @@ def tiny_overrides(name: str) -> dict[str, str]:
     """The kit's budget for ``name``: the adapter class's ``conformance_overrides`` if it declares them, else the
     built-in table entry of its class name or family, filtered to the fields its config really has."""
     reg = adapter_mod.get(name)
-    own = getattr(reg.cls, "conformance_overrides", None)
+    own = reg.cls.conformance_overrides
     table = dict(own) if own is not None else dict(_family_entry(reg.cls.name))
     fields = {f.name for f in dataclasses.fields(reg.cls.config_cls)}
     return {k: str(v) for k, v in table.items() if k in fields}

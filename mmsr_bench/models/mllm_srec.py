@@ -348,14 +348,6 @@ class MLLMSRec(Adapter):
         self.run_info.update({"summary_mode": mode, "modalities": c.modalities, "history_mode": c.history_mode,
                               "visual_input": c.visual_input})
 
-    @property
-    def registered_name(self) -> str:
-        return getattr(self, "_registered_name", self.name)
-
-    @registered_name.setter
-    def registered_name(self, value: str) -> None:
-        self._registered_name = value
-
     def fit(self, train: TrainData, valid: EvalSplit) -> "MLLMSRec":
         import torch
 
