@@ -1,0 +1,52 @@
+"""Where the Yes/No scorer's time goes, per dtype: torch's profiler over the prefix-shared engine on the real
+SmolLM2-135M-Instruct (TALLRec prompts as in benchmarks/llm_scoring.py), operators sorted by self CPU time.
+
+    .venv/bin/python benchmarks/llm_scoring_profile.py [--dtype bfloat16] [--users 1] [--candidates 40] [--top 15]
+
+Why: benchmarks/llm_scoring.py shows the engine reaching a far smaller share of the core's matmul rate in bfloat16
+than in float32; this names the operators that take the difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from llm_scoring import make_titles  # noqa: E402
+
+from mmsr_bench.models.tallrec import build_prefix, build_suffix  # noqa: E402
+from mmsr_bench.models.toolkits.backbones import load_backbone  # noqa: E402
+from mmsr_bench.models.toolkits.llm_scoring import ScoringOptions, yes_no_scores  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--users", type=int, default=1)
+    ap.add_argument("--candidates", type=int, default=40)
+    ap.add_argument("--top", type=int, default=15)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    titles = make_titles(50, rng)
+    cats = list(titles)
+    prefixes = [build_prefix(list(rng.choice(titles[cats[u % 4]], 10, replace=False))) for u in range(args.users)]
+    suffixes = [[build_suffix(str(rng.choice(titles[cats[(u + k) % 4]]))) for k in range(args.candidates)]
+                for u in range(args.users)]
+    bb = load_backbone("smollm2-135m", texts=[t for ts in titles.values() for t in ts], device="cpu", dtype=args.dtype)
+    model, tok = bb.model.eval(), bb.tokenizer
+    yes_no_scores(model, tok, prefixes, [s[:4] for s in suffixes])  # warm-up
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        yes_no_scores(model, tok, prefixes, suffixes, output="logit", options=ScoringOptions(users_per_batch=1))
+    print(f"{args.dtype}, {args.users} users x {args.candidates} candidates, one thread")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=40))
+
+
+if __name__ == "__main__":
+    main()
