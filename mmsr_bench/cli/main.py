@@ -495,20 +495,12 @@ def data_import(suite: str, from_: Path = typer.Option(..., "--from", help="Fold
             fail(f"--from {from_}: not a folder")
         copied = []
         for d in spec.datasets:
-            cat = d.category or d.name
-            if d.source == "amazon2014":
-                names = [f"reviews_{cat}_5.json.gz", f"meta_{cat}.json.gz", f"reviews_{cat}_5.json", f"meta_{cat}.json"]
-            elif d.source == "amazon2023":
-                names = [f"{cat}.jsonl", f"meta_{cat}.jsonl"]
-            elif d.meta:
-                names = [d.meta]
-            else:
-                continue
+            kind, names = build.raw_files(d)
             for n in names:
                 if (from_ / n).exists():
                     from mmsr_bench.paths import inside
 
-                    dest_dir = build.raw_dir("amazon2014" if d.source == "sequence" else d.source)
+                    dest_dir = build.raw_dir(kind)
                     src = inside(from_ / n, from_, f"--from file {n}")  # no name reaches outside either folder
                     dst = inside(dest_dir / n, dest_dir, f"raw file {n}")
                     if not src.is_file():
@@ -520,6 +512,51 @@ def data_import(suite: str, from_: Path = typer.Option(..., "--from", help="Fold
         console.print(f"imported {', '.join(copied)}; now run `bench suite build {suite}`")
     except BenchError as exc:
         fail(str(exc))
+
+
+@data_app.command("fetch")
+def data_fetch(
+    suite: str = typer.Argument(..., help="Suite name or TOML path, e.g. amazon4 or amazon4-mm."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Comma-separated datasets (default: all)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="Where the Amazon 2014 files are published "
+                                           "(default: $MMSR_BENCH_AMAZON2014_URL or McAuley's category files)."),
+) -> None:
+    """Download the raw Amazon 2014 files a suite's datasets need into the cache (what `bench data import` would
+    copy), resuming cut downloads and checking each file; then `bench suite build SUITE` builds from them."""
+    import os
+
+    from mmsr_bench.data import fetch
+    from mmsr_bench.suites import build
+    from mmsr_bench.suites import spec as suites
+
+    _setup()
+    try:
+        spec = suites.load_suite(suite)
+        base = base_url or os.environ.get("MMSR_BENCH_AMAZON2014_URL") or fetch.AMAZON_2014_URL
+        base = base if base.endswith("/") else base + "/"
+        todo = []
+        for d in spec.select(_names_option(dataset, "--dataset")):
+            kind, names = build.raw_files(d)
+            if kind == "amazon2023":
+                raise BenchError(f"dataset {d.name!r}: `bench data fetch` downloads the Amazon 2014 files; download "
+                                 "the 2023 files yourself and use `bench data import`")
+            todo += [(d.name, n) for n in names if n.endswith(".gz")]
+        if not todo:
+            fail(f"suite {spec.name!r}: none of its datasets is built from raw Amazon files; nothing to fetch")
+        folder = build.raw_dir("amazon2014")
+        rows = []
+        for ds, name in todo:
+            with progress_mod.track(f"fetching {name}", total=None):
+                got = fetch.fetch_file(base + name, folder, name)
+            state = "already here" if got.skipped else (f"resumed at {got.resumed_from:,} bytes" if got.resumed_from
+                                                        else "downloaded")
+            rows.append([ds, name, f"{got.bytes:,}", got.sha256[:16], state])
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    _print_table(["dataset", "file", "bytes", "sha256", "state"], rows, title=f"raw files of {spec.name} in {folder}")
+    console.print(f"now run `bench suite build {suite}` (the frozen hashes check what was built)", highlight=False,
+                  markup=False)
 
 
 @data_app.command("images")

@@ -50,6 +50,21 @@ def _amazon_category(spec: DatasetSpec) -> str:
     return spec.category or spec.name
 
 
+def raw_files(spec: DatasetSpec) -> tuple[str, list[str]]:
+    """(raw folder kind, the file names a dataset reads from it) for datasets built from raw Amazon files, the
+    published name first (``bench data fetch`` downloads those); ``("", [])`` for the others. One list for
+    ``bench data import`` and ``bench data fetch``."""
+    cat = _amazon_category(spec)
+    if spec.source == "amazon2014":
+        return "amazon2014", [f"reviews_{cat}_5.json.gz", f"meta_{cat}.json.gz", f"reviews_{cat}_5.json",
+                              f"meta_{cat}.json"]
+    if spec.source == "amazon2023":
+        return "amazon2023", [f"{cat}.jsonl", f"meta_{cat}.jsonl"]
+    if spec.meta:
+        return "amazon2014", [spec.meta]
+    return "", []
+
+
 def missing_data_message(suite: SuiteSpec, spec: DatasetSpec) -> str:
     others = [d.name for d in suite.datasets if d.name != spec.name]
     if spec.source == "sequence":
