@@ -106,7 +106,7 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
 
     def record(target: SuiteData, status: str, **fields) -> Run:
         info = dict(model.run_info, fitted_on_suite=data.suite.name, validation_suite=data.suite.name,
-                    time_limit_s=req.time_limit_s,
+                    time_limit_s=req.time_limit_s, **accelerator_memory(device),
                     item_text_source=build.item_text_source(data),  # the text the model was fitted on
                     data_quality_warnings=list(target.quality_warnings), reproducibility=repro)
         return Run(
@@ -157,6 +157,19 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
         run = record(target, "completed", fit_seconds=fit_s, score_seconds=score_s, metrics_json=json.dumps(agg))
         out.append(store_or_keep(store, run, per_user))
     return out
+
+
+def accelerator_memory(device: str) -> dict:
+    """Peak accelerator memory of this process on a CUDA device (beside the CPU RSS every run records); empty on
+    the CPU."""
+    if not str(device).startswith("cuda"):
+        return {}
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"peak_accelerator_memory_mb": torch.cuda.max_memory_allocated(torch.device(device)) / 2 ** 20,
+            "accelerator": torch.cuda.get_device_name(torch.device(device))}
 
 
 def store_or_keep(store: Store, run: Run, per_user: dict) -> Run:
