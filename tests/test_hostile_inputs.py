@@ -99,3 +99,33 @@ def test_paths_homes_and_damaged_fields_are_one_error_line(tmp_path, monkeypatch
     con.close()
     for args in (["leaderboard", "--suite", "synth4"], ["runs", "list"], ["runs", "show", "1"]):
         _error(args + ["--db", f"sqlite:///{db}"], "field metrics_json is not valid JSON")
+
+
+@pytest.mark.parametrize("damage,needle", [
+    ("UPDATE user_metrics SET \"values\" = x'0011'", "damaged value in the per-user vectors"),
+    ("UPDATE runs SET started_at = 'garbage'", "damaged value in the runs"),
+    ("DROP TABLE user_metrics", "no such table: user_metrics")])
+def test_damaged_rows_blobs_and_tables_are_one_error_line_in_read_commands(tmp_path, damage, needle):
+    import sqlite3
+
+    import numpy as np
+
+    from mmsr_bench.results.store import Run, Store
+
+    db = tmp_path / "d.db"
+    store = Store(f"sqlite:///{db}")
+    for m in ("pop", "random"):
+        store.add_run(Run(group_id="g", suite="s", suite_hash="h", dataset="d", model=m, n_users=3,
+                          metrics_json='{"auc": 0.5}'), {"auc": np.full(3, 0.5)})
+    con = sqlite3.connect(db)
+    con.execute(damage)
+    con.commit()
+    con.close()
+    url = f"sqlite:///{db}"
+    _error(["compare", "1", "2", "--db", url], needle)
+    if "runs" in damage:
+        _error(["runs", "list", "--db", url], needle)
+        _error(["leaderboard", "--suite", "s", "--db", url], needle)
+    if "x'0011'" in damage:
+        _error(["store", "copy", "--from", url, "--to", f"sqlite:///{tmp_path / 'c.db'}"], "cannot be decoded")
+        _error(["store", "export", "--db", url, "--to", str(tmp_path / "out")], "cannot be decoded")

@@ -96,7 +96,7 @@ def read_store(store: Store, *, suite: str | None = None, dataset: str | None = 
         if missing:
             raise BenchError(f"--run {missing[0]}: no run with that uuid or id in {store.url}")
     ids = {r.id for r in runs}
-    with Session(store.engine) as s:
+    with store._reading("the runs to copy"), Session(store.engine) as s:
         arts = list(s.exec(select(Artifact).order_by(Artifact.id))) if store.exists() else []
         blobs: dict[int, dict[str, bytes]] = {}
         if ids:
@@ -221,7 +221,11 @@ def _row_dict(row, exclude: set[str]) -> dict:
 
 
 def _vector_entry(blob: bytes) -> dict:
-    values = np.ascontiguousarray(decode_vector(blob), dtype="<f8")
+    try:
+        values = np.ascontiguousarray(decode_vector(blob), dtype="<f8")
+    except (ValueError, OSError, EOFError, zlib.error) as exc:
+        raise BenchError(f"a per-user vector cannot be decoded ({type(exc).__name__}); `bench store check` lists "
+                         "the damage") from None
     raw = values.tobytes()
     return {"n": int(values.size), "dtype": "<f8", "encoding": "zlib+base64", "sha256": hashlib.sha256(raw).hexdigest(),
             "data": base64.b64encode(zlib.compress(raw, 9)).decode("ascii")}
@@ -304,8 +308,17 @@ def run_files(source: Path) -> list[Path]:
 
 def check_record_names(records: list[RunRecord], loose: list[Artifact]) -> None:
     """Every suite, dataset and model name of runs read from another store is one safe name (what run files and
-    the harness's own runs guarantee), so a foreign store cannot bring names that become paths or markup."""
+    the harness's own runs guarantee), so a foreign store cannot bring names that become paths or markup; and
+    every per-user vector decodes (a damaged blob is not copied on)."""
     for rec in records:
+        for metric, blob in rec.vectors.items():
+            try:
+                n = decode_vector(blob).size
+            except (ValueError, OSError, EOFError, zlib.error):
+                n = None
+            if n is None:
+                raise BenchError(f"{rec.source}: run {rec.run.uuid}: its per-user vector {metric!r} cannot be "
+                                 "decoded (damaged); nothing was copied")
         for a in [rec.run, *rec.artifacts]:
             for f in ("suite", "dataset", "model"):
                 try:

@@ -551,8 +551,27 @@ class Store:
             s.expunge(artifact)
         return artifact
 
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        """A damaged row, blob or table met while reading becomes one clear error naming the store (``bench store
+        check`` lists every problem), never a traceback."""
+        try:
+            yield
+        except BenchError:
+            raise
+        except (OperationalError, DatabaseError) as exc:
+            raise BenchError(f"cannot read {what} from the results store {self.url}: {_one_line(exc)}; "
+                             "`bench store check` lists the damage") from None
+        except (ValueError, TypeError, zlib.error, EOFError, OSError) as exc:
+            raise BenchError(f"the results store {self.url} holds a damaged value in {what} ({type(exc).__name__}: "
+                             f"{str(exc)[:120]}); `bench store check` lists the damage") from None
+
     def runs(self, *, suite: str | None = None, dataset: str | None = None, model: str | None = None,
              status: str | None = "completed", variant: str | None = None) -> list[Run]:
+        with self._reading("the runs"):
+            return self._runs(suite=suite, dataset=dataset, model=model, status=status, variant=variant)
+
+    def _runs(self, *, suite, dataset, model, status, variant) -> list[Run]:
         if not self.exists():
             return []
         q = select(Run)
@@ -569,7 +588,7 @@ class Store:
     def run(self, run_id: int) -> Run:
         if not 0 <= run_id < 2 ** 63:
             raise BenchError(f"no run with id {str(run_id)[:30]} in {self.url}")
-        with Session(self.engine) as s:
+        with self._reading(f"run {run_id}"), Session(self.engine) as s:
             r = s.get(Run, run_id) if self.exists() else None
             if r is None:
                 raise BenchError(f"no run with id {run_id} in {self.url}")
@@ -579,14 +598,19 @@ class Store:
     def per_user(self, run_id: int, metrics: list[str] | None = None) -> dict[str, np.ndarray]:
         """All (or the named) per-user metric vectors of a run, as float64 arrays in evaluation-user order."""
         q = select(UserMetric).where(UserMetric.run_id == run_id)
-        with Session(self.engine) as s:
-            rows = list(s.exec(q))
-        out = {r.metric: decode_vector(r.values) for r in rows if metrics is None or r.metric in metrics}
+        with self._reading(f"the per-user vectors of run {run_id}"):
+            with Session(self.engine) as s:
+                rows = list(s.exec(q))
+            out = {r.metric: decode_vector(r.values) for r in rows if metrics is None or r.metric in metrics}
         if not out:
             raise BenchError(f"run {run_id} has no per-user metric vectors in {self.url}")
         return out
 
     def artifacts(self, *, kind: str | None = None, suite: str | None = None, model: str | None = None) -> list[Artifact]:
+        with self._reading("the artifacts"):
+            return self._artifacts(kind=kind, suite=suite, model=model)
+
+    def _artifacts(self, *, kind, suite, model) -> list[Artifact]:
         if not self.exists():
             return []
         q = select(Artifact)
