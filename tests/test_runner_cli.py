@@ -301,3 +301,33 @@ def test_a_suite_given_by_path_works_in_the_read_commands(frozen_tiny):
                  ["runs", "list", "--suite", str(frozen_tiny)]):
         res = cli.invoke(app, args)
         assert res.exit_code == 0 and "test-successor" in res.output, (args, res.output)
+
+
+def test_a_second_signal_while_the_interrupted_record_is_written_leaves_it_whole(frozen_tiny, monkeypatch):
+    """Ctrl-C twice: the second signal arrives while the interrupted run is being recorded; the record is still
+    written whole, and the interrupt still ends the command."""
+    import os
+    import signal
+
+    from mmsr_bench.cli.main import _terminate_as_interrupt
+    from tests.conftest import Successor
+
+    def killed(self, batch):
+        raise KeyboardInterrupt("first Ctrl-C")
+
+    real_add = Store.add_run
+
+    def add_run_with_a_second_signal(self, run, per_user=None, artifacts=None):
+        os.kill(os.getpid(), signal.SIGTERM)  # the second signal, mid-write
+        return real_add(self, run, per_user, artifacts)
+
+    monkeypatch.setattr(Successor, "score", killed)
+    monkeypatch.setattr(Store, "add_run", add_run_with_a_second_signal)
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner.execute(_req(frozen_tiny))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    (run,) = Store().runs(status="interrupted")
+    assert "first Ctrl-C" in run.error

@@ -11,6 +11,7 @@ import resource
 import subprocess
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -139,7 +140,8 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         fit_s = fit_s or time.perf_counter() - t0
         try:
-            store.add_run(record(data, status, error=f"{type(exc).__name__}: {exc}"[:2000], fit_seconds=fit_s))
+            with _signals_held():  # a second Ctrl-C or SIGTERM while the record is written cannot cut it short
+                store.add_run(record(data, status, error=f"{type(exc).__name__}: {exc}"[:2000], fit_seconds=fit_s))
         except Exception as store_exc:  # noqa: BLE001 - logged; the run's own error is what the user must see
             log.warning("could not record the %s run in %s: %s", status, store.url, store_exc)
         if isinstance(exc, (KeyboardInterrupt, BenchError)):
@@ -157,6 +159,27 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
         run = record(target, "completed", fit_seconds=fit_s, score_seconds=score_s, metrics_json=json.dumps(agg))
         out.append(store_or_keep(store, run, per_user))
     return out
+
+
+@contextmanager
+def _signals_held():
+    """Defer SIGINT and SIGTERM for the few milliseconds a run's record takes to write (main thread only); a
+    signal that arrives meanwhile is delivered as KeyboardInterrupt right after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    old = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if pending:
+            raise KeyboardInterrupt(f"signal {pending[0]} while the run's record was written (the record is whole)")
 
 
 def accelerator_memory(device: str) -> dict:
