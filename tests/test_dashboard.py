@@ -5,17 +5,21 @@ pure query helpers behind the pages."""
 from __future__ import annotations
 
 import json
+import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
 from mmsr_bench import dashboard
 from mmsr_bench.dashboard import queries as q
-from mmsr_bench.dashboard.fixture import FixtureSpec, build_fixture_store, build_reference_folder
+from mmsr_bench.dashboard.fixture import (HOSTILE_HTML, HOSTILE_NAMES, HOSTILE_SHORT, FixtureSpec, build_fixture_store,
+                                           build_hostile_store, build_reference_folder)
 from mmsr_bench.errors import BenchError
 from mmsr_bench.results import reference
 from mmsr_bench.results.ablations import compute
@@ -245,6 +249,174 @@ def test_every_page_on_a_store_with_only_a_failed_run(monkeypatch, tmp_path):
     for page in ("ablations", "compare", "runs", "hallucination"):
         at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception, (page, [e.value for e in at.exception])
+
+
+# ------------------------------------------------------------------------------------------- hostile names
+
+_WJ = "\u2060"  # the invisible word joiner ui.md_text puts after ":" and "@"
+_SAFE_TAGS = {"u"}  # the HTML the pages write themselves (tables.to_markdown's second best)
+_BLOCK_MARKUP = {"heading_open", "bullet_list_open", "ordered_list_open", "blockquote_open", "hr", "lheading_open"}
+_AUTOLINK = re.compile(r"(?i)https?://|www\.|[-.\w+]+@[-\w]+(\.[-\w]+)+")  # GFM literal autolinks (Streamlit's)
+_EMOJI = re.compile(r":[\w+-]+:|:material/")  # Streamlit's emoji and icon shortcodes
+_OWN_BOLD = "Best **bold**, second underlined"  # the Study page's legend (no stored text in it)
+_MARKDOWN_BODIES = {"markdown", "caption", "title", "header", "subheader", "error", "warning", "info", "success",
+                    "metric"}  # elements whose body is markdown (st.json's and st.code's are shown as they are)
+
+
+class _Tags(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tags, self.text = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _live_markup(source: str, allow_html: bool) -> tuple[list[str], str]:
+    """What Streamlit's markdown would make of ``source``, checked with markdown-it (CommonMark, GFM strikethrough and
+    tables, every link target allowed, HTML only where the element allows it) plus the text-level transforms
+    markdown-it lacks (GFM literal autolinks, emoji shortcodes): (the live constructs found, the shown text)."""
+    md = MarkdownIt("commonmark", {"html": allow_html}).enable(["strikethrough", "table"])
+    md.validateLink = lambda url: True  # Streamlit keeps a javascript: link as a link (href="#"), so count it
+    live, shown = [], []
+    for tok in md.parse(source):
+        if tok.type in _BLOCK_MARKUP:
+            live.append(tok.type)
+        emphasis = False
+        if tok.type == "html_block":
+            parser = _Tags()
+            parser.feed(tok.content)
+            live += [f"<{t} {a}>" for t, a in parser.tags if t not in _SAFE_TAGS or any(k.startswith("on") for k in a)]
+            shown += parser.text
+        for child in tok.children or []:
+            if child.type in ("link_open", "image") or (child.type == "html_inline"
+                                                         and child.content not in ("<u>", "</u>")):  # to_markdown's
+                live.append(f"{child.type} {child.content or child.attrs}")
+            if emphasis and "bold" in child.content and _OWN_BOLD not in source:  # a stored **bold**, not the page's
+                live.append(f"emphasis {child.content}")  # own **Metrics** or the Study page's legend
+            emphasis = child.type in ("strong_open", "em_open", "s_open")
+            if child.type == "text":
+                live += [f"autolink {m[0]}" for m in _AUTOLINK.finditer(child.content)]
+                live += [f"emoji {m[0]}" for m in _EMOJI.finditer(child.content)]
+            if child.type in ("text", "code_inline"):
+                shown.append(child.content)
+    return live, "".join(shown).replace(_WJ, "")
+
+
+def _page_markup(at: AppTest) -> tuple[list[tuple[str, str, list[str]]], str]:
+    """Every markdown string of the page (main and sidebar: bodies of markdown, captions, headings, alerts and metrics,
+    widget labels and help), each with its live constructs; and all the page's shown text."""
+    found, text = [], []
+    for node in at._tree:
+        proto = getattr(node, "proto", None)
+        for name in ("body", "label", "help"):
+            if proto is None or (name == "body" and node.type not in _MARKDOWN_BODIES):
+                continue
+            source = getattr(proto, name, None)
+            if isinstance(source, str) and source:
+                allow = name == "body" and bool(getattr(proto, "allow_html", False))
+                live, shown = _live_markup(source, allow)
+                found.append((node.type, source, live))
+                text.append(shown)
+    return found, "\n".join(text)
+
+
+def _plotly_strings(at: AppTest) -> list[str]:
+    """Every string in the page's figures (titles, labels, categories, legend entries, hover templates)."""
+    def strings(x):
+        if isinstance(x, str):
+            yield x
+        elif isinstance(x, dict):
+            for v in x.values():
+                yield from strings(v)
+        elif isinstance(x, list):
+            for v in x:
+                yield from strings(v)
+
+    return [t for node in at._tree if node.type == "plotly_chart" for t in strings(json.loads(node.proto.spec))]
+
+
+@pytest.fixture(scope="module")
+def hostile_url(tmp_path_factory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('hostile') / 'results.db'}"
+    build_hostile_store(url)
+    return url
+
+
+def test_md_text_shows_any_text_as_itself():
+    from mmsr_bench.dashboard import ui
+
+    for text in (*HOSTILE_NAMES, HOSTILE_HTML, *HOSTILE_SHORT, "see http://a.b, www.c.d or me@e.f :smile: :red[x]",
+                 "$x^2$ ~~s~~ _i_ `c` \\ & &lt; |a|b|", "# heading", "- item", "+ item", "1. item", "> quote", "===",
+                 "a\n\n# b\n---", "x\x1b[31mred\x07"):
+        live, shown = _live_markup(ui.md_text(text), allow_html=False)
+        assert not live, (text, live)
+        assert shown == " ".join(text.replace("\x1b", "").replace("\x07", "").split()), text
+        live, _ = _live_markup("before " + ui.md_text(text) + " after", allow_html=True)
+        assert not live, (text, live)
+    assert ui.file_name('leaderboard_<img src=x>/../"a".csv') == "leaderboard__img_src_x_.._a_.csv"
+    assert ui.file_name("../../etc/passwd") == "etc_passwd"
+
+
+def test_inert_table_keeps_ordinary_tables_and_stills_hostile_names(fixture_url):
+    """The Study page shows the markdown `bench report study` prints (unchanged for ordinary names); a table of
+    hostile names, through the same writer, renders no tag, link, image or emphasis made of them."""
+    from mmsr_bench.dashboard import ui
+    from mmsr_bench.results import study, tables
+
+    opts = study.validate("synth4", budget="default", db=fixture_url, check_db=False)
+    ordinary = study.all_tables(study.build_report(Store(fixture_url), opts))
+    assert ordinary and all(tables.to_markdown(ui.inert_table(t)) == tables.to_markdown(t) for t in ordinary)
+    names = (*HOSTILE_NAMES, HOSTILE_HTML, *HOSTILE_SHORT, "www.x.y :smile: ~~s~~ $x$ _i_ a@b.cd \\[x](y)",
+             "> quote", "`code`", "# heading", "1. item", "&lt;b&gt;")
+    hostile = tables.Table(("model", *names), tuple((n, *[tables.Cell("0.1")] * len(names)) for n in names),
+                           title=names[1], footer="\n".join(names) + "\nas `bench compare`",
+                           groups=((names[2], len(names)),))
+    live, shown = _live_markup(tables.to_markdown(ui.inert_table(hostile)), allow_html=True)
+    assert not live, live
+    for name in names:
+        assert name in shown, name
+
+
+def test_unreadable_store_message_shows_its_path_as_text(monkeypatch, tmp_path):
+    folder = tmp_path / "x _bold_ y"  # the error names the store's path (mask_url percent-encodes * [ ], not _)
+    folder.mkdir()
+    (folder / "r.db").write_bytes(b"not a database " * 100)
+    at = _app(monkeypatch, f"sqlite:///{folder / 'r.db'}")
+    found, text = _page_markup(at)
+    assert "Cannot read the results store" in text and "file is not a database" in text and "x _bold_ y/r.db" in text
+    assert not [(source, live) for _, source, live in found if live]
+
+
+def test_hostile_names_are_shown_as_text_on_every_page(monkeypatch, hostile_url):
+    """Model names, code versions, hosts and errors that read as HTML, markdown links, emphasis or a spreadsheet formula
+    never become a tag, link, image or formatting on any page (nor in the figures), and are shown as typed."""
+    at = _app(monkeypatch, hostile_url, against=HOSTILE_NAMES[2])  # the footer names the significance model
+    assert set(_styled(at)[0].index) == set(HOSTILE_NAMES) | {"pop", "sasrec"}
+    expect = {"leaderboard": [HOSTILE_NAMES[2]], "ablations": [HOSTILE_NAMES[1]],
+              "compare": [], "runs": [*HOSTILE_NAMES, HOSTILE_HTML],
+              "hallucination": [HOSTILE_NAMES[3]], "study": list(HOSTILE_SHORT)}
+    for page, names in expect.items():
+        if page != "leaderboard":
+            at.switch_page(f"app_pages/{page}.py").run()
+            assert not at.exception, (page, [e.value for e in at.exception])
+        if page == "runs":  # the failed run's detail: its error in a warning
+            at.selectbox(key="runs_detail").set_value(Store(hostile_url).runs(status="failed")[0].id).run()
+        if page == "compare":  # the caption names both runs' models
+            names = [Store(hostile_url).run(at.selectbox(key=k).value).model for k in ("cmp_a", "cmp_b")]
+            assert set(names) & set(HOSTILE_NAMES), names
+        found, text = _page_markup(at)
+        assert found, page
+        live = [(kind, source, bits) for kind, source, bits in found if bits]
+        assert not live, (page, live)
+        for name in names:
+            assert name in text, (page, name, text[:3000])
+        for text in _plotly_strings(at):  # plotly.js renders <b>, <a href>, <br> in titles, labels and hover text
+            assert not re.search(r"(?i)<(img|a|h2|b|i|script)[\s>]", text), (page, text)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in _plotly_strings(at.switch_page("app_pages/leaderboard.py").run())
 
 
 # ---------------------------------------------------------------------------------------------- reference runs

@@ -118,3 +118,40 @@ def test_reference_runs_alone_in_the_browser(tmp_path):
         _no_error_shown(driver, text)
         assert "Reference runs" in text and "RQ1: overall performance" in text
     assert not db.exists()
+
+
+def test_hostile_names_render_as_text_in_the_browser(tmp_path):
+    """Stored names and code versions that read as HTML, markdown links, images, emphasis or a spreadsheet formula
+    are shown as typed on the Leaderboard, Runs and Study pages: no element is made of them."""
+    from selenium.webdriver.common.by import By
+
+    from mmsr_bench.dashboard.fixture import HOSTILE_NAMES, HOSTILE_SHORT, build_hostile_store
+
+    url = f"sqlite:///{tmp_path / 'hostile.db'}"
+    build_hostile_store(url)
+    pages = {p.name: p for p in ss.PAGES}
+    # emphasis made of a stored "**bold**" (the Study page's legend "Best **bold**, ..." is the page's own)
+    stored_emphasis = """return [...document.querySelectorAll('[data-testid="stMain"] :is(strong, em, b, del)')]
+        .filter(e => e.textContent.includes('bold')
+                && !e.parentElement.textContent.includes('Best bold, second underlined'))
+        .map(e => e.outerHTML)"""
+    with ss.serve(url, timeout=120, reference_dir=tmp_path / "no-reference-runs") as base, ss.chromium() as driver:
+        for name, shown in (("leaderboard", [HOSTILE_NAMES[2]]), ("runs", []), ("study", list(HOSTILE_SHORT))):
+            query = ss.page_query(pages[name], against=HOSTILE_NAMES[2])  # the footer names the model
+            text = ss.load_page(driver, base, pages[name], query=query).replace("\u2060", "")
+            _no_error_shown(driver, text)
+            live = driver.find_elements(By.CSS_SELECTOR, 'img[src="x"], h2#pwned, a[href^="javascript:"], '
+                                                         '[data-testid="stMarkdownContainer"] '
+                                                         'a:not([aria-label="Link to heading"]), '
+                                                         '[data-testid="stMarkdownContainer"] img, '
+                                                         '[data-testid="stPlotlyChart"] a')
+            assert not live, (name, [e.get_attribute("outerHTML") for e in live])
+            assert not driver.execute_script(stored_emphasis), name
+            for snippet in shown:
+                assert snippet in text, (name, snippet, text[:3000])
+            if name == "leaderboard":  # the grid's cells and the chart's categories read as the names
+                cells = {c.get_attribute("textContent") for c in
+                         driver.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"] [role="gridcell"]')}
+                ticks = {t.get_attribute("textContent") for t in
+                         driver.find_elements(By.CSS_SELECTOR, '[data-testid="stPlotlyChart"] .xtick text')}
+                assert set(HOSTILE_NAMES) <= cells and set(HOSTILE_NAMES) <= ticks, (cells, ticks)

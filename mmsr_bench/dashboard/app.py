@@ -31,7 +31,7 @@ try:  # which store(s) to show: the local one, the reference runs (sidebar toggl
     src = ui.source()
 except Exception as exc:  # noqa: BLE001 - an unreadable store is shown as a message, never a traceback
     st.title("mmsr-bench leaderboard")
-    st.warning(f"Cannot read the results store `{mask_url(q.db_url_from_env())}`: {exc}")
+    st.warning(f"Cannot read the results store {ui.md_code(mask_url(q.db_url_from_env()))}: {ui.md_text(exc)}")
     st.stop()
 if src.url is None:  # nothing to show: the command that fills the store (and the toggle, where reference runs exist)
     if src.problem:

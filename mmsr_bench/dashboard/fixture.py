@@ -41,6 +41,10 @@ class FixtureSpec:
     #: store the shipped suite's real protocol fingerprint as ``suite_hash`` (run files are checked against it on
     #: import, so a fixture exported as reference runs needs it); a placeholder otherwise
     real_fingerprint: bool = False
+    code_version: str = "abc1234"  # every run's
+    host: str = "bench-host"  # every run's
+    failed_model: str = "gptrec"
+    failed_error: str = "CUDA out of memory (simulated)"
 
 
 def _suite_hash(spec: FixtureSpec, dataset: str) -> str:
@@ -72,11 +76,11 @@ def _run_row(spec: FixtureSpec, model: str, dataset: str, seed: int, variant: st
     return Run(group_id=f"g{idx // max(1, len(spec.seeds)):05d}", suite=spec.suite,
                suite_hash=_suite_hash(spec, dataset),
                dataset=dataset, model=model, variant=variant, config_json=text,
-               config_hash=hashlib.sha256(text.encode()).hexdigest(), seed=seed, code_version="abc1234",
+               config_hash=hashlib.sha256(text.encode()).hexdigest(), seed=seed, code_version=spec.code_version,
                code_dirty=idx % 5 == 0, packages_json=json.dumps({"torch": "2.14.1", "numpy": "2.4.6"}),
-               host="bench-host", device="cuda" if "mllm" in model else "cpu", started_at=started,
+               host=spec.host, device="cuda" if "mllm" in model else "cpu", started_at=started,
                finished_at=started + timedelta(seconds=30 + idx % 50), status=status,
-               error="" if status == "completed" else "CUDA out of memory (simulated)",
+               error="" if status == "completed" else spec.failed_error,
                fit_seconds=20.0 + (idx % 17), score_seconds=3.0 + (idx % 5) * 0.5, peak_memory_mb=900.0 + idx % 300,
                n_users=spec.n_users, eval_users_hash=f"users-{dataset}", metrics_json=json.dumps(metrics),
                run_info_json=json.dumps({"best_epoch": 10 + seed, "chosen_on": "valid"}))
@@ -122,7 +126,46 @@ def build_fixture_store(url: str, spec: FixtureSpec = FixtureSpec(), seed: int =
                     store.add_run(_run_row(spec, model, dataset, s, variant, vecs, idx), vecs, arts)
                     idx += 1
     if spec.failed_run:
-        store.add_run(_run_row(spec, "gptrec", spec.datasets[0], 0, "", {}, idx, status="failed"))
+        store.add_run(_run_row(spec, spec.failed_model, spec.datasets[0], 0, "", {}, idx, status="failed"))
+    return store
+
+
+#: Stored names that read as HTML, markdown, a spreadsheet formula or plotly's markup (the last): the dashboard must
+#: show them as text.
+HOSTILE_NAMES = ("<img src=x onerror=alert(1)>", "[click](javascript:alert(1))", "**bold**",
+                 '=HYPERLINK("http://x","y")', '<a href="https://example.com/">link</a><b>b</b>')
+HOSTILE_HTML = "<h2 id=pwned>x</h2>"
+#: code versions of the study grid's runs: the Study page's footers print the first 12 characters of each
+HOSTILE_SHORT = ("![x](x)", "[a](http:x)", "**bold**")
+
+
+def build_hostile_store(url: str, seed: int = 0) -> Store:
+    """A store whose stored text is hostile, for the dashboard's output-safety tests: every model is named as one
+    of :data:`HOSTILE_NAMES` (two seeds on synth4/beauty, a perturbation run, a hallucination artifact), every run's
+    code version and host are :data:`HOSTILE_HTML`, the failed run's model and error are hostile too; and runs of
+    the study's grid (pop and sasrec in the default budget's configuration) whose code versions are
+    :data:`HOSTILE_SHORT`, so that the Study page's footers carry stored text; and a malformed hallucination artifact
+    of a hostile model."""
+    from mmsr_bench.results import study
+    from mmsr_bench.suites.spec import load_suite
+
+    spec = FixtureSpec(datasets=("beauty",), seeds=(0, 1), perturbations=("blank:0.5",), n_users=80,
+                       skill=tuple((name, 0.2 + 0.08 * i) for i, name in enumerate(HOSTILE_NAMES)),
+                       perturbed_model=HOSTILE_NAMES[1], real_fingerprint=True, code_version=HOSTILE_HTML,
+                       host=HOSTILE_HTML, failed_model=HOSTILE_NAMES[0],
+                       failed_error=f"ValueError: {' '.join(HOSTILE_NAMES)} {HOSTILE_HTML}")
+    store = build_fixture_store(url, spec, seed=seed)
+    suite = load_suite(spec.suite)
+    metrics = sorted(set(study.table_metrics(suite)) | set(METRICS))
+    rng = np.random.default_rng(seed + 1)
+    for i, (model, version) in enumerate(zip(("pop", "sasrec", "pop"), HOSTILE_SHORT)):
+        vecs = {m: rng.random(spec.n_users) * (0.3 + 0.3 * (model == "sasrec")) for m in metrics}
+        run = _run_row(spec, model, "beauty", i, "", vecs, 1000 + i)
+        run.config_hash = study.expected_config_hash(model, "default")
+        run.code_version, run.code_dirty, run.host = version, False, "bench-host"
+        store.add_run(run, vecs)
+    store.add_artifact(Artifact(suite=spec.suite, dataset="beauty", model=HOSTILE_NAMES[3], kind="hallucination",
+                                payload_json="{not json"))  # its problem, naming the model, is shown on the page
     return store
 
 

@@ -10,6 +10,7 @@ on :meth:`Store.last_change`.
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import logging
 import math
@@ -32,7 +33,7 @@ from mmsr_bench.results.leaderboard import Board, build_board, latest_runs, summ
 from mmsr_bench.results.significance import compare, mark_board
 from mmsr_bench.results.store import Artifact, Run, Store
 from mmsr_bench.results.tables import Cell as TableCell
-from mmsr_bench.results.tables import plain_text
+from mmsr_bench.results.tables import plain_text, strip_controls
 
 log = logging.getLogger(__name__)
 
@@ -246,20 +247,30 @@ def _key(v: object) -> object:
     return "nan" if pd.isna(v) else float(v)
 
 
+def plot_text(text: object) -> str:
+    """Stored text (a model, dataset, suite or metric name) for a plotly title, label, legend entry, category or hover
+    text, which plotly.js renders as HTML-like markup (``<b>``, ``<a href>``, ``<br>``, entities): HTML-escaped, so
+    it is shown as typed (plotly decodes ``&lt;`` and ``&amp;`` back to the characters), control characters
+    removed."""
+    return html.escape(strip_controls(str(text)), quote=False)
+
+
 def bar_figure(board: Board, metric: str) -> go.Figure:
     """Grouped bars of one metric per model and dataset with 95% CI error bars across seeds."""
     fig = go.Figure()
+    models = [plot_text(mo) for mo in board.models]
     for d in board.datasets:
         cells = [board.cells.get((mo, d, metric)) for mo in board.models]
         fig.add_trace(go.Bar(
-            name=d, x=board.models, y=[c.mean if c else None for c in cells],
+            name=plot_text(d), x=models, y=[c.mean if c else None for c in cells],
             error_y=dict(type="data", visible=True,
                          array=[(0.0 if (c is None or math.isnan(c.half_width)) else c.half_width) for c in cells]),
             text=[(c.marker.replace("+", "▲").replace("-", "▼") if c else "") for c in cells],
             textposition="outside",
-            hovertemplate="%{x}<br>" + d + f" {metric} = " + "%{y:.4f}<extra></extra>"))
-    fig.update_layout(barmode="group", title=f"{board.suite}: {metric} (mean ± 95% CI across seeds)",
-                      yaxis_title=metric, xaxis_title="model", legend_title="dataset", height=420,
+            hovertemplate="%{x}<br>" + plot_text(d) + " " + plot_text(metric) + " = %{y:.4f}<extra></extra>"))
+    fig.update_layout(barmode="group", title=f"{plot_text(board.suite)}: {plot_text(metric)} (mean ± 95% CI across "
+                                             "seeds)",
+                      yaxis_title=plot_text(metric), xaxis_title="model", legend_title="dataset", height=420,
                       margin=dict(l=40, r=20, t=60, b=40))
     return fig
 
@@ -305,10 +316,12 @@ def heatmap_figure(df: pd.DataFrame, dataset: str, base: str, metrics: list[str]
         text[i][j] = plain_text(TableCell("n/a" if math.isnan(r["rel_change"]) else f"{100 * r['rel_change']:+.1f}%",
                                           marker=r["marker"]))
     lim = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
-    fig = go.Figure(go.Heatmap(z=z, x=ms, y=variants, text=text, texttemplate="%{text}", colorscale="RdBu",
-                               zmid=0, zmin=-lim, zmax=lim, colorbar=dict(title="% vs base"),
+    fig = go.Figure(go.Heatmap(z=z, x=[plot_text(m) for m in ms], y=[plot_text(v) for v in variants], text=text,
+                               texttemplate="%{text}", colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim,
+                               colorbar=dict(title="% vs base"),
                                hovertemplate="%{y}<br>%{x}: %{text}<extra></extra>"))
-    fig.update_layout(title=f"{dataset}: relative change against {base} (▲/▼ significantly better/worse)",
+    fig.update_layout(title=f"{plot_text(dataset)}: relative change against {plot_text(base)} (▲/▼ significantly "
+                            "better/worse)",
                       height=max(260, 60 + 40 * len(variants)), margin=dict(l=40, r=20, t=60, b=40),
                       yaxis=dict(autorange="reversed"))
     return fig
@@ -340,7 +353,8 @@ def diff_histogram(a: np.ndarray, b: np.ndarray, metric: str, a_label: str, b_la
     fig = go.Figure(go.Histogram(x=d, nbinsx=60, name="a - b"))
     fig.add_vline(x=float(d.mean()), line_dash="dash", line_color="firebrick",
                   annotation_text=f"mean {d.mean():+.4f}")
-    fig.update_layout(title=f"per-user {metric}: {a_label} minus {b_label}", xaxis_title=f"difference in {metric}",
+    fig.update_layout(title=f"per-user {plot_text(metric)}: {plot_text(a_label)} minus {plot_text(b_label)}",
+                      xaxis_title=f"difference in {plot_text(metric)}",
                       yaxis_title="users", height=360, margin=dict(l=40, r=20, t=60, b=40))
     return fig
 
@@ -359,7 +373,8 @@ def pair_scatter(a: np.ndarray, b: np.ndarray, metric: str, a_label: str, b_labe
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dot", color="grey"),
                              name="a = b"))
     sub = "" if len(idx) == len(a) else f" ({len(idx)} of {len(a)} users)"
-    fig.update_layout(title=f"per-user {metric}{sub}", xaxis_title=b_label, yaxis_title=a_label, height=420,
+    fig.update_layout(title=f"per-user {plot_text(metric)}{sub}", xaxis_title=plot_text(b_label),
+                      yaxis_title=plot_text(a_label), height=420,
                       margin=dict(l=40, r=20, t=60, b=40))
     return fig
 
@@ -431,7 +446,7 @@ def distance_figure(p: HallucinationPayload) -> go.Figure:
                                    histnorm="probability"))
     fig.add_vline(x=p.threshold, line_dash="dash", line_color="firebrick",
                   annotation_text=f"threshold {p.threshold:.3f}")
-    fig.update_layout(barmode="overlay", title=f"{p.model} on {p.dataset}: CLIP distance",
+    fig.update_layout(barmode="overlay", title=f"{plot_text(p.model)} on {plot_text(p.dataset)}: CLIP distance",
                       xaxis_title="CLIP distance", yaxis_title="share", height=360,
                       margin=dict(l=40, r=20, t=60, b=40))
     return fig
@@ -471,10 +486,11 @@ def curve_figure(df: pd.DataFrame, dataset: str, metric: str) -> go.Figure:
     sub = df[df["dataset"] == dataset]
     for (model, kind), g in sub.groupby(["model", "kind"], sort=True):
         g = g.sort_values("share")
-        fig.add_trace(go.Scatter(x=g["share"], y=g["mean"], mode="lines+markers", name=f"{model} · {kind}",
+        fig.add_trace(go.Scatter(x=g["share"], y=g["mean"], mode="lines+markers",
+                                 name=f"{plot_text(model)} · {plot_text(kind)}",
                                  error_y=dict(type="data", array=g["half_width"].fillna(0.0).tolist(),
                                               visible=True)))
-    fig.update_layout(title=f"{dataset}: {metric} against perturbation share", xaxis_title="perturbed share",
-                      showlegend=True, legend_title="model · perturbation",
-                      yaxis_title=metric, height=380, margin=dict(l=40, r=20, t=60, b=40))
+    fig.update_layout(title=f"{plot_text(dataset)}: {plot_text(metric)} against perturbation share",
+                      xaxis_title="perturbed share", showlegend=True, legend_title="model · perturbation",
+                      yaxis_title=plot_text(metric), height=380, margin=dict(l=40, r=20, t=60, b=40))
     return fig

@@ -6,7 +6,9 @@ first arguments, so a cached answer is reused until a run or artifact is added, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from mmsr_bench.results import ablations as ablation_report
 from mmsr_bench.results.ablations import Ablation
 from mmsr_bench.results.leaderboard import Board
 from mmsr_bench.results.store import Store
+from mmsr_bench.results.tables import Table, strip_controls
 
 CACHE = dict(show_spinner=False, max_entries=64)
 
@@ -56,7 +59,7 @@ class Source:
     reference_url: str | None = None  # the plain reference store, when the reference runs are shown
     reference_dir: Path | None = None
     offered: bool = False  # the reference folder exists (the toggle is shown)
-    problem: str = ""  # why the reference runs cannot be shown although asked for
+    problem: str = ""  # why the reference runs cannot be shown although asked for (markdown, stored text escaped)
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,9 @@ def empty_state(url: str, state: str, *, reference_offered: bool = False) -> Non
     st.title("mmsr-bench leaderboard")
     shown = mask_url(url)  # a password in the URL never reaches the page
     if state == "missing":
-        st.info(f"No results store at `{shown}` yet.")
+        st.info(f"No results store at {md_code(shown)} yet.")
     else:
-        st.info(f"The results store `{shown}` has no runs yet.")
+        st.info(f"The results store {md_code(shown)} has no runs yet.")
     st.markdown("Run a model to fill it, then reload this page:")
     st.code(q.EMPTY_HINT + (f" --db {shown}" if url != q.default_db_url() else ""), language="bash")
     st.caption("The dashboard reads `$MMSR_BENCH_DB` (set by `bench dashboard --db URL`)."
@@ -104,10 +107,69 @@ def empty_state(url: str, state: str, *, reference_offered: bool = False) -> Non
                   if reference_offered else ""))
 
 
+# ------------------------------------------------------------------------------------- stored text as text
+#
+# Every Streamlit element that shows a string renders it as markdown (st.markdown, st.caption, st.title, st.info,
+# st.warning, st.error, st.metric's value, ...): a stored name such as "[x](javascript:...)", "**bold**",
+# "<img src=x onerror=...>", "www.example.com" or ":smile:" would become a link, formatting, HTML or an emoji. Stored
+# text (model, dataset and suite names, code versions, hosts, error messages, notes and footers built from them)
+# therefore reaches a page only through md_text (running text), md_code (a name in a code span), inert_table (a
+# results table for tables.to_markdown) or a non-markdown element (st.dataframe, st.json, st.code, widget options);
+# figures use queries.plot_text, download names file_name.
+
+_WORD_JOINER = "\u2060"  # invisible; breaks what the text-level plugins look for in the unescaped text
+_LIVE = re.compile(r"[\\\[\]*~$]|(?<![^\W_])_|_(?![^\W_])")  # links, images, emphasis, strikethrough, math, escapes
+_BREAKS = ((re.compile(r":(?=[A-Za-z])"), r"\\:" + _WORD_JOINER),  # a directive (:red[..]), a shortcode, javascript:
+           (re.compile(r":(?=//|[\w+/-]+:)"), ":" + _WORD_JOINER),  # an autolink (http://), an emoji shortcode (:+1:)
+           (re.compile(r"(?i)(?<=www)(?=\.)"), _WORD_JOINER),  # an autolink (www.x.y)
+           (re.compile(r"(?<=[-.\w+])@(?=[-\w]+\.[-\w])"), "@" + _WORD_JOINER))  # an e-mail autolink (a@b.c)
+_LINE_START = re.compile(r"^(\s*)([-+=#])|^(\s*\d+)([.)])")  # a list item, heading or setext underline
+
+
+def _inert(line: str, code: bool = True) -> str:
+    """One line with the markdown syntax that would turn it into a link, image, emphasis, strikethrough, math,
+    directive, literal autolink, emoji, block (list, heading) or (``code``) code span neutralized: backslash-escaped,
+    or broken by an invisible word joiner where Streamlit finds it in the unescaped text (GFM's literal autolinks,
+    emoji shortcodes). HTML is left to the caller. Ordinary names ("mllm-srec-qlora", "suite_hash: beauty=...",
+    "hr@10", "blank:0.2") pass unchanged."""
+    s = _LIVE.sub(r"\\\g<0>", line)
+    if code:
+        s = s.replace("`", "\\`")
+    for pattern, repl in _BREAKS:
+        s = pattern.sub(repl, s)
+    return _LINE_START.sub(lambda m: f"{m[1]}\\{m[2]}" if m[2] else f"{m[3]}\\{m[4]}", s)
+
+
+def md_text(text: object) -> str:
+    """``text`` for any element that renders markdown, shown as exactly that text on one line (:func:`_inert`, and
+    ``<``, ``>`` and ``&`` escaped: no tag, entity or quote; control characters removed)."""
+    return re.sub(r"[<>&]", r"\\\g<0>", _inert(" ".join(strip_controls(str(text)).split())))
+
+
+def inert_table(table: Table) -> Table:
+    """``table`` with its stored text (title, column and group titles, row labels, footer) made inert for
+    :func:`mmsr_bench.results.tables.to_markdown` shown by ``st.markdown(..., unsafe_allow_html=True)``: to_markdown
+    escapes HTML and pipes, :func:`_inert` the markdown; a table of ordinary names comes out unchanged (the page shows
+    the markdown ``bench report study`` prints). The footer's own `` `code` `` spans stay code (a backtick in a name
+    there can only make more code, which is inert)."""
+    def rows():
+        for row in table.rows:
+            yield tuple(_inert(c) if isinstance(c, str) else c for c in row)
+
+    return dataclasses.replace(table, title=_inert(table.title), header=tuple(_inert(h) for h in table.header),
+                               groups=tuple((_inert(g), w) for g, w in table.groups), rows=tuple(rows()),
+                               footer="\n".join(_inert(line, code=False) for line in table.footer.splitlines()))
+
+
+def file_name(name: str) -> str:
+    """A download's file name from stored names (suite, model): letters, digits, ``.``, ``_`` and ``-`` only."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip("._-")[:120] or "download"
+
+
 def md_code(text: str) -> str:
-    """``text`` as one inline code span, whatever backticks or line breaks it holds (a path or URL the user chose
-    never turns into markdown)."""
-    text = " ".join(str(text).split("\n"))
+    """``text`` as one inline code span, whatever backticks or line breaks it holds (a path, URL or stored name never
+    turns into markdown: a code span shows its content as typed)."""
+    text = " ".join(strip_controls(str(text)).split("\n"))
     fence = "`" * (_longest_backtick_run(text) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
@@ -215,10 +277,10 @@ def source() -> Source:
                 if q.store_state(shown) == "ready":
                     src = Source(url, state, shown, ref_url, folder, offered=True)
             except BenchError as exc:
-                src = Source(url, state, src.url, offered=True, problem=f"reference runs not shown: {exc}")
+                src = Source(url, state, src.url, offered=True, problem=f"reference runs not shown: {md_text(exc)}")
     elif _query_flag(REFERENCE_PARAM):
-        src = Source(url, state, src.url, problem=f"no reference runs at {folder} (set ${reference.ENV} to a folder "
-                                                  "of run files)")
+        src = Source(url, state, src.url, problem=f"no reference runs at {md_code(folder)} (set "
+                                                  f"`${reference.ENV}` to a folder of run files)")
     st.session_state[_SOURCE_KEY] = src
     return src
 
@@ -233,7 +295,7 @@ def context() -> Context:
         try:
             src = source()
         except BenchError as exc:
-            st.error(str(exc))
+            st.error(md_text(exc))
             st.stop()
     if src.problem:
         st.sidebar.warning(src.problem)
@@ -271,7 +333,7 @@ def guard() -> Iterator[None]:
     try:
         yield
     except BenchError as exc:
-        st.warning(str(exc))
+        st.warning(md_text(exc))
 
 
 def pick(label: str, options: list, key: str, default=None, **kw):
@@ -348,9 +410,9 @@ def curves(url: str, token: str, suite: str, metric: str) -> pd.DataFrame:
 
 
 def download_row(items: list[tuple[str, str, str, str]]) -> None:
-    """(label, data, file name, mime) -> one download button per column."""
+    """(label, data, file name, mime) -> one download button per column (file names made safe by :func:`file_name`)."""
     for col, (label, data, name, mime) in zip(st.columns(len(items)), items):
-        col.download_button(label, data, file_name=name, mime=mime, key=f"dl_{name}")
+        col.download_button(label, data, file_name=file_name(name), mime=mime, key=f"dl_{name}")
 
 
 def pretty_json(text: str) -> str:

@@ -78,12 +78,12 @@ with ui.guard():
                                                  tuple(metrics), test, alpha), side.suffix)
     df = q.ablation_frame(ab.cells)
     for note in ab.notes:
-        st.caption(note)
+        st.caption(ui.md_text(note))
     if df.empty:
-        st.info(f"No variants of `{base}` on {suite}: no other model starts with `{prefix}` and no run of `{base}` "
-                f"carries a variant tag (e.g. `blank:0.2`).")
+        st.info(f"No variants of {ui.md_code(base)} on {ui.md_text(suite)}: no other model starts with "
+                f"{ui.md_code(prefix)} and no run of {ui.md_code(base)} carries a variant tag (e.g. `blank:0.2`).")
         st.stop()
-    st.caption(f"Cell = (variant - {base}) / {base} in percent; {ab.footer}.")
+    st.caption(ui.md_text(f"Cell = (variant - {base}) / {base} in percent; {ab.footer}."))
     for dataset in sorted(df["dataset"].unique()):
         st.plotly_chart(q.heatmap_figure(df, dataset, base, metrics), key=f"ab_heat_{dataset}")
     with st.expander("Table"):

@@ -25,7 +25,7 @@ pool = runs[(runs["suite"] == suite) & (runs["dataset"] == dataset)].sort_values
 labels = dict(zip(pool["id"].astype(int), pool["label"]))
 ids = list(labels)
 if len(ids) < 2:
-    st.info(f"Only one run on {suite}/{dataset}; a comparison needs two.")
+    st.info(f"Only one run on {ui.md_text(f'{suite}/{dataset}')}; a comparison needs two.")
     st.stop()
 default_a, default_b = q.default_pair(pool)
 with c1:
@@ -47,8 +47,9 @@ if a in model_of and b in model_of and ctx.is_reference(model_of[a]) != ctx.is_r
 with ui.guard():
     with st.spinner("running the paired tests..."):
         comp, va, vb = ui.comparison(ctx.url, ctx.token, a, b, test, correction, alpha)
-    st.caption(f"A = {comp.a_label}, B = {comp.b_label}; {comp.n_users} users on {comp.suite}/{comp.dataset}. "
-               f"diff = mean(A) - mean(B); significant = {correction}-corrected p of the {test} test < {alpha}.")
+    st.caption(ui.md_text(f"A = {comp.a_label}, B = {comp.b_label}; {comp.n_users} users on {comp.suite}/"
+                          f"{comp.dataset}. diff = mean(A) - mean(B); significant = {correction}-corrected p of the "
+                          f"{test} test < {alpha}."))
     frame = q.comparison_frame(comp)
     st.dataframe(frame, hide_index=True, key="cmp_table",
                  column_config={c: st.column_config.NumberColumn(format="%.4g") for c in frame.columns

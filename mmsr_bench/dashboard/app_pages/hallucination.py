@@ -15,7 +15,7 @@ st.title("Hallucination and robustness")
 
 payloads, problems = ui.hallucination(ctx.url, ctx.token)
 for msg in problems:
-    st.warning(msg)
+    st.warning(ui.md_text(msg))
 
 st.subheader("CLIP distance of generated descriptions")
 if not payloads:
@@ -54,7 +54,7 @@ with c2:
 with ui.guard():
     curves = ui.curves(ctx.url, ctx.token, suite, metric)
     if curves.empty:
-        st.info(f"No perturbation runs on {suite} report {metric}.")
+        st.info(f"No perturbation runs on {ui.md_text(suite)} report {ui.md_text(metric)}.")
         st.stop()
     for dataset in sorted(curves["dataset"].unique()):
         st.plotly_chart(q.curve_figure(curves, dataset, metric), key=f"hal_curve_{dataset}")

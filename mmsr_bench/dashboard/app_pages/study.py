@@ -33,7 +33,8 @@ sets = st.text_input("Configuration: the --set pairs the study ran with (key=val
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def report(url: str, token: str, suite_ref: str, budget: str, datasets: tuple[str, ...], sets: str) -> dict:
-    """Every format of the report and each table's markdown, built once per store change."""
+    """Every format of the report and each table's markdown (names in it made inert by :func:`ui.inert_table`:
+    shown as text, never as a link, markup or HTML), built once per store change."""
     from mmsr_bench.models.adapter import parse_set_options
     from mmsr_bench.results import study, tables
 
@@ -41,7 +42,7 @@ def report(url: str, token: str, suite_ref: str, budget: str, datasets: tuple[st
     opts = study.validate(suite_ref, datasets=list(datasets) or None, budget=budget, db=url, check_db=False,
                           sets=pairs)
     rep = study.build_report(ui.store_for(url), opts)
-    return {"suite": rep.suite, "tables": [tables.to_markdown(t) for t in study.all_tables(rep)],
+    return {"suite": rep.suite, "tables": [tables.to_markdown(ui.inert_table(t)) for t in study.all_tables(rep)],
             "notes": list(rep.notes), **{fmt: study.render(rep, fmt) for fmt in study.FORMATS}}
 
 
@@ -65,7 +66,7 @@ for title, note, side_url, side_token, is_ref in sections:
         have = set(side_runs.loc[side_runs["suite"] == suite, "dataset"])
         side_datasets = tuple(d for d in datasets if d in have)
         if is_ref is not None and not side_datasets:
-            results.append((title, note, None, f"No completed runs on {suite}"
+            results.append((title, note, None, f"No completed runs on {ui.md_text(suite)}"
                                                + (" in the chosen datasets" if have else "") + " here."))
             continue
     try:
@@ -75,7 +76,7 @@ for title, note, side_url, side_token, is_ref in sections:
     except BenchError as exc:
         hint = "" if "--set" in str(exc) else (" Give the suite's TOML file above if it is not one of the shipped "
                                                 "suites.")
-        results.append((title, note, None, f"{exc}.{hint}"))
+        results.append((title, note, None, ui.md_text(f"{exc}.{hint}")))
 
 if all(out is None for _, _, out, _ in results):
     for _, _, _, problem in results:
@@ -94,11 +95,11 @@ for title, note, out, problem in results:
         (st.info if title and problem.startswith("No completed runs") else st.warning)(problem)
         continue
     if out["suite"] != suite:
-        st.caption(f"suite file {suite_file} holds suite {out['suite']!r}")
+        st.caption(f"suite file {ui.md_code(suite_file)} holds suite {ui.md_code(out['suite'])}")
     for md in out["tables"]:
         st.markdown(md, unsafe_allow_html=True)
     for n in out["notes"]:
-        st.caption(n)
+        st.caption(ui.md_text(n))
     name = f"study-{out['suite']}-{budget}" + ("-reference" if title == "Reference runs" else "")
     ui.download_row([("Markdown", out["markdown"], f"{name}.md", "text/markdown"),
                      ("LaTeX", out["latex"], f"{name}.tex", "application/x-tex"),
