@@ -175,12 +175,13 @@ def full_page_screenshot(driver, path: Path, width: int = 1400, max_height: int 
 
 
 def page_query(page: PageSpec, *, against: str | None = None, study_sets: str | None = None,
-               reference: bool | None = None) -> str:
+               reference: bool | None = None, study_suite: str | None = None) -> str:
     """The query string a page opens with: the leaderboard's significance model, the Study page's ``--set`` pairs,
     and on every page the "Show reference runs" toggle when ``reference`` is given (``reference=1`` / ``0``)."""
     from urllib.parse import urlencode
 
-    params = {"leaderboard": {"against": against}, "study": {"sets": study_sets}}.get(page.name, {})
+    params = {"leaderboard": {"against": against},
+              "study": {"suite": study_suite, "sets": study_sets}}.get(page.name, {})
     params = {k: v for k, v in params.items() if v}
     if reference is not None:
         params["reference"] = "1" if reference else "0"
@@ -189,7 +190,7 @@ def page_query(page: PageSpec, *, against: str | None = None, study_sets: str | 
 
 def take_screenshots(db_url: str, out_dir: Path, *, width: int = 1400, against: str | None = None,
                      study_sets: str | None = None, reference: bool | None = None,
-                     reference_dir: Path | None = None) -> list[Path]:
+                     reference_dir: Path | None = None, study_suite: str | None = None) -> list[Path]:
     """One PNG per dashboard page (``<out_dir>/<page>.png``) of the store at ``db_url``; ``against`` opens the
     leaderboard with significance markers against that model (``?against=MODEL``), ``study_sets`` the Study page
     on the runs of that configuration (``?sets=k=v,...``, as ``bench report study --set``), ``reference`` every page
@@ -208,6 +209,7 @@ def take_screenshots(db_url: str, out_dir: Path, *, width: int = 1400, against: 
     with serve(db_url, reference_dir=reference_dir) as base, chromium(width) as driver:
         for page in PAGES:
             load_page(driver, base, page, query=page_query(page, against=against, study_sets=study_sets,
+                                                           study_suite=study_suite,
                                                            reference=reference))
             written.append(full_page_screenshot(driver, out_dir / f"{page.name}.png", width))
             log.info("wrote %s", written[-1])
@@ -222,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("docs/screenshots"), help="output folder")
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--against", help="reference model for the leaderboard's significance markers")
+    ap.add_argument("--study-suite", help="the suite the Study page opens on (?suite=NAME)")
     ap.add_argument("--study-sets", help="the Study page's configuration: the runs' --set pairs, comma-separated "
                                          "(e.g. backbone=smollm2-135m,dtype=bfloat16)")
     ap.add_argument("--reference", action=argparse.BooleanOptionalAction, default=None,
@@ -246,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                                  study_sets=args.study_sets, reference=args.reference, reference_dir=ref_dir)
         else:
             take_screenshots(args.db, args.out, width=args.width, against=args.against, study_sets=args.study_sets,
+                             study_suite=args.study_suite,
                              reference=args.reference, reference_dir=args.reference_dir)
     except BenchError as exc:
         log.error("error: %s", exc)

@@ -18,7 +18,8 @@ if runs.empty:
 
 c1, c2, c3, c4 = st.columns([1, 2, 1, 2])
 with c1:
-    suite = ui.pick("Suite", sorted(runs["suite"].unique()), key="study_suite")
+    # ?suite=... opens the page on a suite (a link to share, and `screenshots --study-suite`)
+    suite = ui.pick("Suite", sorted(runs["suite"].unique()), key="study_suite", default=st.query_params.get("suite"))
 with c2:
     suite_file = st.text_input("Suite file (a suite TOML outside the shipped specs)", value="", key="study_suite_file").strip()
 with c3:
