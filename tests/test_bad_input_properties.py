@@ -178,3 +178,45 @@ def test_binary_and_broken_suite_files(tmp_path, payload):
     f = tmp_path / "s.toml"
     f.write_bytes(payload)
     _clean(CliRunner().invoke(app, ["suite", "build", str(f)]))
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(data=st.data())
+def test_run_file_import_of_mutated_files(tmp_path_factory, data):
+    """Any byte-level change to a run file (overwrite, delete, insert, truncate) is refused with one error line and
+    nothing stored, unless the change leaves the JSON content identical (e.g. whitespace), in which case the run is
+    imported unchanged."""
+    from mmsr_bench.results.store_copy import export_store
+    from tests.test_run_files import _fill
+
+    tmp = tmp_path_factory.mktemp("mut")
+    src = f"sqlite:///{tmp / 'src.db'}"
+    _fill(src, n=2, dataset="d0")
+    export_store(src, tmp / "out")
+    path = next(p for p in sorted((tmp / "out").rglob("*.json")) if "artifact-" not in p.name)
+    raw = bytearray(path.read_bytes())
+    original = json.loads(raw)
+    kind = data.draw(st.sampled_from(["overwrite", "delete", "insert", "truncate"]))
+    at = data.draw(st.integers(0, len(raw) - 1))
+    if kind == "overwrite":
+        raw[at] = data.draw(st.integers(0, 255).filter(lambda b: b != raw[at]))
+    elif kind == "delete":
+        del raw[at:at + data.draw(st.integers(1, 40))]
+    elif kind == "insert":
+        raw[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+    else:
+        del raw[at:]
+    path.write_bytes(bytes(raw))
+    try:
+        same = {k: v for k, v in json.loads(bytes(raw)).items() if k != "sha256"} == \
+               {k: v for k, v in original.items() if k != "sha256"}
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        same = False
+    db = tmp / "dst.db"
+    res = CliRunner().invoke(app, ["store", "import", str(path), "--db", f"sqlite:///{db}"])
+    _clean(res)
+    if same:
+        assert res.exit_code == 0 or "sha256" in res.output  # a changed sha256 field itself is refused
+    else:
+        assert res.exit_code == 1 and str(path) in " ".join(res.output.split()), res.output
+        assert not db.exists() or not Store(f"sqlite:///{db}", read_only=True).runs(status=None)
