@@ -129,3 +129,18 @@ def test_damaged_rows_blobs_and_tables_are_one_error_line_in_read_commands(tmp_p
     if "x'0011'" in damage:
         _error(["store", "copy", "--from", url, "--to", f"sqlite:///{tmp_path / 'c.db'}"], "cannot be decoded")
         _error(["store", "export", "--db", url, "--to", str(tmp_path / "out")], "cannot be decoded")
+
+
+def test_long_and_nul_lines_in_data_files_are_quoted_briefly(tmp_path):
+    from mmsr_bench.data.loaders import MAX_LINE_CHARS, load_sequence_file
+    from mmsr_bench.errors import BenchError
+
+    nul = tmp_path / "nul.txt"
+    nul.write_text("1 " + "\x00" * (2 << 20) + "\n")
+    with pytest.raises(BenchError) as exc:
+        load_sequence_file(nul)
+    assert len(str(exc.value)) < 1000 and "line 1" in str(exc.value)
+    long = tmp_path / "long.txt"
+    long.write_text("1 " + "2 " * (MAX_LINE_CHARS // 2 + 10) + "\n")
+    with pytest.raises(BenchError, match="longer than"):
+        load_sequence_file(long)

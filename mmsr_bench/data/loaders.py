@@ -101,12 +101,32 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8")
 
 
+#: The longest line read from a data file (a heavy user's sequence or one product's metadata is far shorter); a
+#: longer line is refused before it is held in memory whole.
+MAX_LINE_CHARS = 16 << 20
+
+
+def _short(value: object, n: int = 80) -> str:
+    """``repr`` of at most ``n`` characters of a value from a data file, for error messages (a bad input is quoted,
+    never copied whole into a message)."""
+    text = str(value)
+    return repr(text[:n]) + (f"… ({len(text):,} characters)" if len(text) > n else "")
+
+
 def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(line number from 1, stripped line)`` for non-blank lines; decoding errors become DataError."""
+    """Yield ``(line number from 1, stripped line)`` for non-blank lines; decoding errors become DataError, and a
+    line longer than :data:`MAX_LINE_CHARS` is refused."""
     lineno = 0
     try:
         with _open_text(path) as fh:
-            for lineno, line in enumerate(fh, 1):
+            while True:
+                line = fh.readline(MAX_LINE_CHARS + 1)
+                if not line:
+                    break
+                lineno += 1
+                if len(line) > MAX_LINE_CHARS:
+                    raise DataError(f"{path} line {lineno}: longer than {MAX_LINE_CHARS:,} characters; not a data "
+                                    "line (a damaged or wrong file?)")
                 s = line.strip()
                 if s:
                     yield lineno, s
@@ -129,7 +149,7 @@ def _unique_item_id(raw: str, lineno: int, path: Path, id_col: str, first_line: 
     """An item table row's id, canonical and unique (``first_line`` maps ids seen so far to their line)."""
     raw_id = raw.strip()
     if not _INT_TOKEN.fullmatch(raw_id):
-        raise DataError(f"{path} line {lineno}: {id_col}={raw_id!r} is not a non-negative integer")
+        raise DataError(f"{path} line {lineno}: {id_col}={_short(raw_id)} is not a non-negative integer")
     ext = _canon_int(raw_id)
     if ext in first_line:
         raise DataError(f"{path} line {lineno}: duplicate {id_col} {ext} (first on line {first_line[ext]}); "
@@ -334,7 +354,7 @@ def read_users_tsv(path: str | Path) -> dict[str, str]:
     for lineno, fields in rows:
         raw = fields[0].strip()
         if not _INT_TOKEN.fullmatch(raw):
-            raise DataError(f"{path} line {lineno}: user id {raw!r} is not a non-negative integer")
+            raise DataError(f"{path} line {lineno}: user id {_short(raw)} is not a non-negative integer")
         uid = _canon_int(raw)
         if uid in first_line:
             raise DataError(f"{path} line {lineno}: duplicate user id {uid} (first on line {first_line[uid]})")
@@ -368,7 +388,7 @@ def _bad_token_message(path: Path, lineno: int, line: str) -> str:
     for pos, tok in enumerate(line.split(), 1):
         if not _INT_TOKEN.fullmatch(tok):
             what = "user id" if pos == 1 else f"item #{pos - 1}"
-            return (f"{path} line {lineno}: token {tok!r} ({what}) is not a non-negative integer; each line must be "
+            return (f"{path} line {lineno}: token {_short(tok)} ({what}) is not a non-negative integer; each line must be "
                     "'user_id item_id item_id ...' separated by spaces or tabs")
     return f"{path} line {lineno}: cannot parse {line[:80]!r}; expected 'user_id item_id item_id ...'"
 
@@ -512,7 +532,7 @@ def _read_reviews(path: Path, user_key: str, item_key: str, time_key: str, ratin
                                 f"(|t| <= {MAX_TIMESTAMP:.2g})")
             r = _as_rating(rec.get(rating_key))
             if r is None:
-                raise DataError(f"{path} line {lineno}: {rating_key}={rec[rating_key]!r} is not a number")
+                raise DataError(f"{path} line {lineno}: {rating_key}={_short(rec[rating_key])} is not a number")
             users.append(str(rec[user_key]))
             items.append(str(rec[item_key]))
             times.append(t)
