@@ -577,7 +577,7 @@ def data_images(
         for d in spec.select(dataset):
             data = build.load(spec, d.name)
             frame = data.items.frame
-            report = images.resolve_images(frame, f"{suite}-{d.name}", allow_network=not offline,
+            report = images.resolve_images(frame, f"{spec.name}-{d.name}", allow_network=not offline,
                                            roots=data.items.image_roots)
             failed = ", ".join(f"{n} {r}" for r, n in sorted(report.failed.items())) or "-"
             rows.append([d.name, str(report.n_items), str(report.ok), str(report.missing), failed,
@@ -586,7 +586,7 @@ def data_images(
         fail(str(exc))
         return
     _print_table(["dataset", "items", "usable", "no reference", "failed", "coverage"], rows,
-                 title=f"item images: {suite}")
+                 title=f"item images: {spec.name}")
 
 
 # ------------------------------------------------------------------------------------------------ store

@@ -50,6 +50,17 @@ def _amazon_category(spec: DatasetSpec) -> str:
     return spec.category or spec.name
 
 
+def suite_ref(suite: SuiteSpec) -> str:
+    """How a command names this suite: its name when it is one of the shipped specs, else the path of its file (a
+    suite given by path is found by path only; hints that named it by name failed)."""
+    from mmsr_bench.suites.spec import suite_files
+
+    shipped = suite_files().get(suite.name)
+    if shipped is not None and suite.path and Path(suite.path).resolve() == shipped.resolve():
+        return suite.name
+    return suite.path or suite.name
+
+
 def raw_files(spec: DatasetSpec) -> tuple[str, list[str]]:
     """(raw folder kind, the file names a dataset reads from it) for datasets built from raw Amazon files, the
     published name first (``bench data fetch`` downloads those); ``("", [])`` for the others. One list for
@@ -429,7 +440,7 @@ def check_build_spec(suite: SuiteSpec, dataset: str, record_path: Path) -> None:
     if drift:
         raise HashMismatch(f"{record_path}: suite {suite.name!r} ({suite.path}) changed since dataset {dataset!r} was "
                            f"built: {'; '.join(drift)}. The artifacts are the old spec's; {rebuild}, then re-freeze "
-                           f"(`bench suite freeze {suite.name} --dataset {dataset}`) if the change is intended")
+                           f"(`bench suite freeze {suite_ref(suite)} --dataset {dataset}`) if the change is intended")
 
 
 def verify(suite: SuiteSpec, dataset: str, *, allow_unfrozen: bool = False, check_images: bool = True) -> dict[str, str]:
@@ -442,18 +453,18 @@ def verify(suite: SuiteSpec, dataset: str, *, allow_unfrozen: bool = False, chec
     if not frozen and not allow_unfrozen:
         raise HashMismatch(
             f"dataset {dataset!r} of suite {suite.name!r} has no frozen hashes in {suite.path}: run "
-            f"`bench suite freeze {suite.name} --dataset {dataset}` and review the diff before running on it")
+            f"`bench suite freeze {suite_ref(suite)} --dataset {dataset}` and review the diff before running on it")
     actual = {}
     for name in expected_files(suite, out):
         path = out / name
         if not path.exists():
-            raise HashMismatch(f"{path} is missing: rebuild with `bench suite build {suite.name} --force`")
+            raise HashMismatch(f"{path} is missing: rebuild with `bench suite build {suite_ref(suite)} --force`")
         actual[name] = sha256_file(path)
         if frozen is not None and frozen.get(name) != actual[name]:
             raise HashMismatch(
                 f"{path} does not match suite {suite.name!r}: sha256 {actual[name][:16]}... but the spec "
                 f"({suite.path}) freezes {str(frozen.get(name))[:16]}...; rebuild with "
-                f"`bench suite build {suite.name} --force`, or re-freeze if the change is intended")
+                f"`bench suite build {suite_ref(suite)} --force`, or re-freeze if the change is intended")
     if frozen:
         extra = set(frozen) - set(actual)
         if extra:
