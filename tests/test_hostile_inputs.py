@@ -144,3 +144,13 @@ def test_long_and_nul_lines_in_data_files_are_quoted_briefly(tmp_path):
     long.write_text("1 " + "2 " * (MAX_LINE_CHARS // 2 + 10) + "\n")
     with pytest.raises(BenchError, match="longer than"):
         load_sequence_file(long)
+
+
+def test_an_id_of_thousands_of_digits_is_refused(tmp_path):
+    from mmsr_bench.data.loaders import load_sequence_file
+    from mmsr_bench.errors import BenchError
+
+    f = tmp_path / "big.txt"
+    f.write_text("1 " + "9" * 5000 + " 2 3 4 5\n")
+    with pytest.raises(BenchError, match="at most 19 digits"):
+        load_sequence_file(f)

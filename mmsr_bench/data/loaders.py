@@ -58,8 +58,8 @@ S3REC_DATASETS = ("Beauty", "Sports_and_Outdoors", "Toys_and_Games")
 _S3REC_ALIASES = {"beauty": "Beauty", "sports": "Sports_and_Outdoors", "sports_and_outdoors": "Sports_and_Outdoors",
                   "toys": "Toys_and_Games", "toys_and_games": "Toys_and_Games"}
 
-_INT_LINE = re.compile(r"[0-9]+(?:[ \t]+[0-9]+)*")
-_INT_TOKEN = re.compile(r"[0-9]+")
+_INT_LINE = re.compile(r"[0-9]{1,19}(?:[ \t]+[0-9]{1,19})*")
+_INT_TOKEN = re.compile(r"[0-9]{1,19}")  # ids fit a signed 64-bit integer (a 5,000-digit "id" is not one)
 _PROGRESS_EVERY = 20_000
 
 
@@ -388,7 +388,8 @@ def _bad_token_message(path: Path, lineno: int, line: str) -> str:
     for pos, tok in enumerate(line.split(), 1):
         if not _INT_TOKEN.fullmatch(tok):
             what = "user id" if pos == 1 else f"item #{pos - 1}"
-            return (f"{path} line {lineno}: token {_short(tok)} ({what}) is not a non-negative integer; each line must be "
+            return (f"{path} line {lineno}: token {_short(tok)} ({what}) is not a non-negative integer of at most 19 "
+                    "digits; each line must be "
                     "'user_id item_id item_id ...' separated by spaces or tabs")
     return f"{path} line {lineno}: cannot parse {line[:80]!r}; expected 'user_id item_id item_id ...'"
 
