@@ -306,7 +306,7 @@ def run_files(source: Path) -> list[Path]:
     return files
 
 
-def check_record_names(records: list[RunRecord], loose: list[Artifact]) -> None:
+def check_foreign_records(records: list[RunRecord], loose: list[Artifact]) -> None:
     """Every suite, dataset and model name of runs read from another store is one safe name (what run files and
     the harness's own runs guarantee), so a foreign store cannot bring names that become paths or markup; and
     every per-user vector decodes (a damaged blob is not copied on)."""

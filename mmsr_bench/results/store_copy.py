@@ -44,8 +44,6 @@ def same_store(a: str, b: str) -> bool:
 
 
 def _open_destination(url: str, flag: str) -> Store:
-    if not url or not str(url).strip():
-        raise BenchError(f"{flag}: give the SQLAlchemy URL of a results store")
     try:
         check_store(url)  # valid URL, driver, folder, reachable, not a foreign schema; creates nothing
         return Store(url)
@@ -54,8 +52,6 @@ def _open_destination(url: str, flag: str) -> Store:
 
 
 def _open_source(url: str, flag: str) -> Store:
-    if not url or not str(url).strip():
-        raise BenchError(f"{flag}: give the SQLAlchemy URL of a results store")
     try:
         return Store.for_reading(url)  # exists, has runs, current schema, reachable
     except BenchError as exc:
@@ -73,7 +69,7 @@ def copy_store(source: str, destination: str) -> CopyReport:
     src = _open_source(source, "--from")
     dst = _open_destination(destination, "--to")
     records, loose = run_files.read_store(src)
-    run_files.check_record_names(records, loose)
+    run_files.check_foreign_records(records, loose)
     return run_files.write_records(dst, records, loose, source=src.url)
 
 
