@@ -46,11 +46,11 @@ def test_rank_columns_ties_share_ranks_and_lower_is_better():
 def test_markdown_bold_underline_markers_missing_and_groups():
     md = tables.to_markdown(_ranked())
     lines = md.splitlines()
-    assert lines[0] == "**Results on beauty_2 & toys**"
+    assert lines[0] == "**Results on beauty_2 &amp; toys**"
     header = next(ln for ln in lines if ln.startswith("| model"))
     assert header == "| model | Beauty/hr@10 | Beauty/ndcg@10 | Cost/seconds |"  # groups flattened
     assert "|---|---:|---:|---:|" in lines
-    assert "| sas_rec & co | **0.5000 ± 0.0100** ▲ | **0.2000** | **12** |" in lines
+    assert "| sas_rec &amp; co | **0.5000 ± 0.0100** ▲ | **0.2000** | **12** |" in lines
     assert "| pop 100% | <u>0.4000</u>* | missing | <u>30</u> |" in lines
     assert "<u>0.1000</u> ▼" in md and "40†" in md
     assert lines[-1] == "▲/▼: better/worse than pop_x (5% level)"
