@@ -229,27 +229,17 @@ class MLLMSRec(Adapter):
 
     def _visual_tokens(self, vlm, paths: Sequence[str | None]) -> list[str]:
         """``mllm-srec-sv``: k-means codes of the VLM's projected image features (``vis<k>``)."""
-        import torch
         from sklearn.cluster import KMeans
 
-        from mmsr_bench.models.toolkits.vlm import _read_rgb
+        from mmsr_bench.models.toolkits.vlm import _read_rgb, image_features
 
         present = [i for i, p in enumerate(paths) if p]
         feats = []
         for s in range(0, len(present), 64):
             if vlm.captioner is not None:  # a captioner of frozen towers: its projected image tokens, mean-pooled
                 feats.append(vlm.captioner.image_embeddings([paths[i] for i in present[s:s + 64]]))
-                continue
-            imgs = [_read_rgb(paths[i]) for i in present[s:s + 64]]
-            pix = vlm.processor.image_processor(images=imgs, return_tensors="pt")["pixel_values"].to(vlm.device)
-            with torch.inference_mode():
-                f = vlm.model.get_image_features(pixel_values=pix)
-            f = f.pooler_output if hasattr(f, "pooler_output") and f.pooler_output is not None else f
-            if isinstance(f, (list, tuple)):
-                f = torch.stack([x.mean(0) for x in f])
-            elif f.dim() == 3:
-                f = f.mean(1)
-            feats.append(f.float().cpu().numpy())
+            else:
+                feats.append(image_features(vlm, [_read_rgb(paths[i]) for i in present[s:s + 64]]))
         out = [""] * len(paths)
         if present:
             x = np.concatenate(feats)

@@ -421,7 +421,8 @@ def load_vlm(name: str, *, image_paths: Sequence[str] = (), descriptions: Sequen
              allow_hub: bool = False) -> VLM:
     """``tiny-llava`` (built and trained on the given pairs), a captioner of real frozen towers with a trained
     projector (:data:`CAPTIONERS`, e.g. ``effnet-smollm2``; ``spec`` gives it only the holdout
-    share and seed) or a LLaVA-style folder / cached hub id."""
+    share and seed) or any image-text-to-text folder / cached hub id (LLaVA, Qwen2-VL, Qwen2.5-VL, Idefics3, SmolVLM,
+    BLIP-2)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from mmsr_bench.models.toolkits.backbones import resolve_checkpoint, weights_sha256
@@ -450,6 +451,6 @@ def load_vlm(name: str, *, image_paths: Sequence[str] = (), descriptions: Sequen
         model = AutoModelForImageTextToText.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise BenchError(f"could not load an image-text-to-text model from {folder}: {exc}. The folder must hold a "
-                         "LLaVA-style checkpoint (config.json, processor/tokenizer files, *.safetensors)") from exc
+                         "image-text-to-text checkpoint (config.json, processor/tokenizer files, *.safetensors)") from exc
     model.to(device).eval()
     return VLM(model, processor, name, str(folder), weights_sha256(folder), random_init, trained_on, device, info)

@@ -2,7 +2,9 @@
 and the answer is the item's caption (cached on disk).
 
 Loading: every VLM goes through transformers' image-text-to-text path (``AutoModelForImageTextToText`` +
-``AutoProcessor``) from a local folder or a hub id already in the local Hugging Face cache (LLaVA-style models).
+``AutoProcessor``) from a local folder or a hub id already in the local Hugging Face cache: LLaVA, Qwen2-VL,
+Qwen2.5-VL, Idefics3, SmolVLM, BLIP-2 (``tests/test_vlm_families.py``). The caption prompt is built in each family's
+own format (:func:`caption_prompt`: the processor's chat template where it has one).
 Because this project runs without any hub, ``tiny-llava`` is *built* here: a tiny CLIP vision tower + a tiny Llama
 text model joined by LLaVA's projector (``LlavaForConditionalGeneration`` from config), a byte-level BPE tokenizer
 trained on the reference descriptions plus an ``<image>`` token, a ``CLIPImageProcessor`` at the images' size. It is
@@ -215,24 +217,102 @@ def build_tiny_vlm(image_paths: Sequence[str], descriptions: Sequence[str], keys
     return folder
 
 
+#: Families whose processor inserts the image's placeholder tokens itself, so the text carries none (the
+#: format of their model cards: "Question: ... Answer:").
+PROCESSOR_INSERTS_IMAGE = frozenset({"blip-2", "instructblip"})
+
+
+def caption_prompt(vlm: VLM, question: str = CAPTION_PROMPT) -> str:
+    """The caption prompt in the model's own format.
+
+    A processor with a chat template (Qwen2-VL, Qwen2.5-VL, Idefics3, SmolVLM, LLaVA-1.5/NeXT checkpoints) gets one
+    user turn of an image and the question, rendered by ``apply_chat_template`` with the generation prompt, so the
+    template places the family's image tokens. Without one, the family's documented raw format: BLIP-2 and
+    InstructBLIP take the bare question (their processors prepend the query tokens), LLaVA-style models
+    ``<image>\nQuestion: ...\nAnswer:`` (the format the local ``tiny-llava`` is trained on).
+    """
+    if vlm.captioner is not None:
+        return vlm.captioner.prompt(question)
+    proc = vlm.processor
+    if getattr(proc, "chat_template", None):
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        return proc.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    if getattr(getattr(vlm.model, "config", None), "model_type", None) in PROCESSOR_INSERTS_IMAGE:
+        return f"Question: {question} Answer:"
+    return _prompt_text(question)
+
+
+def _processor_inputs(vlm: VLM, texts: list[str], images: list) -> dict:
+    """Tokenised texts and processed images on the model's device; one image per text. Idefics3-style processors
+    take one list of images per text, the others a flat list."""
+    nested = type(vlm.processor).__name__ in ("Idefics3Processor", "SmolVLMProcessor", "Idefics2Processor")
+    enc = vlm.processor(text=texts, images=[[im] for im in images] if nested else images, return_tensors="pt",
+                        padding=True)
+    return {k: v.to(vlm.device) if hasattr(v, "to") else v for k, v in enc.items()}
+
+
 def _generate(vlm: VLM, images: list, prompt: str, max_new_tokens: int) -> list[str]:
     import torch
 
     tok = vlm.processor.tokenizer
     tok.padding_side = "left"
-    enc = vlm.processor(text=[prompt] * len(images), images=images, return_tensors="pt", padding=True)
-    enc = {k: v.to(vlm.device) for k, v in enc.items()}
+    enc = _processor_inputs(vlm, [prompt] * len(images), images)
     with torch.inference_mode():
         out = vlm.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    new = out[:, enc["input_ids"].shape[1]:]
-    return [" ".join(t.split()) for t in tok.batch_decode(new, skip_special_tokens=True)]
+    n_in = enc["input_ids"].shape[1]
+    # Decoder-only families return prompt + answer; an encoder-decoder or query-token family may return the answer
+    # alone (then it is shorter than the prompt, or does not start with it).
+    if out.shape[1] > n_in and bool((out[:, :n_in] == enc["input_ids"]).all()):
+        out = out[:, n_in:]
+    return [" ".join(t.split()) for t in tok.batch_decode(out.cpu(), skip_special_tokens=True)]
+
+
+def image_features(vlm: VLM, images: list) -> np.ndarray:
+    """One vector per image: the family's ``get_image_features`` output (for LLaVA, Qwen2-VL and Idefics3 the
+    projected features its language model receives), mean-pooled over each image's tokens. The inputs come from the family's own processor (so Qwen2-VL
+    gets its ``image_grid_thw``, Idefics3 its ``pixel_attention_mask``); a family whose output cannot be split into
+    one block per image is refused with one line."""
+    import inspect
+
+    import torch
+
+    enc = _processor_inputs(vlm, [caption_prompt(vlm)] * len(images), images)
+    params = inspect.signature(vlm.model.get_image_features).parameters
+    kw = {k: v for k, v in enc.items() if k in params and params[k].kind is not inspect.Parameter.VAR_KEYWORD}
+    with torch.inference_mode():
+        out = vlm.model.get_image_features(**kw)
+    feats = getattr(out, "pooler_output", None)
+    if feats is None:
+        feats = out[0] if isinstance(out, tuple) and out and isinstance(out[0], (list, tuple)) else out
+    if hasattr(feats, "last_hidden_state"):
+        feats = feats.last_hidden_state
+    n = len(images)
+    if torch.is_tensor(feats) and feats.dim() == 2 and feats.shape[0] != n and "image_grid_thw" in kw:
+        merge = int(getattr(getattr(vlm.model.config, "vision_config", None), "spatial_merge_size", 1) or 1)
+        feats = torch.split(feats, (kw["image_grid_thw"].prod(-1) // merge ** 2).tolist())
+    pix = kw.get("pixel_values")
+    if torch.is_tensor(feats) and torch.is_tensor(pix) and pix.dim() == 5 and feats.shape[0] != n:
+        # Idefics3/SmolVLM: each image is split into sub-images padded to the batch's maximum; the model drops the
+        # all-zero padding ones, so an image's block is as long as its real sub-images
+        real = (pix.reshape(pix.shape[0], pix.shape[1], -1) != 0).any(-1).sum(1)
+        if int(real.sum()) == feats.shape[0]:
+            feats = torch.split(feats, real.tolist())
+    if isinstance(feats, (list, tuple)) and len(feats) == n:
+        pooled = torch.stack([f.float().reshape(-1, f.shape[-1]).mean(0) for f in feats])
+    elif torch.is_tensor(feats) and feats.shape[0] % n == 0:
+        pooled = feats.float().reshape(n, -1, feats.shape[-1]).mean(1)
+    else:
+        shape = tuple(feats.shape) if torch.is_tensor(feats) else type(feats).__name__
+        raise BenchError(f"visual tokens: {vlm.name} returned image features {shape} for {n} images, which cannot "
+                         "be split per image; use visual_input=caption with this VLM")
+    return pooled.cpu().numpy()
 
 
 def caption_items(vlm: VLM, image_paths: Sequence[str | None], *, question: str = CAPTION_PROMPT,
                   max_new_tokens: int = 24, batch_size: int = 32) -> tuple[list[str], dict[str, int]]:
     """Caption every image (``None`` -> empty caption), reusing the on-disk cache. Returns captions and counts."""
-    prompt = vlm.captioner.prompt(question) if vlm.captioner is not None else _prompt_text(question)
+    prompt = caption_prompt(vlm, question)
     cache_file = cache_dir("captions", vlm.weights_sha256[:16]) / f"{sha256_bytes(prompt.encode())[:16]}.json"
     cache: dict[str, str] = read_verified_json(cache_file)
     keys: list[str | None] = []
