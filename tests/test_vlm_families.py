@@ -12,7 +12,7 @@ import pytest
 from mmsr_bench.data.splits import ScoreBatch
 from mmsr_bench.models import adapter
 from tests.test_mllm_srec import _dataset, _one_thread  # noqa: F401  (_one_thread: the autouse fixture, one torch thread)
-from tests.tiny_vlms import FAMILIES, build
+from tests.tiny_vlms import FAMILIES, LM_ARCHITECTURES, build, build_lm
 
 
 
@@ -77,3 +77,49 @@ def test_each_family_runs_mllm_srec_end_to_end(family, folders, tmp_path, monkey
     sv = adapter.build("mllm-srec-sv", {"vlm": folder, "sv_clusters": "2"})
     sv._prepare_items(train)
     assert all(c.startswith("vis") for c in sv.captions[1:]) and sv.run_info["sv_clusters"] == 2
+
+
+@pytest.mark.parametrize("arch", LM_ARCHITECTURES)
+def test_tallrec_on_each_llm_architecture_with_default_settings(arch, tmp_path, monkeypatch):
+    """TALLRec fits (LoRA on the architecture's own attention projections, no --set target_modules) and scores
+    on a saved tiny model of each architecture, loaded through --set backbone=FOLDER like a real checkpoint."""
+    monkeypatch.setenv("MMSR_BENCH_HOME", str(tmp_path / "home"))
+    items, train, valid = _dataset(tmp_path)
+    from mmsr_bench.models.toolkits.backbones import PROMPT_VOCABULARY
+
+    folder = str(build_lm(arch, tmp_path / arch, list(items.frame["title"]) + [PROMPT_VOCABULARY] * 5))
+    m = adapter.build("tallrec", {"backbone": folder, "max_pairs": "8", "valid_users": "2", "train_batch_size": "8"})
+    m.fit(train, valid)
+    info = m.run_info
+    assert info["backbone_path"] == folder and info["train_mode"] == "lora" and info["n_trainable_parameters"] > 0
+    scores = m.score(ScoreBatch(users=valid.users[:2], histories=valid.histories[:2], candidates=valid.candidates[:2]))
+    assert scores.shape == (2, 4) and np.isfinite(scores).all()
+
+
+def test_mllm_srec_refuses_a_wordpiece_tokenizer_before_captioning(tmp_path, monkeypatch):
+    """A tokenizer that encodes prefix + suffix differently from the whole prompt is refused by MLLM-SRec as by
+    TALLRec, and before the first caption is generated (minutes on a real VLM)."""
+    import transformers as tf
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    from mmsr_bench.errors import BenchError
+    from mmsr_bench.models.toolkits import vlm as vlm_module
+
+    monkeypatch.setenv("MMSR_BENCH_HOME", str(tmp_path / "home"))
+    items, train, valid = _dataset(tmp_path)
+    wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wp.normalizer, wp.pre_tokenizer = normalizers.BertNormalizer(), pre_tokenizers.BertPreTokenizer()
+    wp.train_from_iterator(list(items.frame["title"]) * 5 + ["please deduce whether the user Yes No"] * 5,
+                           trainers.WordPieceTrainer(vocab_size=300, special_tokens=["[UNK]", "[PAD]", "[CLS]", "[SEP]"]))
+    wp.post_processor = processors.TemplateProcessing(  # BERT's: [CLS] text [SEP]
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", wp.token_to_id("[CLS]")), ("[SEP]", wp.token_to_id("[SEP]"))])
+    tok = tf.PreTrainedTokenizerFast(tokenizer_object=wp, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                     sep_token="[SEP]")
+    folder = tmp_path / "wordpiece-llama"
+    tok.save_pretrained(str(folder))
+    tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                       num_attention_heads=2, num_key_value_heads=2)).save_pretrained(str(folder))
+    monkeypatch.setattr(vlm_module, "caption_items", lambda *a, **k: pytest.fail("captioned before the check"))
+    m = adapter.build("mllm-srec-lora", {"backbone": str(folder), "max_pairs": "8"})
+    with pytest.raises(BenchError, match="mllm-srec-lora on toy: this tokenizer encodes the prompt differently"):
+        m.fit(train, valid)

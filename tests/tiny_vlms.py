@@ -146,3 +146,36 @@ def build(family: str, folder: Path) -> Path:
     proc.save_pretrained(str(folder))
     model.save_pretrained(str(folder))
     return folder
+
+
+LM_ARCHITECTURES = ("llama", "qwen2", "mistral", "gemma", "phi", "phi3", "gpt2")
+
+
+def build_lm(arch: str, folder: Path, texts: list[str]) -> Path:
+    """A tiny random-weight causal LM of a real architecture with a byte-level BPE tokenizer trained on ``texts``,
+    saved like a hub checkpoint (for ``--set backbone=FOLDER``)."""
+    import torch
+    import transformers as tf
+
+    from mmsr_bench.models.toolkits.backbones import _train_tokenizer
+
+    torch.manual_seed(0)
+    tok = _train_tokenizer(texts, 600)
+    ids = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    if arch == "gpt2":
+        cfg = tf.GPT2Config(vocab_size=len(tok), n_layer=1, n_head=2, n_embd=16, n_positions=1024, **ids)
+    else:
+        small = dict(vocab_size=len(tok), num_hidden_layers=1, num_attention_heads=2, hidden_size=16,
+                     intermediate_size=32, max_position_embeddings=1024, **ids)
+        cls = {"llama": tf.LlamaConfig, "phi": tf.PhiConfig, "phi3": tf.Phi3Config, "qwen2": tf.Qwen2Config,
+               "mistral": tf.MistralConfig, "gemma": tf.GemmaConfig}[arch]
+        extra = {} if arch == "phi" else {"num_key_value_heads": 2}
+        if arch == "gemma":
+            extra["head_dim"] = 8
+        cfg = cls(**small, **extra)
+    model = tf.AutoModelForCausalLM.from_config(cfg)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(str(folder))
+    model.save_pretrained(str(folder))
+    return folder

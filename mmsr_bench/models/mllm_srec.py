@@ -341,8 +341,9 @@ class MLLMSRec(Adapter):
     def fit(self, train: TrainData, valid: EvalSplit) -> "MLLMSRec":
         import torch
 
-        from mmsr_bench.models.toolkits.backbones import PretrainSpec, load_backbone
+        from mmsr_bench.models.toolkits.backbones import PretrainSpec, checkpoint_tokenizer, load_backbone
         from mmsr_bench.models.toolkits.finetune import LoraSettings, SFTConfig, SFTExample, sft_train
+        from mmsr_bench.models.toolkits.llm_scoring import check_split_tokenisation
         from mmsr_bench.models.toolkits.summaries import KeywordPreference, item_summaries, llm_preference_step
         from mmsr_bench.models.toolkits.trainable import prepare_trainable, resolve_train_mode
         from mmsr_bench.paths import cache_dir
@@ -352,6 +353,11 @@ class MLLMSRec(Adapter):
             torch.set_num_threads(c.threads)
         t0 = time.perf_counter()
         mode = resolve_train_mode(c.train_mode, c.backbone, c.quantization, self.registered_name)
+        where = f"{self.registered_name} on {train.dataset}"
+        early = checkpoint_tokenizer(c.backbone, allow_hub=c.allow_hub)
+        if early is not None:  # a checkpoint's tokenizer is checked before the captions and summaries are made
+            check_split_tokenisation(early, build_prefix("U1", "a profile", "History items:\n- an item"),
+                                     build_suffix("an item"), where)
         self._prepare_items(train)
         t_items = time.perf_counter() - t0
         corpus = [s for s in self.summaries[1:]] if self.summaries else [
@@ -365,6 +371,10 @@ class MLLMSRec(Adapter):
             self.summaries = item_summaries(train.items, self._pending_llm_summaries, c.modalities, mode="llm",
                                             model=bb.model, tokenizer=bb.tokenizer, cache_key=bb.weights_sha256)
         self.pref = KeywordPreference.fit(self.summaries[1:], max_df=c.max_df, top_k=c.top_k)
+        if self._summary_mode != "llm":  # a real prompt (a checkpoint's tokenizer was checked before the captions)
+            some = np.arange(1, min(train.n_items, 5) + 1)
+            check_split_tokenisation(self.tokenizer, self.prefix(0, some), self.suffix(some, 1), where)
+            self._prefix_cache.clear()
         if self._summary_mode == "llm" and not c.cot:
             # The summarizer stays the frozen base model: with LoRA its adapters are switched off while it writes
             # (summaries.frozen_base); when every weight trains (tiny backbones), it is a copy taken now.

@@ -85,16 +85,6 @@ def build_suffix(target_title: str) -> str:
     return f" {target_title}?\n\n### Response:\n"
 
 
-def check_split_tokenisation(tokenizer, prefix: str, suffix: str, where: str) -> None:
-    """The prefix-sharing scorer and training encode prefix and suffix separately; refuse a tokenizer for which
-    that differs from encoding the whole prompt (the scores would then not be the model's answer to the prompt)."""
-    from mmsr_bench.models.toolkits.llm_scoring import encode_prefix, encode_suffix
-
-    if encode_prefix(tokenizer, prefix) + encode_suffix(tokenizer, suffix) != encode_prefix(tokenizer, prefix + suffix):
-        raise BenchError(f"{where}: this tokenizer encodes the prompt differently when split at the target item; "
-                         "use a byte-level BPE tokenizer (Llama/GPT-2 style) or another backbone")
-
-
 @dataclass(frozen=True)
 class TALLRecConfig(AdapterConfig):
     backbone: str = "smollm2-135m"
@@ -169,7 +159,7 @@ class TALLRec(Adapter):
 
         from mmsr_bench.models.toolkits.backbones import PretrainSpec, load_backbone
         from mmsr_bench.models.toolkits.finetune import LoraSettings, SFTConfig, SFTExample, sft_train
-        from mmsr_bench.models.toolkits.llm_scoring import answer_token_id
+        from mmsr_bench.models.toolkits.llm_scoring import answer_token_id, check_split_tokenisation
         from mmsr_bench.paths import cache_dir
 
         c = self.config

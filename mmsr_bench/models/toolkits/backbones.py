@@ -561,6 +561,20 @@ def build_tiny(name: str, texts: Sequence[str], *, pretrain: PretrainSpec = Pret
     return folder
 
 
+def checkpoint_tokenizer(name: str, *, allow_hub: bool = False) -> Any | None:
+    """The tokenizer of a folder or hub-id backbone, loaded alone (seconds) so that adapters can check it before
+    their expensive steps; None for tiny presets and named backbones, whose tokenizers are built or known here."""
+    if name in TINY_PRESETS or name in NAMED_BACKBONES:
+        return None
+    from transformers import AutoTokenizer
+
+    folder = resolve_checkpoint(name, allow_hub=allow_hub)
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"backbone {name}: no tokenizer could be loaded from {folder} ({exc})") from None
+
+
 def load_backbone(name: str, *, texts: Sequence[str] | None = None, pretrain: PretrainSpec = PretrainSpec(),
                   quantization: str | None = None, device: str | None = None, allow_hub: bool = False,
                   seed: int = 0, dtype: str | None = None) -> Backbone:

@@ -75,6 +75,14 @@ def encode_suffix(tokenizer: Any, suffix: str) -> list[int]:
     return list(tokenizer.encode(suffix, add_special_tokens=False))
 
 
+def check_split_tokenisation(tokenizer: Any, prefix: str, suffix: str, where: str) -> None:
+    """The prefix-sharing scorer and training encode prefix and suffix separately; refuse a tokenizer for which
+    that differs from encoding the whole prompt (the scores would then not be the model's answer to the prompt)."""
+    if encode_prefix(tokenizer, prefix) + encode_suffix(tokenizer, suffix) != encode_prefix(tokenizer, prefix + suffix):
+        raise BenchError(f"{where}: this tokenizer encodes the prompt differently when split at the target item; "
+                         "use a byte-level BPE tokenizer (Llama/GPT-2 style) or another backbone")
+
+
 # ----------------------------------------------------------------------------------------------- model glue
 
 
