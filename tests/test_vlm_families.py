@@ -123,3 +123,47 @@ def test_mllm_srec_refuses_a_wordpiece_tokenizer_before_captioning(tmp_path, mon
     m = adapter.build("mllm-srec-lora", {"backbone": str(folder), "max_pairs": "8"})
     with pytest.raises(BenchError, match="mllm-srec-lora on toy: this tokenizer encodes the prompt differently"):
         m.fit(train, valid)
+
+
+@pytest.mark.parametrize("name", ["tallrec", "mllm-srec-text"])
+def test_chat_template_wraps_every_prompt_when_asked(name, tmp_path, monkeypatch):
+    """--set chat_template=auto puts the recommender's prompt (and the summarizer's) inside an instruct tokenizer's
+    chat template, answer in the assistant's turn, recorded; the default keeps the paper's raw prompt."""
+    from tests.tiny_vlms import CHATML_TEMPLATE
+
+    from mmsr_bench.models.toolkits.backbones import PROMPT_VOCABULARY
+
+    monkeypatch.setenv("MMSR_BENCH_HOME", str(tmp_path / "home"))
+    items, train, valid = _dataset(tmp_path)
+    folder = str(build_lm("qwen2", tmp_path / "chat", list(items.frame["title"]) + [PROMPT_VOCABULARY] * 5,
+                          chat_template=CHATML_TEMPLATE))
+    budget = {"backbone": folder, "max_pairs": "8", "valid_users": "2", "train_batch_size": "8"}
+    h = valid.histories[0]
+    from mmsr_bench.models.toolkits import summaries
+
+    seen: dict[str, list[str]] = {"auto": [], "none": []}
+    real_generate = summaries.generate_texts
+    mode = "auto"
+
+    def recording(model, tokenizer, prompts, **kw):
+        seen[mode].extend(prompts)
+        return real_generate(model, tokenizer, prompts, **kw)
+
+    monkeypatch.setattr(summaries, "generate_texts", recording)
+    for mode in ("auto", "none"):
+        m = adapter.build(name, {**budget, "chat_template": mode})
+        m.fit(train, valid)
+        prefix = m._prefix(h) if name == "tallrec" else m.prefix(0, h)
+        suffix = m._suffix_cache[3] if name == "tallrec" else m.suffix(h, 3)
+        if mode == "auto":
+            assert m.run_info["chat_template"].startswith("the tokenizer's (sha256 ")
+            assert prefix.startswith("<|im_start|>user\n") and suffix.endswith("<|im_end|>\n<|im_start|>assistant\n")
+        else:
+            assert m.run_info["chat_template"] == "none" and "<|im_start|>" not in prefix + suffix
+        scores = m.score(ScoreBatch(users=valid.users[:2], histories=valid.histories[:2],
+                                    candidates=valid.candidates[:2]))
+        assert np.isfinite(scores).all()
+    if name != "tallrec":  # the summarizer (item summaries, window preferences) got the same template
+        assert seen["auto"] and all(p.startswith("<|im_start|>user\n") and p.endswith("<|im_start|>assistant\n")
+                                    for p in seen["auto"])
+        assert seen["none"] and not any("<|im_start|>" in p for p in seen["none"])

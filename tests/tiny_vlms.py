@@ -151,9 +151,14 @@ def build(family: str, folder: Path) -> Path:
 LM_ARCHITECTURES = ("llama", "qwen2", "mistral", "gemma", "phi", "phi3", "gpt2")
 
 
-def build_lm(arch: str, folder: Path, texts: list[str]) -> Path:
-    """A tiny random-weight causal LM of a real architecture with a byte-level BPE tokenizer trained on ``texts``,
-    saved like a hub checkpoint (for ``--set backbone=FOLDER``)."""
+#: The shape of ChatML (Qwen2, SmolLM2): what an instruct checkpoint's tokenizer carries as ``chat_template``.
+CHATML_TEMPLATE = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+                   "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def build_lm(arch: str, folder: Path, texts: list[str], *, chat_template: str | None = None) -> Path:
+    """A tiny random-weight causal LM of a real architecture with a byte-level BPE tokenizer trained on ``texts``
+    (and a chat template, for instruct checkpoints), saved like a hub checkpoint (for ``--set backbone=FOLDER``)."""
     import torch
     import transformers as tf
 
@@ -161,6 +166,9 @@ def build_lm(arch: str, folder: Path, texts: list[str]) -> Path:
 
     torch.manual_seed(0)
     tok = _train_tokenizer(texts, 600)
+    if chat_template:
+        tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+        tok.chat_template = chat_template
     ids = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     if arch == "gpt2":
         cfg = tf.GPT2Config(vocab_size=len(tok), n_layer=1, n_head=2, n_embd=16, n_positions=1024, **ids)

@@ -374,9 +374,23 @@ def check_needs(needs: Needs, data: "SuiteData", model: str) -> None:
             f"text-only variant (e.g. mllm-srec-text).")
 
 
+#: Field metadata of a configuration field added after runs were stored (see :func:`later_field`).
+OMIT_AT_DEFAULT = "omit_at_default"
+
+
+def later_field(default: Any) -> Any:
+    """A configuration field added after runs were stored: at its default it is left out of the stored
+    configuration and its hash, so every run made before the field existed keeps its identity. Its default must
+    therefore reproduce the behaviour from before the field."""
+    return dataclasses.field(default=default, metadata={OMIT_AT_DEFAULT: True})
+
+
 def config_dict(model: Adapter) -> dict:
     """The configuration as plain JSON values (what a run stores as its config)."""
     cfg = dataclasses.asdict(model.config)
+    for f in dataclasses.fields(model.config):
+        if f.metadata.get(OMIT_AT_DEFAULT) and getattr(model.config, f.name) == f.default:
+            cfg.pop(f.name)
     return json.loads(json.dumps(cfg, default=str))
 
 

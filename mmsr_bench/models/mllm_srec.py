@@ -75,7 +75,7 @@ import copy
 import logging
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -83,7 +83,8 @@ from mmsr_bench.data.splits import EvalSplit, ItemTable, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError, MissingModality
 from mmsr_bench.evaluation.metrics import aggregate, evaluate_scores
 from mmsr_bench.evaluation.training import balanced_subsample, pointwise_validation_set
-from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, register
+from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, later_field, register
+from mmsr_bench.models.toolkits.llm_scoring import PromptWrap
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,9 @@ class MLLMSRecConfig(AdapterConfig):
     users_per_batch: int = 8
     threads: int = 0
     batch_size: int = 32
+    #: "none": the paper's raw prompt; "auto": inside the tokenizer's chat template where it has one (instruct
+    #: checkpoints; the recommender's prompts and the summarizer's), recorded in run_info["chat_template"]
+    chat_template: Literal["none", "auto"] = later_field("none")
 
 
 def build_prefix(user: str, profile: str, history_block: str) -> str:
@@ -146,8 +150,10 @@ def build_prefix(user: str, profile: str, history_block: str) -> str:
     return f"{INSTRUCTION}User: {user}\nProfile: {profile}\n{history_block}\n"
 
 
-def build_suffix(target: str, reasoning: str = "") -> str:
-    return f"Target item: {target}\n\n### Response:\n{reasoning}"
+def build_suffix(target: str, reasoning: str = "", tail: str = "") -> str:
+    """The candidate's part; ``tail`` (a chat template's opening of the assistant turn) comes before any forced
+    reasoning, so reasoning and answer are the assistant's."""
+    return f"Target item: {target}\n\n### Response:\n{tail}{reasoning}"
 
 
 def cot_reasoning(preference_words: Sequence[str], target_words: Sequence[str]) -> str:
@@ -200,6 +206,7 @@ class MLLMSRec(Adapter):
         self.items: ItemTable | None = None
         self.pref = None
         self._prefix_cache: dict[tuple, str] = {}
+        self._wrap = PromptWrap()
 
     # ------------------------------------------------------------------ item understanding
     def _visual_texts(self, items: ItemTable, dataset: str) -> list[str]:
@@ -302,11 +309,11 @@ class MLLMSRec(Adapter):
         if key not in self._prefix_cache:
             uid = self.user_ids[user] if 0 <= user < len(self.user_ids) else f"user {user}"
             profile = user_profile(self.items, hist, with_categories=self.config.modalities != "image")
-            self._prefix_cache[key] = build_prefix(uid, profile, self.history_block(hist))
+            self._prefix_cache[key] = self._wrap.head + build_prefix(uid, profile, self.history_block(hist))
         return self._prefix_cache[key]
 
     def suffix(self, hist: np.ndarray, item: int) -> str:
-        return build_suffix(self.target_text(item), self.reasoning(hist, item))
+        return build_suffix(self.target_text(item), self.reasoning(hist, item), self._wrap.tail)
 
     # ------------------------------------------------------------------ fit
     def _prepare_items(self, train: TrainData) -> None:
@@ -343,7 +350,7 @@ class MLLMSRec(Adapter):
 
         from mmsr_bench.models.toolkits.backbones import PretrainSpec, checkpoint_tokenizer, load_backbone
         from mmsr_bench.models.toolkits.finetune import LoraSettings, SFTConfig, SFTExample, sft_train
-        from mmsr_bench.models.toolkits.llm_scoring import check_split_tokenisation
+        from mmsr_bench.models.toolkits.llm_scoring import chat_wrap, check_split_tokenisation
         from mmsr_bench.models.toolkits.summaries import KeywordPreference, item_summaries, llm_preference_step
         from mmsr_bench.models.toolkits.trainable import prepare_trainable, resolve_train_mode
         from mmsr_bench.paths import cache_dir
@@ -356,8 +363,9 @@ class MLLMSRec(Adapter):
         where = f"{self.registered_name} on {train.dataset}"
         early = checkpoint_tokenizer(c.backbone, allow_hub=c.allow_hub)
         if early is not None:  # a checkpoint's tokenizer is checked before the captions and summaries are made
-            check_split_tokenisation(early, build_prefix("U1", "a profile", "History items:\n- an item"),
-                                     build_suffix("an item"), where)
+            wrap = chat_wrap(early, c.chat_template, where)
+            check_split_tokenisation(early, wrap.head + build_prefix("U1", "a profile", "History items:\n- an item"),
+                                     build_suffix("an item", tail=wrap.tail), where)
         self._prepare_items(train)
         t_items = time.perf_counter() - t0
         corpus = [s for s in self.summaries[1:]] if self.summaries else [
@@ -367,9 +375,11 @@ class MLLMSRec(Adapter):
                            quantization=None if c.quantization == "none" else c.quantization, device=self.device,
                            allow_hub=c.allow_hub, seed=self.seed, dtype=c.dtype)
         self.tokenizer = bb.tokenizer
+        self._wrap = chat_wrap(self.tokenizer, c.chat_template, where)
         if self._summary_mode == "llm":  # real checkpoints: the LLM writes the item summaries and the preference
             self.summaries = item_summaries(train.items, self._pending_llm_summaries, c.modalities, mode="llm",
-                                            model=bb.model, tokenizer=bb.tokenizer, cache_key=bb.weights_sha256)
+                                            model=bb.model, tokenizer=bb.tokenizer, cache_key=bb.weights_sha256,
+                                            wrap=self._wrap)
         self.pref = KeywordPreference.fit(self.summaries[1:], max_df=c.max_df, top_k=c.top_k)
         if self._summary_mode != "llm":  # a real prompt (a checkpoint's tokenizer was checked before the captions)
             some = np.arange(1, min(train.n_items, 5) + 1)
@@ -379,7 +389,7 @@ class MLLMSRec(Adapter):
             # The summarizer stays the frozen base model: with LoRA its adapters are switched off while it writes
             # (summaries.frozen_base); when every weight trains (tiny backbones), it is a copy taken now.
             writer = bb.model if mode == "lora" else copy.deepcopy(bb.model).eval()
-            self.pref_step = llm_preference_step(writer, bb.tokenizer, cache_key=bb.weights_sha256)
+            self.pref_step = llm_preference_step(writer, bb.tokenizer, cache_key=bb.weights_sha256, wrap=self._wrap)
         default_targets = tuple(c.target_modules) == MLLMSRecConfig.target_modules  # the class default, not the user's
         settings = LoraSettings(rank=c.lora_rank, alpha=c.lora_alpha, dropout=c.lora_dropout,
                                 target_modules=tuple(c.target_modules), fallback="all-linear" if default_targets else "")
@@ -395,7 +405,8 @@ class MLLMSRec(Adapter):
         for hist, pair in balanced_subsample(pairs, c.max_pairs, self.seed, f"mllm-srec on {train.dataset}"):
             answer = "Yes." if pair.label == 1 else "No."
             if c.cot:  # the reasoning is a training target too; at scoring time it is forced
-                examples.append(SFTExample(self.prefix(pair.user, hist), build_suffix(self.target_text(pair.item)),
+                examples.append(SFTExample(self.prefix(pair.user, hist),
+                                           build_suffix(self.target_text(pair.item), tail=self._wrap.tail),
                                            self.reasoning(hist, pair.item) + answer))
             else:
                 examples.append(SFTExample(self.prefix(pair.user, hist), self.suffix(hist, pair.item), answer))
@@ -415,6 +426,7 @@ class MLLMSRec(Adapter):
         result = sft_train(self.model, self.tokenizer, examples, sft, validate=validate, checkpoint_dir=ckpt,
                            description=f"{name} tuning")
         self.run_info.update(bb.run_info())
+        self.run_info.update(self._wrap.info())
         self.run_info.update({
             "variant": name, "train_mode": mode, "lr": c.lr,
             "n_trainable_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad),

@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -48,7 +48,8 @@ from mmsr_bench.data.splits import EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError, MissingModality
 from mmsr_bench.evaluation.metrics import aggregate, evaluate_scores
 from mmsr_bench.evaluation.training import balanced_subsample, pointwise_validation_set
-from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, register
+from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, later_field, register
+from mmsr_bench.models.toolkits.llm_scoring import PromptWrap
 from mmsr_bench.models.toolkits.trainable import is_tiny, prepare_trainable, resolve_train_mode
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,9 @@ class TALLRecConfig(AdapterConfig):
     users_per_batch: int = 4
     threads: int = 0
     batch_size: int = 32
+    #: "none": the paper's raw Alpaca prompt; "auto": inside the tokenizer's chat template where it has one
+    #: (instruct checkpoints), recorded in run_info["chat_template"]
+    chat_template: Literal["none", "auto"] = later_field("none")
 
 
 @register()
@@ -132,12 +136,16 @@ class TALLRec(Adapter):
         self.model = None
         self.tokenizer = None
         self.titles: list[str] = []
+        self._wrap = PromptWrap()
 
     # ------------------------------------------------------------------ prompts
     def _hist_titles(self, hist: np.ndarray) -> list[str]:
         hist = np.asarray(hist, dtype=np.int64)
         hist = hist[hist > 0][-self.config.max_history:] if self.config.max_history > 0 else hist[:0]
         return [self.titles[i] for i in hist]
+
+    def _prefix(self, hist: np.ndarray) -> str:
+        return self._wrap.head + build_prefix(self._hist_titles(hist))
 
     def _options(self):
         from mmsr_bench.models.toolkits.llm_scoring import ScoringOptions
@@ -148,7 +156,7 @@ class TALLRec(Adapter):
     def _score_lists(self, histories: Sequence[np.ndarray], candidates: Sequence[Sequence[int]]) -> list[np.ndarray]:
         from mmsr_bench.models.toolkits.llm_scoring import yes_no_scores
 
-        prefixes = [build_prefix(self._hist_titles(h)) for h in histories]
+        prefixes = [self._prefix(h) for h in histories]
         suffixes = [[self._suffix_cache[int(i)] for i in row] for row in candidates]
         return yes_no_scores(self.model, self.tokenizer, prefixes, suffixes, yes=self.config.yes, no=self.config.no,
                              options=self._options(), output="logit")
@@ -159,7 +167,7 @@ class TALLRec(Adapter):
 
         from mmsr_bench.models.toolkits.backbones import PretrainSpec, load_backbone
         from mmsr_bench.models.toolkits.finetune import LoraSettings, SFTConfig, SFTExample, sft_train
-        from mmsr_bench.models.toolkits.llm_scoring import answer_token_id, check_split_tokenisation
+        from mmsr_bench.models.toolkits.llm_scoring import answer_token_id, chat_wrap, check_split_tokenisation
         from mmsr_bench.paths import cache_dir
 
         c = self.config
@@ -180,8 +188,10 @@ class TALLRec(Adapter):
                            dtype=c.dtype)
         self.tokenizer = bb.tokenizer
         answers = {1: f"{c.yes}.", 0: f"{c.no}."}
-        some = self._hist_titles(np.arange(1, min(train.n_items, 5) + 1))
-        check_split_tokenisation(self.tokenizer, build_prefix(some), self._suffix_cache[1], f"tallrec on {train.dataset}")
+        self._wrap = chat_wrap(self.tokenizer, c.chat_template, f"tallrec on {train.dataset}")
+        self._suffix_cache = [suffix + self._wrap.tail for suffix in self._suffix_cache]
+        check_split_tokenisation(self.tokenizer, self._prefix(np.arange(1, min(train.n_items, 5) + 1)),
+                                 self._suffix_cache[1], f"tallrec on {train.dataset}")
         for word, answer in ((c.yes, answers[1]), (c.no, answers[0])):  # the scorer reads the answer's first token
             if self.tokenizer.encode(answer, add_special_tokens=False)[:1] != [answer_token_id(self.tokenizer, word)]:
                 raise BenchError(f"tallrec: the answer {answer!r} does not start with the token {word!r} for the "
@@ -198,7 +208,7 @@ class TALLRec(Adapter):
         pairs = train.pointwise_pairs(negatives_per_positive=1, seed=self.seed, max_history=max(1, c.max_history))
         examples = []
         for hist, pair in balanced_subsample(pairs, c.max_pairs, self.seed, f"tallrec on {train.dataset}"):
-            examples.append(SFTExample(build_prefix(self._hist_titles(hist)), self._suffix_cache[pair.item],
+            examples.append(SFTExample(self._prefix(hist), self._suffix_cache[pair.item],
                                        answers[pair.label]))
 
         vsplit, vcands = self._validation_set(valid)
@@ -214,6 +224,7 @@ class TALLRec(Adapter):
         result = sft_train(self.model, self.tokenizer, examples, sft, validate=validate, checkpoint_dir=ckpt,
                            description=f"tallrec {mode} tuning")
         self.run_info.update(bb.run_info())
+        self.run_info.update(self._wrap.info())
         self.run_info.update({"train_mode": mode, "lr": lr, "n_trainable_parameters": sum(
             p.numel() for p in self.model.parameters() if p.requires_grad)})
         self.run_info.update({"early_stopping_split": "valid", "valid_metric": "auc", "valid_users": len(vsplit),

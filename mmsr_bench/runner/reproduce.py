@@ -9,6 +9,7 @@ any ``bench run`` in the local store.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -75,15 +76,16 @@ def recorded_overrides(run: Run) -> dict:
     """The recorded configuration as overrides of the model's current defaults; it must rebuild the recorded
     ``config_hash``."""
     try:
-        default = adapter_mod.config_dict(adapter_mod.build(run.model))
+        base = adapter_mod.build(run.model)
     except BenchError as exc:
         raise BenchError(f"run {run.uuid}: model {run.model!r} cannot be built here: {exc}") from None
+    default = adapter_mod.config_dict(base)  # fields added later (adapter.later_field) are absent at their default
     recorded = json.loads(run.config_json)
-    unknown = sorted(set(recorded) - set(default))
+    unknown = sorted(set(recorded) - {f.name for f in dataclasses.fields(base.config)})
     if unknown:
         raise BenchError(f"run {run.uuid}: its configuration field {unknown[0]!r} is unknown to this version of "
                          f"{run.model}; it cannot be rebuilt")
-    overrides = {k: v for k, v in recorded.items() if default[k] != v}
+    overrides = {k: v for k, v in recorded.items() if k not in default or default[k] != v}
     built = adapter_mod.build(run.model, overrides)
     if adapter_mod.config_hash(built) != run.config_hash:
         now = adapter_mod.config_dict(built)

@@ -75,6 +75,48 @@ def encode_suffix(tokenizer: Any, suffix: str) -> list[int]:
     return list(tokenizer.encode(suffix, add_special_tokens=False))
 
 
+@dataclass(frozen=True)
+class PromptWrap:
+    """Text around a recommender prompt: ``head`` before the shared prefix, ``tail`` after the candidate's suffix
+    (and before any forced reasoning), so the answer is the first thing the model writes. Empty = the paper's raw
+    prompt."""
+
+    head: str = ""
+    tail: str = ""
+    source: str = "none"
+
+    def info(self) -> dict[str, str]:
+        return {"chat_template": self.source}
+
+
+_SENTINEL = "MMSRBENCHPROMPTSLOT"
+
+
+def chat_wrap(tokenizer: Any, mode: str, where: str) -> PromptWrap:
+    """``mode="none"``: the raw prompt of the papers (TALLRec's and MLLM-SRec's Alpaca-style text). ``"auto"``:
+    the tokenizer's own chat template where it has one: the prompt becomes one user turn, followed by the
+    template's opening of the assistant turn (whatever system text the template adds by default stays, as the
+    model was tuned with it); a tokenizer without a template keeps the raw prompt, and the run records which."""
+    if mode == "none":
+        return PromptWrap()
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        return PromptWrap(source="none (the tokenizer has no chat template)")
+    import hashlib
+
+    text = tokenizer.apply_chat_template([{"role": "user", "content": _SENTINEL}], add_generation_prompt=True,
+                                         tokenize=False)
+    if not isinstance(text, str) or text.count(_SENTINEL) != 1:
+        raise BenchError(f"{where}: the tokenizer's chat template does not place the user's message verbatim once; "
+                         "use --set chat_template=none")
+    head, tail = text.split(_SENTINEL)
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and head.startswith(bos) and tokenizer.encode("x", add_special_tokens=True)[:1] == [tokenizer.bos_token_id]:
+        head = head[len(bos):]  # the tokenizer adds BOS itself (encode_prefix): not twice
+    digest = hashlib.sha256(str(template).encode()).hexdigest()[:16]
+    return PromptWrap(head, tail, f"the tokenizer's (sha256 {digest})")
+
+
 def check_split_tokenisation(tokenizer: Any, prefix: str, suffix: str, where: str) -> None:
     """The prefix-sharing scorer and training encode prefix and suffix separately; refuse a tokenizer for which
     that differs from encoding the whole prompt (the scores would then not be the model's answer to the prompt)."""

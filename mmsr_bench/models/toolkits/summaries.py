@@ -145,7 +145,8 @@ def generate_texts(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_ne
 
 
 def item_summaries(items: ItemTable, captions: Sequence[str], modalities: str, *, mode: str = "template",
-                   model: Any = None, tokenizer: Any = None, cache_key: str = "", max_new_tokens: int = 40) -> list[str]:
+                   model: Any = None, tokenizer: Any = None, cache_key: str = "", max_new_tokens: int = 40,
+                   wrap: Any = None) -> list[str]:
     """One summary per item (index 0 = padding ""). ``captions[i]`` is item ``i``'s caption ("" when none)."""
     parts = [item_content(items, i, captions[i] if i < len(captions) else "", modalities)
              for i in range(1, items.n_items + 1)]
@@ -154,7 +155,8 @@ def item_summaries(items: ItemTable, captions: Sequence[str], modalities: str, *
     if mode == "llm":
         if model is None or tokenizer is None:
             raise BenchError("item summaries in llm mode need a model and tokenizer")
-        prompts = [ITEM_SUMMARY_PROMPT.format(content="\n".join(f"{k}: {v}" for k, v in p)) for p in parts]
+        prompts = [_wrapped(ITEM_SUMMARY_PROMPT.format(content="\n".join(f"{k}: {v}" for k, v in p)), wrap)
+                   for p in parts]
         gen = generate_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens, cache_key=cache_key)
         return [""] + [g or template_summary(p) for g, p in zip(gen, parts)]
     raise BenchError(f"summary_mode {mode!r}: expected template or llm")
@@ -233,13 +235,20 @@ class KeywordPreference:
         return PREFIX + ", ".join(w for w, _ in best) if best else ""
 
 
-def llm_preference_step(model: Any, tokenizer: Any, *, cache_key: str = "", max_new_tokens: int = 40) -> StepFn:
+def _wrapped(prompt: str, wrap: Any) -> str:
+    """``prompt`` inside a chat template's user turn (``wrap``: llm_scoring.PromptWrap; None = the raw prompt)."""
+    return prompt if wrap is None else f"{wrap.head}{prompt}{wrap.tail}"
+
+
+def llm_preference_step(model: Any, tokenizer: Any, *, cache_key: str = "", max_new_tokens: int = 40,
+                        wrap: Any = None) -> StepFn:
     """An LLM-generated recurrent step: the previous summary and the window's item summaries -> a new summary."""
 
     def step(previous: str, window_texts: Sequence[str]) -> str:
         prompt = PREFERENCE_PROMPT.format(previous=previous or "(none)",
                                           items="\n".join(f"- {t}" for t in window_texts))
-        return generate_texts(model, tokenizer, [prompt], max_new_tokens=max_new_tokens, cache_key=cache_key)[0]
+        return generate_texts(model, tokenizer, [_wrapped(prompt, wrap)], max_new_tokens=max_new_tokens,
+                              cache_key=cache_key)[0]
 
     return step
 
