@@ -167,3 +167,82 @@ def test_chat_template_wraps_every_prompt_when_asked(name, tmp_path, monkeypatch
         assert seen["auto"] and all(p.startswith("<|im_start|>user\n") and p.endswith("<|im_start|>assistant\n")
                                     for p in seen["auto"])
         assert seen["none"] and not any("<|im_start|>" in p for p in seen["none"])
+
+
+def test_batched_preferences_equal_the_recurrent_ones_per_user():
+    """The lockstep batch over users gives each user exactly the sequential recurrent summary, in fewer calls."""
+    from mmsr_bench.models.toolkits.summaries import (KeywordPreference, recurrent_preference,
+                                                      recurrent_preferences)
+
+    texts = ["red cotton ball", "blue plastic bottle", "red soft toy", "green cotton bib", "blue cotton hat",
+             "red plastic cup", "soft toy bear"]
+    histories = [texts[:n] for n in (0, 1, 3, 5, 7)] + [texts[2:]]
+    kp = KeywordPreference.fit(texts, max_df=0.6)
+    calls = []
+
+    class Step:  # an LLM-like step: deterministic text from (previous, window); counts batch calls
+        def __call__(self, prev, window):
+            return f"[{prev}|{'+'.join(w.split()[0] for w in window)}]"
+
+        def batch(self, steps):
+            calls.append(len(steps))
+            return [self(p, w) for p, w in steps]
+
+    for step_fn in (kp, Step()):
+        batched = recurrent_preferences(histories, 3, 2, step_fn)
+        single = [(recurrent_preference(h, 3, 2, step_fn) or [""])[-1] for h in histories]
+        assert batched == single
+    assert len(calls) == 3 and sum(calls) == sum(len(__import__("mmsr_bench.models.toolkits.summaries",
+                                                                  fromlist=["windows"]).windows(len(h), 3, 2))
+                                                 for h in histories)
+
+
+def test_prompts_longer_than_the_context_are_refused_before_training(tmp_path, monkeypatch):
+    import transformers as tf
+
+    from mmsr_bench.errors import BenchError
+    from mmsr_bench.models.toolkits.backbones import PROMPT_VOCABULARY
+
+    monkeypatch.setenv("MMSR_BENCH_HOME", str(tmp_path / "home"))
+    items, train, valid = _dataset(tmp_path)
+    folder = build_lm("llama", tmp_path / "short", list(items.frame["title"]) + [PROMPT_VOCABULARY] * 5)
+    cfg = tf.AutoConfig.from_pretrained(str(folder))
+    cfg.max_position_embeddings = 48
+    cfg.save_pretrained(str(folder))
+    m = adapter.build("tallrec", {"backbone": str(folder), "max_pairs": "8", "valid_users": "2"})
+    with pytest.raises(BenchError, match=r"training: a prompt of \d+ tokens is longer than the 48 positions "
+                                         r"LlamaForCausalLM reads; lower max_prefix_tokens"):
+        m.fit(train, valid)
+
+
+def test_throughput_and_placement_knobs_run_and_are_recorded(tmp_path, monkeypatch):
+    """GPU knobs on the CPU path: gradient accumulation and checkpointing, accelerate's device_map, caption and
+    summary batch sizes, the VLM's dtype; each validated like any field and recorded."""
+    from mmsr_bench.errors import BenchError
+    from mmsr_bench.models.toolkits.backbones import PROMPT_VOCABULARY
+
+    monkeypatch.setenv("MMSR_BENCH_HOME", str(tmp_path / "home"))
+    items, train, valid = _dataset(tmp_path)
+    lm = str(build_lm("llama", tmp_path / "lm", list(items.frame["title"]) + [PROMPT_VOCABULARY] * 5))
+    vlm = str(build("llava", tmp_path / "vlm"))
+    m = adapter.build("mllm-srec-lora", {
+        "backbone": lm, "vlm": vlm, "max_pairs": "8", "valid_users": "2", "train_batch_size": "4", "grad_accum": "2",
+        "gradient_checkpointing": "true", "device_map": "auto", "caption_batch_size": "2", "summary_batch_size": "3",
+        "vlm_dtype": "bfloat16", "caption_tokens": "3"})
+    m.fit(train, valid)
+    info = m.run_info
+    assert info["steps"] == 1 and info["vlm_dtype"] == "bfloat16" and info["captions_generated"] == 3
+    assert info["backbone_device_map"] == {"": "cpu"} and info["summary_mode"] == "llm"
+    assert np.isfinite(m.score(ScoreBatch(users=valid.users[:1], histories=valid.histories[:1],
+                                          candidates=valid.candidates[:1]))).all()
+    for bad in ({"caption_batch_size": "0"}, {"summary_batch_size": "-1"}, {"vlm_quantization": "8bit"}):
+        with pytest.raises(BenchError):
+            adapter.build("mllm-srec-lora", bad)
+    from mmsr_bench.models.toolkits.captioner import load_vlm
+    from mmsr_bench.models.toolkits.vlm import caption_items
+
+    nf4 = load_vlm(vlm, quantization="4bit")  # real NF4 weights through bitsandbytes, on the CPU here
+    assert nf4.info["vlm_dtype"].endswith("(nf4 weights)")
+    assert any(type(mod).__name__ == "Linear4bit" for mod in nf4.model.modules())
+    caps, _ = caption_items(nf4, list(items.frame["image"][:2]), max_new_tokens=3)
+    assert len(caps) == 2

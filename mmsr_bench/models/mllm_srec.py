@@ -143,6 +143,15 @@ class MLLMSRecConfig(AdapterConfig):
     #: "none": the paper's raw prompt; "auto": inside the tokenizer's chat template where it has one (instruct
     #: checkpoints; the recommender's prompts and the summarizer's), recorded in run_info["chat_template"]
     chat_template: Literal["none", "auto"] = later_field("none")
+    grad_accum: int = later_field(1)
+    #: recompute activations in the backward pass (less accelerator memory, about a third more time)
+    gradient_checkpointing: bool = later_field(False)
+    #: "" = the whole backbone on --device; "auto" = accelerate spreads an unquantized checkpoint over the devices
+    device_map: str = later_field("")
+    caption_batch_size: int = later_field(32)  # images per VLM generate call
+    summary_batch_size: int = later_field(16)  # prompts per generate call of the summarizer (items, preferences)
+    vlm_dtype: str = later_field("auto")  # auto (transformers' default) | float32 | bfloat16 | float16
+    vlm_quantization: Literal["none", "4bit"] = later_field("none")  # 4bit: NF4 weights through bitsandbytes
 
 
 def build_prefix(user: str, profile: str, history_block: str) -> str:
@@ -206,6 +215,7 @@ class MLLMSRec(Adapter):
         self.items: ItemTable | None = None
         self.pref = None
         self._prefix_cache: dict[tuple, str] = {}
+        self._pref_cache: dict[tuple, str] = {}
         self._wrap = PromptWrap()
 
     # ------------------------------------------------------------------ item understanding
@@ -223,12 +233,12 @@ class MLLMSRec(Adapter):
         t0 = time.perf_counter()
         spec = TinyVLMSpec(train_steps=c.vlm_steps, holdout=c.vlm_holdout, seed=0)
         vlm = load_vlm(c.vlm, image_paths=[p or "" for p in paths], descriptions=descs, keys=keys, spec=spec,
-                       device=self.device, allow_hub=c.allow_hub)
+                       device=self.device, allow_hub=c.allow_hub, dtype=c.vlm_dtype, quantization=c.vlm_quantization)
         self.run_info.update(vlm.run_info())
         self.run_info["vlm_seconds"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         if c.visual_input == "caption":
-            caps, stats = caption_items(vlm, paths, max_new_tokens=c.caption_tokens)
+            caps, stats = caption_items(vlm, paths, max_new_tokens=c.caption_tokens, batch_size=c.caption_batch_size)
             self.run_info.update({"caption_seconds": time.perf_counter() - t1, "captions_cached": stats["cached"],
                                   "captions_generated": stats["generated"]})
             return [""] + caps
@@ -265,12 +275,21 @@ class MLLMSRec(Adapter):
 
     def preference(self, hist: np.ndarray) -> str:
         """The final recurrent window summary of the history (the last ``pref_history`` items)."""
-        from mmsr_bench.models.toolkits.summaries import recurrent_preference
+        key = tuple(self._hist(hist, self.config.pref_history))
+        if key not in self._pref_cache:
+            self.prefetch_preferences([hist])
+        return self._pref_cache[key]
 
-        items = self._hist(hist, self.config.pref_history)
-        states = recurrent_preference([self.summaries[i] for i in items], self.config.window_size,
-                                      self.config.window_step, self.pref_step)
-        return states[-1] if states else ""
+    def prefetch_preferences(self, histories: Sequence[np.ndarray]) -> None:
+        """Preferences of many histories at once (their windows in lockstep, batched for an LLM summarizer)."""
+        from mmsr_bench.models.toolkits.summaries import recurrent_preferences
+
+        keys = list(dict.fromkeys(tuple(self._hist(h, self.config.pref_history)) for h in histories))
+        keys = [k for k in keys if k not in self._pref_cache]
+        if keys:
+            texts = [[self.summaries[i] for i in k] for k in keys]
+            finals = recurrent_preferences(texts, self.config.window_size, self.config.window_step, self.pref_step)
+            self._pref_cache.update(zip(keys, finals))
 
     def history_block(self, hist: np.ndarray) -> str:
         c = self.config
@@ -358,6 +377,8 @@ class MLLMSRec(Adapter):
         c = self.config
         if c.threads:
             torch.set_num_threads(c.threads)
+        self._prefix_cache.clear()
+        self._pref_cache.clear()
         t0 = time.perf_counter()
         mode = resolve_train_mode(c.train_mode, c.backbone, c.quantization, self.registered_name)
         where = f"{self.registered_name} on {train.dataset}"
@@ -373,13 +394,13 @@ class MLLMSRec(Adapter):
         corpus = corpus + [INSTRUCTION] * 5
         bb = load_backbone(c.backbone, texts=corpus, pretrain=PretrainSpec(steps=c.pretrain_steps, seed=self.seed),
                            quantization=None if c.quantization == "none" else c.quantization, device=self.device,
-                           allow_hub=c.allow_hub, seed=self.seed, dtype=c.dtype)
+                           allow_hub=c.allow_hub, seed=self.seed, dtype=c.dtype, device_map=c.device_map)
         self.tokenizer = bb.tokenizer
         self._wrap = chat_wrap(self.tokenizer, c.chat_template, where)
         if self._summary_mode == "llm":  # real checkpoints: the LLM writes the item summaries and the preference
             self.summaries = item_summaries(train.items, self._pending_llm_summaries, c.modalities, mode="llm",
                                             model=bb.model, tokenizer=bb.tokenizer, cache_key=bb.weights_sha256,
-                                            wrap=self._wrap)
+                                            wrap=self._wrap, batch_size=c.summary_batch_size)
         self.pref = KeywordPreference.fit(self.summaries[1:], max_df=c.max_df, top_k=c.top_k)
         if self._summary_mode != "llm":  # a real prompt (a checkpoint's tokenizer was checked before the captions)
             some = np.arange(1, min(train.n_items, 5) + 1)
@@ -389,10 +410,12 @@ class MLLMSRec(Adapter):
             # The summarizer stays the frozen base model: with LoRA its adapters are switched off while it writes
             # (summaries.frozen_base); when every weight trains (tiny backbones), it is a copy taken now.
             writer = bb.model if mode == "lora" else copy.deepcopy(bb.model).eval()
-            self.pref_step = llm_preference_step(writer, bb.tokenizer, cache_key=bb.weights_sha256, wrap=self._wrap)
+            self.pref_step = llm_preference_step(writer, bb.tokenizer, cache_key=bb.weights_sha256, wrap=self._wrap,
+                                                 batch_size=c.summary_batch_size)
         default_targets = tuple(c.target_modules) == MLLMSRecConfig.target_modules  # the class default, not the user's
         settings = LoraSettings(rank=c.lora_rank, alpha=c.lora_alpha, dropout=c.lora_dropout,
-                                target_modules=tuple(c.target_modules), fallback="all-linear" if default_targets else "")
+                                target_modules=tuple(c.target_modules), fallback="all-linear" if default_targets else "",
+                                gradient_checkpointing=c.gradient_checkpointing)
         torch.manual_seed(self.seed)
         self.model = prepare_trainable(bb.model, mode, settings, bb.quantized is not None)
         if hasattr(self.model, "peft_config"):  # the targets this architecture got (see LoraSettings.fallback)
@@ -402,7 +425,10 @@ class MLLMSRec(Adapter):
         pairs = train.pointwise_pairs(negatives_per_positive=1, seed=self.seed,
                                       max_history=max(1, c.pref_history, c.max_history))
         examples = []
-        for hist, pair in balanced_subsample(pairs, c.max_pairs, self.seed, f"mllm-srec on {train.dataset}"):
+        chosen = balanced_subsample(pairs, c.max_pairs, self.seed, f"mllm-srec on {train.dataset}")
+        if self._shows_preference:
+            self.prefetch_preferences([hist for hist, _ in chosen])
+        for hist, pair in chosen:
             answer = "Yes." if pair.label == 1 else "No."
             if c.cot:  # the reasoning is a training target too; at scoring time it is forced
                 examples.append(SFTExample(self.prefix(pair.user, hist),
@@ -418,7 +444,8 @@ class MLLMSRec(Adapter):
             scores = np.stack(self._score_lists(vsplit.users, vsplit.histories, vcands))
             return aggregate(evaluate_scores(scores, ["auc"]))["auc"]
 
-        sft = SFTConfig(lr=c.lr, epochs=c.epochs, batch_size=c.train_batch_size, max_prefix_tokens=c.max_prefix_tokens,
+        sft = SFTConfig(lr=c.lr, epochs=c.epochs, batch_size=c.train_batch_size, grad_accum=c.grad_accum,
+                        max_prefix_tokens=c.max_prefix_tokens,
                         eval_every=c.eval_every, patience=c.patience, seed=self.seed, decision_words=("Yes", "No"),
                         decision_weight=c.decision_loss)
         name = self.registered_name
@@ -447,6 +474,13 @@ class MLLMSRec(Adapter):
     @pref_step.setter
     def pref_step(self, fn) -> None:
         self._pref_step = fn
+        self._pref_cache.clear()
+        self._prefix_cache.clear()
+
+    @property
+    def _shows_preference(self) -> bool:
+        """Whether the prompts carry the window preference (the full model's history, or CoT's recap)."""
+        return self.config.history_mode == "preference" or self.config.cot
 
     def _validation_set(self, valid: EvalSplit) -> tuple[EvalSplit, np.ndarray]:
         return pointwise_validation_set(valid, self.config.valid_users, self.config.valid_negatives, self.seed)
@@ -457,6 +491,8 @@ class MLLMSRec(Adapter):
         from mmsr_bench.models.toolkits.llm_scoring import ScoringOptions, yes_no_scores
 
         c = self.config
+        if self._shows_preference:
+            self.prefetch_preferences(histories)
         prefixes = [self.prefix(int(u), h) for u, h in zip(users, histories)]
         suffixes = [[self.suffix(h, int(i)) for i in row] for h, row in zip(histories, candidates)]
         opts = ScoringOptions(max_rows=c.score_rows, users_per_batch=c.users_per_batch,

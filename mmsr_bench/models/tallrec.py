@@ -122,6 +122,10 @@ class TALLRecConfig(AdapterConfig):
     #: "none": the paper's raw Alpaca prompt; "auto": inside the tokenizer's chat template where it has one
     #: (instruct checkpoints), recorded in run_info["chat_template"]
     chat_template: Literal["none", "auto"] = later_field("none")
+    #: recompute activations in the backward pass (less accelerator memory, about a third more time)
+    gradient_checkpointing: bool = later_field(False)
+    #: "" = the whole backbone on --device; "auto" = accelerate spreads an unquantized checkpoint over the devices
+    device_map: str = later_field("")
 
 
 @register()
@@ -185,7 +189,7 @@ class TALLRec(Adapter):
         bb = load_backbone(c.backbone, texts=corpus + [build_prefix(['"item"']) + build_suffix('"item"') + "Yes. No."] * 5,
                            pretrain=PretrainSpec(steps=c.pretrain_steps, seed=self.seed),
                            quantization=c.quantization, device=self.device, allow_hub=c.allow_hub, seed=self.seed,
-                           dtype=c.dtype)
+                           dtype=c.dtype, device_map=c.device_map)
         self.tokenizer = bb.tokenizer
         answers = {1: f"{c.yes}.", 0: f"{c.no}."}
         self._wrap = chat_wrap(self.tokenizer, c.chat_template, f"tallrec on {train.dataset}")
@@ -198,7 +202,8 @@ class TALLRec(Adapter):
                                  f"{c.backbone} tokenizer")
         default_targets = tuple(c.target_modules) == TALLRecConfig.target_modules  # the class default, not the user's
         settings = LoraSettings(rank=c.lora_rank, alpha=c.lora_alpha, dropout=c.lora_dropout,
-                                target_modules=tuple(c.target_modules), fallback="attention" if default_targets else "")
+                                target_modules=tuple(c.target_modules), fallback="attention" if default_targets else "",
+                                gradient_checkpointing=c.gradient_checkpointing)
         torch.manual_seed(self.seed)
         self.model = prepare_trainable(bb.model, mode, settings, bb.quantized is not None)
         if hasattr(self.model, "peft_config"):  # the targets this architecture got (see LoraSettings.fallback)

@@ -201,8 +201,10 @@ def resolve_dtype(dtype: str | None, device: str) -> str:
 
 
 def _from_folder(folder: Path, *, quantization: str | None, device: str, local_only: bool = True,
-                 dtype: str = "auto"):
-    """The one loading path for every backbone (tiny and named ones included)."""
+                 dtype: str = "auto", device_map: str = ""):
+    """The one loading path for every backbone (tiny and named ones included). ``device_map`` (e.g. ``"auto"``)
+    lets accelerate place an unquantized checkpoint too large for one device across the visible ones (and the
+    CPU); empty = the whole model on ``device``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -217,6 +219,8 @@ def _from_folder(folder: Path, *, quantization: str | None, device: str, local_o
     else:
         resolved = resolve_dtype(dtype, device)
         kwargs["dtype"] = resolved if resolved == "auto" else getattr(torch, resolved)
+        if device_map:
+            kwargs["device_map"] = device_map
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
@@ -224,9 +228,9 @@ def _from_folder(folder: Path, *, quantization: str | None, device: str, local_o
         why = " ".join(str(exc).split())[:300]
         raise BenchError(f"could not load a causal LM from {folder} ({type(exc).__name__}: {why}); the folder must "
                          "hold config.json, tokenizer files and *.safetensors weights") from None
-    if qcfg is None:
+    if qcfg is None and not device_map:
         model.to(device)
-    elif device == "cpu":
+    elif qcfg is not None and device == "cpu":
         _fp32_cpu_4bit(model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -577,7 +581,7 @@ def checkpoint_tokenizer(name: str, *, allow_hub: bool = False) -> Any | None:
 
 def load_backbone(name: str, *, texts: Sequence[str] | None = None, pretrain: PretrainSpec = PretrainSpec(),
                   quantization: str | None = None, device: str | None = None, allow_hub: bool = False,
-                  seed: int = 0, dtype: str | None = None) -> Backbone:
+                  seed: int = 0, dtype: str | None = None, device_map: str = "") -> Backbone:
     """Load a backbone by tiny preset name, named real backbone (:data:`NAMED_BACKBONES`), folder, or hub id
     (local cache only unless ``allow_hub``).
 
@@ -610,8 +614,14 @@ def load_backbone(name: str, *, texts: Sequence[str] | None = None, pretrain: Pr
         folder = resolve_checkpoint(name, allow_hub=allow_hub)
         random_init, pretrained_on = False, "checkpoint"
         source = "folder" if Path(name).expanduser().is_dir() else "hub id (local cache)"
+    if device_map and quantization:
+        raise BenchError(f"backbone {name}: device_map={device_map!r} is for unquantized weights; 4-bit weights are "
+                         "placed on --device (leave device_map empty)")
     model, tokenizer = _from_folder(folder, quantization=quantization, device=device, local_only=True,
-                                    dtype=resolved)
+                                    dtype=resolved, device_map=device_map)
+    if device_map:
+        placed = getattr(model, "hf_device_map", None) or {"": next(model.parameters()).device}
+        info = {**info, "backbone_device_map": {k: str(v) for k, v in placed.items()}}
     actual = str(next(model.parameters()).dtype).replace("torch.", "")
     return Backbone(model=model, tokenizer=tokenizer, name=name, path=str(folder),
                     weights_sha256=weights_sha256(folder), random_init=random_init, pretrained_on=pretrained_on,

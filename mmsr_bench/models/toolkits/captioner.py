@@ -418,7 +418,7 @@ def build_captioner(name: str, image_paths: Sequence[str], descriptions: Sequenc
 
 def load_vlm(name: str, *, image_paths: Sequence[str] = (), descriptions: Sequence[str] = (),
              keys: Sequence[str] = (), spec: TinyVLMSpec | None = None, device: str = "cpu",
-             allow_hub: bool = False) -> VLM:
+             allow_hub: bool = False, dtype: str = "auto", quantization: str = "none") -> VLM:
     """``tiny-llava`` (built and trained on the given pairs), a captioner of real frozen towers with a trained
     projector (:data:`CAPTIONERS`, e.g. ``effnet-smollm2``; ``spec`` gives it only the holdout
     share and seed) or any image-text-to-text folder / cached hub id (LLaVA, Qwen2-VL, Qwen2.5-VL, Idefics3, SmolVLM,
@@ -429,6 +429,9 @@ def load_vlm(name: str, *, image_paths: Sequence[str] = (), descriptions: Sequen
     from mmsr_bench.models.toolkits.vlm import VLM, TinyVLMSpec, build_tiny_vlm
 
     spec = spec or TinyVLMSpec()
+    if name in CAPTIONERS and (dtype != "auto" or quantization != "none"):
+        raise BenchError(f"vlm {name}: vlm_dtype and vlm_quantization apply to image-text-to-text checkpoints; "
+                         f"{name}'s towers load in float32 (leave them at auto / none)")
     if name in CAPTIONERS:
         return build_captioner(name, image_paths, descriptions, keys,
                                spec=replace(CAPTIONERS[name], holdout=spec.holdout, seed=spec.seed), device=device)
@@ -446,11 +449,29 @@ def load_vlm(name: str, *, image_paths: Sequence[str] = (), descriptions: Sequen
     else:
         folder = resolve_checkpoint(name, allow_hub=allow_hub)
         random_init, trained_on, info = False, "checkpoint", {}
+    from mmsr_bench.models.toolkits.backbones import _fp32_cpu_4bit, _quantization_config, resolve_dtype
+
+    resolved = resolve_dtype(dtype, device)  # validates; "auto" passes nothing (transformers' own default)
+    kwargs: dict = {"local_files_only": True}
+    qcfg = _quantization_config(None if quantization == "none" else quantization, device)
+    if qcfg is not None:  # 4-bit NF4 language and vision weights through bitsandbytes, placed on the device
+        kwargs.update(quantization_config=qcfg, device_map={"": device if device != "cuda" else 0})
+    elif dtype != "auto":
+        import torch
+
+        kwargs["dtype"] = getattr(torch, resolved)
     try:
         processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
-        model = AutoModelForImageTextToText.from_pretrained(str(folder), local_files_only=True)
+        model = AutoModelForImageTextToText.from_pretrained(str(folder), **kwargs)
     except (OSError, ValueError) as exc:
         raise BenchError(f"could not load an image-text-to-text model from {folder}: {exc}. The folder must hold a "
                          "image-text-to-text checkpoint (config.json, processor/tokenizer files, *.safetensors)") from exc
-    model.to(device).eval()
+    if qcfg is None:
+        model.to(device)
+    elif device == "cpu":
+        _fp32_cpu_4bit(model)  # the same float32 dequantize path as 4-bit backbones (batch-independent captions)
+    model.eval()
+    actual = str(next(model.parameters()).dtype).replace("torch.", "")
+    info = {**info, "vlm_dtype": f"{actual} (nf4 weights)" if qcfg is not None else actual,
+            "vlm_quantization": quantization}
     return VLM(model, processor, name, str(folder), weights_sha256(folder), random_init, trained_on, device, info)

@@ -33,7 +33,7 @@ import numpy as np
 
 from mmsr_bench.errors import BenchError
 from mmsr_bench.evaluation.training import EarlyStopping
-from mmsr_bench.models.toolkits.llm_scoring import answer_token_id, encode_prefix, encode_suffix
+from mmsr_bench.models.toolkits.llm_scoring import answer_token_id, check_prompt_fits, encode_prefix, encode_suffix
 from mmsr_bench.progress import track
 
 log = logging.getLogger(__name__)
@@ -338,6 +338,7 @@ def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config
     torch.manual_seed(config.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     encoded = [encode_example(tokenizer, ex, config.max_prefix_tokens, config.append_eos) for ex in examples]
+    check_prompt_fits(model, max((len(ids) for ids, _ in encoded), default=0), "training")
     decision = (tuple(answer_token_id(tokenizer, w) for w in config.decision_words)
                 if config.decision_words and config.decision_weight > 0 else None)
     dev = next(p.device for p in params)

@@ -117,6 +117,27 @@ def chat_wrap(tokenizer: Any, mode: str, where: str) -> PromptWrap:
     return PromptWrap(head, tail, f"the tokenizer's (sha256 {digest})")
 
 
+def context_length(model: Any) -> int | None:
+    """The most positions the model reads (``max_position_embeddings``, GPT-2's ``n_positions``); None if unknown."""
+    cfg = getattr(_base(model), "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_prompt_fits(model: Any, n_tokens: int, where: str) -> None:
+    """Refuse prompts longer than the model's context (positions past it are garbage or an index error) with one
+    line naming the fix, before the work that would use them."""
+    limit = context_length(model)
+    if limit is not None and n_tokens > limit:
+        raise BenchError(f"{where}: a prompt of {n_tokens} tokens is longer than the {limit} positions "
+                         f"{type(_base(model)).__name__} reads; lower max_prefix_tokens (the history is cut from "
+                         "the oldest end) or use a model with a longer context")
+
+
 def check_split_tokenisation(tokenizer: Any, prefix: str, suffix: str, where: str) -> None:
     """The prefix-sharing scorer and training encode prefix and suffix separately; refuse a tokenizer for which
     that differs from encoding the whole prompt (the scores would then not be the model's answer to the prompt)."""
@@ -436,6 +457,8 @@ def yes_no_scores(model: Any, tokenizer: Any, prefixes: Sequence[str], suffixes:
     """String front-end of :func:`yes_no_scores_ids`: prompts given as (prefix, [suffix per candidate])."""
     pids = [encode_prefix(tokenizer, p, options.max_prefix_tokens) for p in prefixes]
     sids = [[encode_suffix(tokenizer, s) for s in ss] for ss in suffixes]
+    longest = max((len(p) + max((len(s) for s in ss), default=0) for p, ss in zip(pids, sids)), default=0)
+    check_prompt_fits(model, longest + 1, "scoring")  # + the answer position
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return yes_no_scores_ids(model, pids, sids, answer_token_id(tokenizer, yes), answer_token_id(tokenizer, no),
                              pad_id=pad, options=options, output=output)

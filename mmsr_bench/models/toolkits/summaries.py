@@ -146,7 +146,7 @@ def generate_texts(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_ne
 
 def item_summaries(items: ItemTable, captions: Sequence[str], modalities: str, *, mode: str = "template",
                    model: Any = None, tokenizer: Any = None, cache_key: str = "", max_new_tokens: int = 40,
-                   wrap: Any = None) -> list[str]:
+                   wrap: Any = None, batch_size: int = 16) -> list[str]:
     """One summary per item (index 0 = padding ""). ``captions[i]`` is item ``i``'s caption ("" when none)."""
     parts = [item_content(items, i, captions[i] if i < len(captions) else "", modalities)
              for i in range(1, items.n_items + 1)]
@@ -157,7 +157,8 @@ def item_summaries(items: ItemTable, captions: Sequence[str], modalities: str, *
             raise BenchError("item summaries in llm mode need a model and tokenizer")
         prompts = [_wrapped(ITEM_SUMMARY_PROMPT.format(content="\n".join(f"{k}: {v}" for k, v in p)), wrap)
                    for p in parts]
-        gen = generate_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens, cache_key=cache_key)
+        gen = generate_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens, cache_key=cache_key,
+                             batch_size=batch_size)
         return [""] + [g or template_summary(p) for g, p in zip(gen, parts)]
     raise BenchError(f"summary_mode {mode!r}: expected template or llm")
 
@@ -240,17 +241,49 @@ def _wrapped(prompt: str, wrap: Any) -> str:
     return prompt if wrap is None else f"{wrap.head}{prompt}{wrap.tail}"
 
 
+class LLMPreferenceStep:
+    """An LLM-generated recurrent step: the previous summary and the window's item summaries -> a new summary.
+    :meth:`batch` runs many users' steps as one list of prompts (``batch_size`` per generate call), which is what
+    :func:`recurrent_preferences` feeds it."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, cache_key: str = "", max_new_tokens: int = 40,
+                 wrap: Any = None, batch_size: int = 16) -> None:
+        self.model, self.tokenizer, self.cache_key = model, tokenizer, cache_key
+        self.max_new_tokens, self.wrap, self.batch_size = max_new_tokens, wrap, batch_size
+
+    def prompt(self, previous: str, window_texts: Sequence[str]) -> str:
+        return _wrapped(PREFERENCE_PROMPT.format(previous=previous or "(none)",
+                                                 items="\n".join(f"- {t}" for t in window_texts)), self.wrap)
+
+    def batch(self, steps: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+        return generate_texts(self.model, self.tokenizer, [self.prompt(p, w) for p, w in steps],
+                              max_new_tokens=self.max_new_tokens, cache_key=self.cache_key,
+                              batch_size=self.batch_size)
+
+    def __call__(self, previous: str, window_texts: Sequence[str]) -> str:
+        return self.batch([(previous, window_texts)])[0]
+
+
 def llm_preference_step(model: Any, tokenizer: Any, *, cache_key: str = "", max_new_tokens: int = 40,
-                        wrap: Any = None) -> StepFn:
-    """An LLM-generated recurrent step: the previous summary and the window's item summaries -> a new summary."""
+                        wrap: Any = None, batch_size: int = 16) -> LLMPreferenceStep:
+    return LLMPreferenceStep(model, tokenizer, cache_key=cache_key, max_new_tokens=max_new_tokens, wrap=wrap,
+                             batch_size=batch_size)
 
-    def step(previous: str, window_texts: Sequence[str]) -> str:
-        prompt = PREFERENCE_PROMPT.format(previous=previous or "(none)",
-                                          items="\n".join(f"- {t}" for t in window_texts))
-        return generate_texts(model, tokenizer, [_wrapped(prompt, wrap)], max_new_tokens=max_new_tokens,
-                              cache_key=cache_key)[0]
 
-    return step
+def recurrent_preferences(histories: Sequence[Sequence[str]], size: int, step: int, step_fn: StepFn) -> list[str]:
+    """The final summary of each history (item texts, oldest first; "" for an empty one), with every history's
+    windows stepped in lockstep: window k of all histories that have one is one ``step_fn.batch`` call (one list of
+    prompts for the LLM instead of one generate call per user and window). Equal to ``recurrent_preference(...)[-1]``
+    per history: each history's own steps run in their order on their own previous summary."""
+    plans = [windows(len(texts), size, step) for texts in histories]
+    state = [""] * len(histories)
+    run = getattr(step_fn, "batch", None) or (lambda steps: [step_fn(p, w) for p, w in steps])
+    for k in range(max((len(p) for p in plans), default=0)):
+        active = [h for h, plan in enumerate(plans) if k < len(plan)]
+        steps = [(state[h], list(histories[h][plans[h][k][0]:plans[h][k][1]])) for h in active]
+        for h, text in zip(active, run(steps)):
+            state[h] = text
+    return state
 
 
 # ------------------------------------------------------------------------------------------------------- profile

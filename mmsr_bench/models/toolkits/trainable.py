@@ -37,4 +37,6 @@ def prepare_trainable(model: Any, mode: str, settings: Any, quantized: bool) -> 
         return apply_lora(model, settings, quantized=quantized)
     for param in model.parameters():
         param.requires_grad_(True)
+    if getattr(settings, "gradient_checkpointing", False):
+        model.gradient_checkpointing_enable()
     return model
