@@ -246,3 +246,17 @@ def test_throughput_and_placement_knobs_run_and_are_recorded(tmp_path, monkeypat
     assert any(type(mod).__name__ == "Linear4bit" for mod in nf4.model.modules())
     caps, _ = caption_items(nf4, list(items.frame["image"][:2]), max_new_tokens=3)
     assert len(caps) == 2
+
+
+def test_float16_weights_train_with_loss_scaling(tmp_path, monkeypatch):
+    from mmsr_bench.models.toolkits.backbones import PROMPT_VOCABULARY
+
+    monkeypatch.setenv("MMSR_BENCH_HOME", str(tmp_path / "home"))
+    items, train, valid = _dataset(tmp_path)
+    lm = str(build_lm("llama", tmp_path / "lm", list(items.frame["title"]) + [PROMPT_VOCABULARY] * 5))
+    for dtype, scaling in (("float16", "dynamic"), ("bfloat16", "none")):
+        m = adapter.build("tallrec", {"backbone": lm, "dtype": dtype, "max_pairs": "8", "valid_users": "2"})
+        m.fit(train, valid)
+        assert m.run_info["backbone_dtype"] == dtype and m.run_info["loss_scaling"].startswith(scaling)
+        assert np.isfinite(m.score(ScoreBatch(users=valid.users[:1], histories=valid.histories[:1],
+                                              candidates=valid.candidates[:1]))).all()

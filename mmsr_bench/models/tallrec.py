@@ -236,7 +236,8 @@ class TALLRec(Adapter):
                               "best_valid_auc": result.best_auc, "best_step": result.best_step,
                               "steps": result.steps, "epochs_run": result.epochs_run, "n_train_pairs": len(examples),
                               "n_available_pairs": len(pairs), "history": result.history,
-                              "adapter_checkpoint": result.checkpoint, "fit_seconds": time.perf_counter() - t0})
+                              "adapter_checkpoint": result.checkpoint, "loss_scaling": result.loss_scaling,
+                              "fit_seconds": time.perf_counter() - t0})
         return self
 
     def _validation_set(self, valid: EvalSplit) -> tuple[EvalSplit, np.ndarray]:

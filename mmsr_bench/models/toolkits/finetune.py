@@ -92,6 +92,7 @@ class SFTResult:
     losses: list[float] = field(default_factory=list)
     checkpoint: str | None = None
     seconds: float = 0.0
+    loss_scaling: str = "none"
 
 
 def apply_lora(model: Any, settings: LoraSettings = LoraSettings(), *, quantized: bool = False) -> Any:
@@ -343,6 +344,10 @@ def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config
                 if config.decision_words and config.decision_weight > 0 else None)
     dev = next(p.device for p in params)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    # float16 weights: dynamic loss scaling, so small gradients through half-precision activations do not flush to
+    # zero (steps with inf/nan gradients are skipped and the scale lowered); bfloat16 and float32 need none.
+    scaler = (torch.amp.GradScaler(dev.type) if any(p.dtype == torch.float16 for p in model.parameters())
+              else None)
     steps_per_epoch = math.ceil(len(encoded) / (config.batch_size * config.grad_accum))
     result = SFTResult()
     # Strict improvement of the validation AUC; the kept state is the trainable tensors only (LoRA or all).
@@ -406,11 +411,17 @@ def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config
                     ids, mask, labels = _collate([encoded[i] for i in mb], pad)
                     loss = answer_loss(model, ids.to(dev), mask.to(dev), labels.to(dev), decision,
                                        config.decision_weight) / len(group)
-                    loss.backward()
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
                     total += float(loss.detach())
+                if scaler is not None:
+                    scaler.unscale_(opt)
                 if config.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                opt.step()
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
                 opt.zero_grad(set_to_none=True)
                 result.losses.append(total)
                 result.steps += 1
@@ -434,4 +445,5 @@ def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config
         result.checkpoint = save_trainable(model, checkpoint_dir)
     model.eval()
     result.seconds = time.perf_counter() - t0
+    result.loss_scaling = "dynamic (torch.amp.GradScaler, float16 weights)" if scaler is not None else "none"
     return result
