@@ -260,3 +260,18 @@ def test_float16_weights_train_with_loss_scaling(tmp_path, monkeypatch):
         assert m.run_info["backbone_dtype"] == dtype and m.run_info["loss_scaling"].startswith(scaling)
         assert np.isfinite(m.score(ScoreBatch(users=valid.users[:1], histories=valid.histories[:1],
                                               candidates=valid.candidates[:1]))).all()
+
+
+def test_vlm_inputs_follow_the_model_device(folders, tmp_path):
+    """The device audit without a GPU: with the VLM on torch's ``meta`` device, every tensor the processor makes
+    for it (ids, masks, pixels, grids) is moved there before the forward."""
+    from mmsr_bench.models.toolkits.captioner import load_vlm
+    from mmsr_bench.models.toolkits.vlm import _processor_inputs, _read_rgb, caption_prompt
+
+    items, _, _ = _dataset(tmp_path)
+    for family in ("qwen2-vl", "idefics3"):
+        vlm = load_vlm(_folder(folders, family))
+        vlm.model.to("meta")
+        vlm.device = "meta"
+        enc = _processor_inputs(vlm, [caption_prompt(vlm)] * 2, [_read_rgb(p) for p in items.frame["image"][:2]])
+        assert {v.device.type for v in enc.values() if hasattr(v, "device")} == {"meta"}
