@@ -228,14 +228,15 @@ def test_throughput_and_placement_knobs_run_and_are_recorded(tmp_path, monkeypat
     m = adapter.build("mllm-srec-lora", {
         "backbone": lm, "vlm": vlm, "max_pairs": "8", "valid_users": "2", "train_batch_size": "4", "grad_accum": "2",
         "gradient_checkpointing": "true", "device_map": "auto", "caption_batch_size": "2", "summary_batch_size": "3",
-        "vlm_dtype": "bfloat16", "caption_tokens": "3"})
+        "vlm_dtype": "bfloat16", "caption_tokens": "3", "summary_tokens": "4"})
     m.fit(train, valid)
     info = m.run_info
     assert info["steps"] == 1 and info["vlm_dtype"] == "bfloat16" and info["captions_generated"] == 3
     assert info["backbone_device_map"] == {"": "cpu"} and info["summary_mode"] == "llm"
     assert np.isfinite(m.score(ScoreBatch(users=valid.users[:1], histories=valid.histories[:1],
                                           candidates=valid.candidates[:1]))).all()
-    for bad in ({"caption_batch_size": "0"}, {"summary_batch_size": "-1"}, {"vlm_quantization": "8bit"}):
+    for bad in ({"caption_batch_size": "0"}, {"summary_batch_size": "-1"}, {"vlm_quantization": "8bit"},
+                {"summary_tokens": "0"}):
         with pytest.raises(BenchError):
             adapter.build("mllm-srec-lora", bad)
     from mmsr_bench.models.toolkits.captioner import load_vlm

@@ -62,7 +62,7 @@ class AdapterConfig:
         "batch_size", "train_batch_size", "eval_batch_size", "epochs", "n_layers", "n_heads", "n_layer", "n_head",
         "n_embd", "inner_size", "hidden_size", "embedding_size", "latent_size", "users_per_batch", "score_rows",
         "lora_rank", "lora_alpha", "grad_accum", "window_size", "window_step", "max_len", "max_seq_length",
-        "codes_per_item", "svd_bins", "n_clusters", "sv_clusters", "caption_batch_size", "summary_batch_size", "lr", "learning_rate", "layer_norm_eps",
+        "codes_per_item", "svd_bins", "n_clusters", "sv_clusters", "caption_batch_size", "summary_batch_size", "summary_tokens", "caption_tokens", "lr", "learning_rate", "layer_norm_eps",
         "initializer_range", "eval_step", "stopping_step", "patience", "max_df", "logit_scale"})
     PROBABILITY: ClassVar[frozenset[str]] = frozenset({
         "dropout", "hidden_dropout_prob", "attn_dropout_prob", "lora_dropout", "mask_ratio", "vlm_holdout"})

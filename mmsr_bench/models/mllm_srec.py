@@ -150,6 +150,7 @@ class MLLMSRecConfig(AdapterConfig):
     device_map: str = later_field("")
     caption_batch_size: int = later_field(32)  # images per VLM generate call
     summary_batch_size: int = later_field(16)  # prompts per generate call of the summarizer (items, preferences)
+    summary_tokens: int = later_field(40)  # new tokens per item summary and per preference summary (summary_mode=llm)
     vlm_dtype: str = later_field("auto")  # auto (transformers' default) | float32 | bfloat16 | float16
     vlm_quantization: Literal["none", "4bit"] = later_field("none")  # 4bit: NF4 weights through bitsandbytes
 
@@ -400,7 +401,8 @@ class MLLMSRec(Adapter):
         if self._summary_mode == "llm":  # real checkpoints: the LLM writes the item summaries and the preference
             self.summaries = item_summaries(train.items, self._pending_llm_summaries, c.modalities, mode="llm",
                                             model=bb.model, tokenizer=bb.tokenizer, cache_key=bb.weights_sha256,
-                                            wrap=self._wrap, batch_size=c.summary_batch_size)
+                                            wrap=self._wrap, batch_size=c.summary_batch_size,
+                                            max_new_tokens=c.summary_tokens)
         self.pref = KeywordPreference.fit(self.summaries[1:], max_df=c.max_df, top_k=c.top_k)
         if self._summary_mode != "llm":  # a real prompt (a checkpoint's tokenizer was checked before the captions)
             some = np.arange(1, min(train.n_items, 5) + 1)
@@ -411,7 +413,7 @@ class MLLMSRec(Adapter):
             # (summaries.frozen_base); when every weight trains (tiny backbones), it is a copy taken now.
             writer = bb.model if mode == "lora" else copy.deepcopy(bb.model).eval()
             self.pref_step = llm_preference_step(writer, bb.tokenizer, cache_key=bb.weights_sha256, wrap=self._wrap,
-                                                 batch_size=c.summary_batch_size)
+                                                 batch_size=c.summary_batch_size, max_new_tokens=c.summary_tokens)
         default_targets = tuple(c.target_modules) == MLLMSRecConfig.target_modules  # the class default, not the user's
         settings = LoraSettings(rank=c.lora_rank, alpha=c.lora_alpha, dropout=c.lora_dropout,
                                 target_modules=tuple(c.target_modules), fallback="all-linear" if default_targets else "",
