@@ -145,6 +145,15 @@ def parse_seeds(values: list[str], option: str = "--seed") -> list[int]:
     return out
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N`` (1 <= K <= N, plain decimal) as the 0-based (index, of) the runner takes."""
+    k, sep, n = str(text).strip().partition("/")
+    if (not sep or not k.isascii() or not n.isascii() or not k.isdigit() or not n.isdigit() or len(k) > 6
+            or len(n) > 6 or not 1 <= int(k) <= int(n)):
+        raise BenchError(f"--shard {str(text)[:40]!r}: give K/N with 1 <= K <= N, e.g. --shard 1/4")
+    return int(k) - 1, int(n)
+
+
 def fail(message: str) -> None:
     from rich.markup import escape
 

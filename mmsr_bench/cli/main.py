@@ -14,7 +14,7 @@ import typer
 
 from mmsr_bench import progress as progress_mod
 from mmsr_bench.cli.common import (DB_OPTION, FORMATS, SEED_HELP, _names_option, _print_table, _setup, console,
-                                   err_console, fail, parse_seeds, suite_name)
+                                   err_console, fail, parse_seeds, parse_shard, suite_name)
 from mmsr_bench.errors import BenchError
 
 app = typer.Typer(help="mmsr-bench: frozen-protocol benchmarks for sequential recommenders.", no_args_is_help=True,
@@ -46,6 +46,9 @@ def run(
                                 "with the same suite fingerprint and config hash."),
     time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Minutes one cell (fit and scoring) may "
                                                "take; past it the run is stopped and recorded as failed."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="K/N: score only the K-th of N blocks of the "
+                                        "evaluation users (stored as a shard run; the N shards of a cell are merged "
+                                        "into one run when the last is stored; an LLM's fit is shared)."),
     exact: bool = typer.Option(False, "--exact", help="Pin float32 CPU kernels to AVX2 (MKL_CBWR, "
                                "ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) so x86 CPUs of different makers take the "
                                "same code paths; slower, recorded in the run (docs/results.md measures it)."),
@@ -82,18 +85,25 @@ def run(
         check_device(device)
         if time_limit is not None and not 0 < time_limit <= 10 ** 6:
             raise BenchError(f"--time-limit {time_limit}: give minutes above 0 (at most 1,000,000)")
+        shard_at = parse_shard(shard) if shard is not None else None
         for m in model_names:  # every name and every configuration is checked before any work starts
             adapter.build(m, overrides, device="cpu")
         check_store(db)  # dialect, driver, file and schema, without creating anything
         for m in model_names:
             req = runner.RunRequest(spec, m, names, seed, overrides, db, device, perturb=perturb,
                                     also=also_specs, resume=resume,
-                                    time_limit_s=time_limit * 60 if time_limit else None)
+                                    time_limit_s=time_limit * 60 if time_limit else None, shard=shard_at)
             done += runner.execute(req, on_result=lambda r: err_console.print(
-                f"[green]stored run {r.id}[/green]: {r.model} on {r.suite}/{r.dataset} seed {r.seed} "
-                f"(fit {r.fit_seconds:.1f}s, score {r.score_seconds:.1f}s)"))
+                f"[green]stored {'shard run' if r.status == 'shard' else 'run'} {r.id}[/green]: {r.model} on "
+                f"{r.suite}/{r.dataset} seed {r.seed} (fit {r.fit_seconds:.1f}s, score {r.score_seconds:.1f}s)"
+                + (" [green]merged from its shards[/green]" if r.status == "completed" and shard_at else "")))
     except BenchError as exc:
         fail(str(exc))
+        return
+    if shard_at is not None and not any(r.status == "completed" for r in done):
+        err_console.print(f"shard {shard_at[0] + 1}/{shard_at[1]} stored; the cell's run is merged when all "
+                          f"{shard_at[1]} shards are stored (`bench run ... --shard K/{shard_at[1]} --resume` runs "
+                          "the missing ones)")
         return
     primary = spec.evaluation.primary
     show = [m for m in spec.evaluation.names() if m in (primary, "hr@10", "ndcg@10", "mrr", "auc")] or [primary]

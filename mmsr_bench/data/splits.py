@@ -19,6 +19,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from mmsr_bench.errors import BenchError
+
 log = logging.getLogger(__name__)
 
 #: Columns an item table may carry. ``item`` (int, 1..n) is required; the others are optional text/image fields.
@@ -155,6 +157,23 @@ class EvalSplit:
 
     def __len__(self) -> int:
         return len(self.users)
+
+    def shard_bounds(self, index: int, of: int) -> tuple[int, int]:
+        """[start, end) of shard ``index`` (0-based) of ``of`` contiguous, near-equal blocks of the evaluation
+        users in their frozen order; merging the shards in index order gives the unsplit order back."""
+        if not (isinstance(of, int) and isinstance(index, int) and 1 <= of <= max(1, len(self.users))
+                and 0 <= index < of):
+            raise BenchError(f"shard {index + 1}/{of}: give K/N with 1 <= K <= N <= {len(self.users)} (the number "
+                             f"of evaluation users)")
+        n = len(self.users)
+        return index * n // of, (index + 1) * n // of
+
+    def shard(self, index: int, of: int) -> "EvalSplit":
+        """The users of one shard (:meth:`shard_bounds`), with their histories, targets and candidates."""
+        a, b = self.shard_bounds(index, of)
+        return EvalSplit(self.name, self.users[a:b], self.histories[a:b], self.targets[a:b],
+                         None if self.candidates is None else self.candidates[a:b], self.n_items,
+                         None if self.exclude is None else self.exclude[a:b])
 
     def batches(self, batch_size: int) -> Iterator["ScoreBatch"]:
         all_items = np.arange(1, self.n_items + 1, dtype=np.int64)

@@ -83,7 +83,7 @@ from mmsr_bench.data.splits import EvalSplit, ItemTable, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError, MissingModality
 from mmsr_bench.evaluation.metrics import aggregate, evaluate_scores
 from mmsr_bench.evaluation.training import balanced_subsample, pointwise_validation_set
-from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, later_field, register
+from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, config_hash, later_field, register
 from mmsr_bench.models.toolkits.llm_scoring import PromptWrap
 
 log = logging.getLogger(__name__)
@@ -369,7 +369,7 @@ class MLLMSRec(Adapter):
         import torch
 
         from mmsr_bench.models.toolkits.backbones import PretrainSpec, checkpoint_tokenizer, load_backbone
-        from mmsr_bench.models.toolkits.finetune import LoraSettings, SFTConfig, SFTExample, sft_train
+        from mmsr_bench.models.toolkits.finetune import LoraSettings, SFTConfig, SFTExample, sft_train, split_digest
         from mmsr_bench.models.toolkits.llm_scoring import chat_wrap, check_split_tokenisation
         from mmsr_bench.models.toolkits.summaries import KeywordPreference, item_summaries, llm_preference_step
         from mmsr_bench.models.toolkits.trainable import prepare_trainable, resolve_train_mode
@@ -453,7 +453,7 @@ class MLLMSRec(Adapter):
         name = self.registered_name
         ckpt = cache_dir("checkpoints", name, f"{train.dataset}-{bb.weights_sha256[:12]}-s{self.seed}")
         result = sft_train(self.model, self.tokenizer, examples, sft, validate=validate, checkpoint_dir=ckpt,
-                           description=f"{name} tuning")
+                           description=f"{name} tuning", identity=f"{config_hash(self)}:{split_digest(vsplit, vcands)}")
         self.run_info.update(bb.run_info())
         self.run_info.update(self._wrap.info())
         self.run_info.update({
@@ -463,6 +463,7 @@ class MLLMSRec(Adapter):
             "best_valid_auc": result.best_auc, "best_step": result.best_step, "steps": result.steps,
             "epochs_run": result.epochs_run, "n_train_pairs": len(examples), "n_available_pairs": len(pairs),
             "history": result.history, "adapter_checkpoint": result.checkpoint, "loss_scaling": result.loss_scaling,
+            "fit_reused_from": result.reused_from, "fitted_sha256": result.fitted_sha256,
             "item_seconds": t_items,
             "prompt_seconds": t_prompts, "sft_seconds": result.seconds, "fit_seconds": time.perf_counter() - t0,
             "cot_scoring": "forced reasoning prefix from the summaries, score at the answer token" if c.cot else None,

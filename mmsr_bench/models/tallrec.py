@@ -48,7 +48,7 @@ from mmsr_bench.data.splits import EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError, MissingModality
 from mmsr_bench.evaluation.metrics import aggregate, evaluate_scores
 from mmsr_bench.evaluation.training import balanced_subsample, pointwise_validation_set
-from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, later_field, register
+from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, config_hash, later_field, register
 from mmsr_bench.models.toolkits.llm_scoring import PromptWrap
 from mmsr_bench.models.toolkits.trainable import is_tiny, prepare_trainable, resolve_train_mode
 
@@ -170,7 +170,7 @@ class TALLRec(Adapter):
         import torch
 
         from mmsr_bench.models.toolkits.backbones import PretrainSpec, load_backbone
-        from mmsr_bench.models.toolkits.finetune import LoraSettings, SFTConfig, SFTExample, sft_train
+        from mmsr_bench.models.toolkits.finetune import LoraSettings, SFTConfig, SFTExample, sft_train, split_digest
         from mmsr_bench.models.toolkits.llm_scoring import answer_token_id, chat_wrap, check_split_tokenisation
         from mmsr_bench.paths import cache_dir
 
@@ -227,7 +227,8 @@ class TALLRec(Adapter):
                         seed=self.seed, decision_weight=c.decision_loss, decision_words=(c.yes, c.no))
         ckpt = cache_dir("checkpoints", "tallrec", f"{train.dataset}-{bb.weights_sha256[:12]}-s{self.seed}")
         result = sft_train(self.model, self.tokenizer, examples, sft, validate=validate, checkpoint_dir=ckpt,
-                           description=f"tallrec {mode} tuning")
+                           description=f"tallrec {mode} tuning",
+                           identity=f"{config_hash(self)}:{split_digest(vsplit, vcands)}")
         self.run_info.update(bb.run_info())
         self.run_info.update(self._wrap.info())
         self.run_info.update({"train_mode": mode, "lr": lr, "n_trainable_parameters": sum(
@@ -237,6 +238,7 @@ class TALLRec(Adapter):
                               "steps": result.steps, "epochs_run": result.epochs_run, "n_train_pairs": len(examples),
                               "n_available_pairs": len(pairs), "history": result.history,
                               "adapter_checkpoint": result.checkpoint, "loss_scaling": result.loss_scaling,
+                              "fit_reused_from": result.reused_from, "fitted_sha256": result.fitted_sha256,
                               "fit_seconds": time.perf_counter() - t0})
         return self
 

@@ -52,7 +52,7 @@ RUN_FORMAT = "mmsr-bench.run/1"
 ARTIFACT_FORMAT = "mmsr-bench.artifact/1"
 #: Fields that identify a run's cell: a uuid found in two places must name the same cell.
 CELL_FIELDS = ("suite", "suite_hash", "dataset", "model", "variant", "seed", "config_hash")
-STATUSES = ("completed", "failed", "interrupted")
+STATUSES = ("completed", "failed", "interrupted", "shard")
 #: Largest file read (a run of 100k users with 20 metrics is about 10 MB); a bigger file is refused unread.
 MAX_FILE_BYTES = 256 * 1024 * 1024
 

@@ -11,7 +11,7 @@ import resource
 import subprocess
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -76,6 +76,10 @@ class RunRequest:
     resume: bool = False
     #: Wall seconds one cell (fit and scoring) may take before it is stopped and recorded as failed; None: no limit.
     time_limit_s: float | None = None
+    #: (index, of), 0-based: score only that block of the evaluation users, stored as a ``shard`` run; the cell's
+    #: shards are merged into one completed run when the last one is stored (mmsr_bench.results.shards). A fine-tuned
+    #: LLM's completed fit is reused by the other shards (finetune.reusing_fits).
+    shard: tuple[int, int] | None = None
 
 
 def stored_cell(store: Store, req: "RunRequest", data: SuiteData, seed: int, cfg_hash: str) -> Run | None:
@@ -85,6 +89,15 @@ def stored_cell(store: Store, req: "RunRequest", data: SuiteData, seed: int, cfg
         if r.seed == seed and r.suite_hash == data.fingerprint and r.config_hash == cfg_hash:
             return r
     return None
+
+
+def _stored_shard(store: Store, req: RunRequest, data: SuiteData, seed: int, cfg_hash: str) -> Run | None:
+    from mmsr_bench.results.shards import stored_shard
+
+    like = Run(suite=data.suite.name, suite_hash=data.fingerprint, dataset=data.dataset, model=req.model,
+               variant=req.variant or (req.perturb or ""), config_hash=cfg_hash, seed=seed,
+               eval_users_hash=data.eval_users_hash)
+    return stored_shard(store, like, *req.shard)
 
 
 def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: Store,
@@ -105,8 +118,10 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
     t0 = time.perf_counter()
     config_text = json.dumps(_config_dict(model), sort_keys=True)
 
-    def record(target: SuiteData, status: str, **fields) -> Run:
-        info = dict(model.run_info, fitted_on_suite=data.suite.name, validation_suite=data.suite.name,
+    def record(target: SuiteData, status: str, n_users: int | None = None, shard: dict | None = None,
+               **fields) -> Run:
+        extra = {"shard": shard} if shard else {}
+        info = dict(model.run_info, **extra, fitted_on_suite=data.suite.name, validation_suite=data.suite.name,
                     time_limit_s=req.time_limit_s, **accelerator_memory(device),
                     item_text_source=build.item_text_source(data),  # the text the model was fitted on
                     data_quality_warnings=list(target.quality_warnings), reproducibility=repro)
@@ -116,7 +131,8 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
             config_hash=config_hash(model), seed=seed, code_version=sha,
             code_dirty=dirty, packages_json=json.dumps(package_versions()), host=platform.node(), device=device,
             started_at=started, finished_at=datetime.now(timezone.utc), status=status,
-            peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, n_users=len(target.test),
+            peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+            n_users=len(target.test) if n_users is None else n_users,
             eval_users_hash=target.eval_users_hash, run_info_json=json.dumps(info, default=str), **fields)
 
     fit_s = 0.0
@@ -125,15 +141,23 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
     try:
         with time_limit(req.time_limit_s, f"{req.model} on {data.suite.name}/{data.dataset} seed {seed}"):
             log.info("fitting %s on %s/%s (seed %d)", req.model, data.suite.name, data.dataset, seed)
-            model.fit(data.train, data.valid)
+            with _fit_reuse(req):
+                model.fit(data.train, data.valid)
             fit_s = time.perf_counter() - t0
             phase = "scoring"
             for target in [data, *(also or [])]:
                 t1 = time.perf_counter()
-                per_user = score_split(model, target.test, target.suite.evaluation.names(),
+                split, shard = target.test, None
+                if req.shard is not None:
+                    split = target.test.shard(*req.shard)
+                    start, end = target.test.shard_bounds(*req.shard)
+                    shard = {"index": req.shard[0], "of": req.shard[1], "start": start, "end": end}
+                label = f"{target.suite.name}/{target.dataset}" + (
+                    f" shard {req.shard[0] + 1}/{req.shard[1]}" if shard else "")
+                per_user = score_split(model, split, target.suite.evaluation.names(),
                                        batch_size=getattr(model.config, "batch_size", 256),
-                                       description=f"scoring {target.suite.name}/{target.dataset}")
-                scored.append((target, per_user, time.perf_counter() - t1))
+                                       description=f"scoring {label}")
+                scored.append((target, per_user, time.perf_counter() - t1, shard, len(split)))
     except BaseException as exc:
         # A failed or interrupted run is recorded without any metric (its own transaction), then re-raised; a store
         # that cannot take even that record must not hide the original error.
@@ -154,11 +178,28 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
         raise BenchError(f"{req.model} {what} while {phase} on {data.suite.name}/{data.dataset} seed {seed}; the run "
                          "is recorded as failed (--verbose shows the traceback)") from None
     out = []
-    for target, per_user, score_s in scored:
+    for target, per_user, score_s, shard, n_users in scored:
         agg = metrics.aggregate(per_user)
-        run = record(target, "completed", fit_seconds=fit_s, score_seconds=score_s, metrics_json=json.dumps(agg))
-        out.append(store_or_keep(store, run, per_user))
+        run = record(target, "shard" if shard else "completed", n_users=n_users, shard=shard, fit_seconds=fit_s,
+                     score_seconds=score_s, metrics_json=json.dumps(agg))
+        stored = store_or_keep(store, run, per_user)
+        out.append(stored)
+        if shard:
+            from mmsr_bench.results.shards import merge_if_complete
+
+            merged = merge_if_complete(store, stored)
+            if merged is not None:
+                out.append(merged)
     return out
+
+
+def _fit_reuse(req: RunRequest):
+    """In shard mode, a fine-tuned LLM's completed fit of the same cell is loaded instead of trained again."""
+    if req.shard is None:
+        return nullcontext()
+    from mmsr_bench.models.toolkits.finetune import reusing_fits
+
+    return reusing_fits()
 
 
 @contextmanager
@@ -245,6 +286,8 @@ def execute(req: RunRequest, *, on_result=None) -> list[Run]:
         with progress.track(f"verifying {req.suite.name}/{name}", total=None):
             data = build.load(req.suite, name)
         check_needs(needs, data, req.model)
+        if req.shard is not None:
+            data.test.shard_bounds(*req.shard)  # more shards than evaluation users: refused before any fit
         if req.perturb:
             data = perturbed(data, req.perturb)
         extra = []
@@ -266,6 +309,8 @@ def execute(req: RunRequest, *, on_result=None) -> list[Run]:
         for seed in req.seeds:
             if req.resume:
                 done = stored_cell(store, req, data, seed, cfg_hash)
+                if done is None and req.shard is not None:
+                    done = _stored_shard(store, req, data, seed, cfg_hash)
                 if done is not None:
                     log.warning("resume: %s on %s/%s seed %d is already stored as run %d; skipped", req.model,
                                 data.suite.name, data.dataset, seed, done.id)

@@ -19,12 +19,14 @@ gradient is spent on that instead of on telling Yes from No. ``decision_weight=0
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import json
 import logging
 import math
 import shutil
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -93,6 +95,8 @@ class SFTResult:
     checkpoint: str | None = None
     seconds: float = 0.0
     loss_scaling: str = "none"
+    reused_from: str | None = None  # the folder of an earlier completed fit that was loaded instead of training
+    fitted_sha256: str | None = None  # of the fitted trainable weights (what the shards of one cell must share)
 
 
 def apply_lora(model: Any, settings: LoraSettings = LoraSettings(), *, quantized: bool = False) -> Any:
@@ -254,6 +258,76 @@ def _fingerprint(config: SFTConfig, encoded: list[tuple[list[int], int]], model:
     return h.hexdigest()
 
 
+_REUSE_FITS: contextvars.ContextVar[bool] = contextvars.ContextVar("reuse_fits", default=False)
+
+
+@contextmanager
+def reusing_fits():
+    """Within this block, :func:`sft_train` loads a completed fit with the same fingerprint instead of training."""
+    token = _REUSE_FITS.set(True)
+    try:
+        yield
+    finally:
+        _REUSE_FITS.reset(token)
+
+
+def split_digest(split: Any, candidates: np.ndarray) -> str:
+    """sha256 of what a validation closure scores (users, histories, candidates): part of a fit's ``identity``."""
+    import hashlib
+
+    h = hashlib.sha256(np.asarray(split.users, dtype=np.int64).tobytes())
+    for hist in split.histories:
+        h.update(np.asarray(hist, dtype=np.int64).tobytes() + b"|")
+    h.update(np.ascontiguousarray(candidates, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+@contextmanager
+def _fit_lock(folder: Path):
+    """An exclusive lock beside the checkpoint folder, held while one process fits (Linux/macOS flock)."""
+    import fcntl
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(folder.name + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _save_fitted(model: Any, folder: Path, fingerprint: str, result: SFTResult) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({n: t.contiguous().cpu() for n, t in _trainable_state(model).items()}, str(folder / "fitted.safetensors"))
+    import hashlib
+
+    result.fitted_sha256 = hashlib.sha256((folder / "fitted.safetensors").read_bytes()).hexdigest()
+    record = {"fingerprint": fingerprint, "result": dataclasses.asdict(result)}
+    tmp = folder / "fitted.json.tmp"
+    tmp.write_text(json.dumps(record, default=str))
+    tmp.replace(folder / "fitted.json")
+
+
+def _load_fitted(model: Any, folder: Path, fingerprint: str) -> SFTResult | None:
+    from safetensors.torch import load_file
+
+    try:
+        record = json.loads((folder / "fitted.json").read_text())
+        if record.get("fingerprint") != fingerprint:
+            return None
+        state = load_file(str(folder / "fitted.safetensors"))
+    except (OSError, ValueError):
+        return None
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    if set(state) != names:
+        return None
+    _load_trainable(model, state)
+    model.eval()
+    return SFTResult(**{**record["result"], "reused_from": str(folder)})
+
+
 class _ResumePoint:
     """The training state at a resume point (after an epoch or a validation): trainable tensors, optimizer state,
     best state and torch's RNG as safetensors, the loop position and history as JSON, written atomically. A rerun
@@ -320,13 +394,20 @@ class _ResumePoint:
 
 def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config: SFTConfig = SFTConfig(), *,
               validate: Callable[[], float] | None = None, checkpoint_dir: str | Path | None = None,
-              description: str = "fine-tuning") -> SFTResult:
+              description: str = "fine-tuning", identity: str = "") -> SFTResult:
     """Train the model's trainable parameters on answer-token cross-entropy; early-stop on ``validate()``.
 
     With ``validate`` the best state (highest AUC) is restored at the end and saved to ``checkpoint_dir``. With a
     ``checkpoint_dir``, a resume point is also written after every epoch and validation (``<dir>/resume``): an
     interrupted run, started again with the same settings and examples, continues from the last one (and ends in
     the same weights as an uninterrupted run); it is removed when training completes.
+
+    A completed fit is kept there too (``fitted.safetensors`` + ``fitted.json``). Inside :func:`reusing_fits` (the
+    runner's ``bench run --shard K/N``), a call with the same fingerprint (settings with epochs, examples, trainable
+    parameters, and ``identity``, which the adapter sets to everything else its validation depends on) loads the
+    fitted weights and the recorded curve instead of training again, so the shards of one cell fit once;
+    concurrent calls wait on a lock file for the first one's fit. Outside it every call trains (the conformance
+    kit's determinism checks train twice).
     """
     import torch
 
@@ -342,6 +423,26 @@ def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config
     check_prompt_fits(model, max((len(ids) for ids, _ in encoded), default=0), "training")
     decision = (tuple(answer_token_id(tokenizer, w) for w in config.decision_words)
                 if config.decision_words and config.decision_weight > 0 else None)
+    if checkpoint_dir is not None:
+        done = f"{_fingerprint(config, encoded, model)}:{config.epochs}:{identity}"
+        with _fit_lock(Path(checkpoint_dir)) if _REUSE_FITS.get() else nullcontext():
+            reused = _load_fitted(model, Path(checkpoint_dir), done) if _REUSE_FITS.get() else None
+            if reused is not None:
+                log.info("%s: reusing the completed fit in %s", description, checkpoint_dir)
+                return reused
+            result = _train_loop(model, tokenizer, encoded, config, params, pad, decision, validate, checkpoint_dir,
+                                 description, rng)
+            _save_fitted(model, Path(checkpoint_dir), done, result)
+            return result
+    return _train_loop(model, tokenizer, encoded, config, params, pad, decision, validate, checkpoint_dir,
+                       description, rng)
+
+
+def _train_loop(model: Any, tokenizer: Any, encoded: list, config: SFTConfig, params: list, pad: int,
+                decision: tuple | None, validate: Callable[[], float] | None, checkpoint_dir: str | Path | None,
+                description: str, rng: np.random.Generator) -> SFTResult:
+    import torch
+
     dev = next(p.device for p in params)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     # float16 weights: dynamic loss scaling, so small gradients through half-precision activations do not flush to
