@@ -60,7 +60,7 @@ def test_shards_merge_into_the_unsplit_run_in_any_order(frozen_tiny, tmp_path):
 def test_shards_travel_as_run_files_and_merge_after_import(frozen_tiny, tmp_path):
     a, b = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
     _run(frozen_tiny, a, "pop", "--shard", "1/2")
-    res = CliRunner().invoke(app, ["store", "export", "--db", a, "--all", "--to", str(tmp_path / "files")])
+    res = CliRunner().invoke(app, ["store", "export", "--db", a, "--to", str(tmp_path / "files")])
     assert res.exit_code == 0, res.output
     res = CliRunner().invoke(app, ["store", "import", str(tmp_path / "files"), "--db", b])
     assert res.exit_code == 0, res.output
@@ -118,3 +118,29 @@ def test_shards_of_different_fits_are_not_merged(frozen_tiny, tmp_path):
                                    "--db", db])
     assert res.exit_code == 1 and "shard 2 was scored by another fit than shard 1" in res.output
     assert Store(db).runs() == [] and len(Store(db).runs(status="shard")) == 2  # both shards kept, nothing merged
+
+
+def test_an_llm_fit_travels_to_another_machine_for_the_other_shards(frozen_tiny, tmp_path, monkeypatch):
+    budget = ["backbone=tiny-llama", "pretrain_steps=0", "max_pairs=16", "valid_users=4", "train_batch_size=8"]
+    a, b = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    monkeypatch.setenv("MMSR_BENCH_HOME", str(tmp_path / "machine-a"))
+    _run(frozen_tiny, a, "tallrec", "--shard", "1/2", sets=budget)
+    for args in (["store", "export", "--db", a, "--to", str(tmp_path / "runs")],
+                 ["fits", "export", "--model", "tallrec", "--to", str(tmp_path / "fits")]):
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+    monkeypatch.setenv("MMSR_BENCH_HOME", str(tmp_path / "machine-b"))  # a fresh cache: no fit, no captions
+    for args in (["store", "import", str(tmp_path / "runs"), "--db", b], ["fits", "import", str(tmp_path / "fits")]):
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+    res = _run(frozen_tiny, b, "tallrec", "--shard", "2/2", sets=budget)
+    assert "merged from its shards" in res.output
+    second = [r for r in Store(b).runs(status="shard") if json.loads(r.run_info_json)["shard"]["index"] == 1][0]
+    assert json.loads(second.run_info_json)["fit_reused_from"]
+    # a damaged fit file is refused with one line, nothing copied
+    bad = next((tmp_path / "fits").glob("tallrec/*/fitted.safetensors"))
+    bad.write_bytes(b"\x00" * 64)
+    monkeypatch.setenv("MMSR_BENCH_HOME", str(tmp_path / "machine-c"))
+    res = CliRunner().invoke(app, ["fits", "import", str(tmp_path / "fits")])
+    assert res.exit_code == 1 and "does not have the sha256" in res.output
+    assert not (tmp_path / "machine-c" / "checkpoints").exists()

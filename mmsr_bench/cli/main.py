@@ -27,6 +27,9 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(data_app, name="data")
 store_app = typer.Typer(help="Copy, export and import runs; check and upgrade a store.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
+fits_app = typer.Typer(help="Export and import completed LLM fits (for the shards of one cell on several machines).",
+                       no_args_is_help=True)
+app.add_typer(fits_app, name="fits")
 
 # --------------------------------------------------------------------------------------------------- run
 @app.command()
@@ -655,7 +658,8 @@ def store_export(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Only runs on this dataset."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Only these models (comma-separated)."),
     run_ids: list[str] = typer.Option([], "--run", help="Only these runs (uuid or id; repeatable)."),
-    all_: bool = typer.Option(False, "--all", help="Also failed and interrupted runs (default: completed only)."),
+    all_: bool = typer.Option(False, "--all", help="Also failed and interrupted runs (default: completed runs and "
+                              "the shards of unfinished cells)."),
     db: Optional[str] = DB_OPTION,
 ) -> None:
     """Write stored runs as portable run files: the whole run record, its per-user vectors and artifacts, one JSON
@@ -695,6 +699,43 @@ def store_import(
     console.print(f"imported {rep.runs_copied} runs and {rep.artifacts_copied} artifacts from {rep.source} into "
                   f"{rep.destination} ({rep.runs_present} runs and {rep.artifacts_present} artifacts were already "
                   f"there) in {time.perf_counter() - t0:.1f} s", highlight=False, soft_wrap=True, markup=False)
+
+
+@fits_app.command("export")
+def fits_export(
+    to: Path = typer.Option(..., "--to", help="Folder to copy the fits into (MODEL/NAME/fitted.*; created)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only this model's fits."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Only fits on this dataset."),
+) -> None:
+    """Copy this machine's completed fine-tuning fits (LoRA weights + fingerprint, a few MB each) out of the cache,
+    so that another machine scores the remaining shards of a cell with the same fit."""
+    from mmsr_bench.runner.fits import export_fits
+
+    _setup()
+    try:
+        rep = export_fits(to, model=model, dataset=dataset)
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    console.print(f"exported {rep.fits} fits to {to}: {rep.written} files written ({rep.bytes_written / 1e6:.1f} MB), "
+                  f"{rep.unchanged} unchanged", highlight=False, soft_wrap=True, markup=False)
+
+
+@fits_app.command("import")
+def fits_import(source: Path = typer.Argument(..., help="A folder written by `bench fits export`.")) -> None:
+    """Validate fit folders (regular files, sizes, JSON fields, safetensors header, sha256) and copy them into the
+    cache; a run uses one only when its fingerprint matches (same settings, examples, configuration, validation)."""
+    from mmsr_bench.runner.fits import import_fits
+
+    _setup()
+    try:
+        rep = import_fits(source)
+    except BenchError as exc:
+        fail(str(exc))
+        return
+    console.print(f"imported {rep.fits} fits from {source}: {rep.written} files written "
+                  f"({rep.bytes_written / 1e6:.1f} MB), {rep.unchanged} unchanged", highlight=False, soft_wrap=True,
+                  markup=False)
 
 
 @store_app.command("check")

@@ -88,15 +88,16 @@ class ExportReport:
 def export_store(db: str | None, to: Path, *, suite: str | None = None, dataset: str | None = None,
                  models: list[str] | None = None, run_uuids: list[str] | None = None,
                  include_failed: bool = False) -> ExportReport:
-    """Write the matching runs of ``db`` (completed ones; ``include_failed`` adds failed and interrupted runs) and
-    the artifacts attached to no run that match, as run files under ``to``. Nothing is written when a filter
-    matches nothing."""
+    """Write the matching runs of ``db`` (completed ones and shards of unfinished cells, which are finished
+    compute too; ``include_failed`` adds failed and interrupted runs) and the artifacts attached to no run that
+    match, as run files under ``to``. Nothing is written when a filter matches nothing."""
     t0 = time.perf_counter()
     from mmsr_bench.paths import default_db_url
 
     src = _open_source(db or default_db_url(), "--db")
-    records, loose = run_files.read_store(src, suite=suite, dataset=dataset, models=models, run_uuids=run_uuids,
-                                          status=None if include_failed else "completed")
+    records, loose = run_files.read_store(src, suite=suite, dataset=dataset, models=models, run_uuids=run_uuids)
+    if not include_failed:
+        records = [r for r in records if r.run.status in ("completed", "shard")]
     if not records and not loose:
         raise BenchError(f"no runs in {src.url} match the filters (--suite/--dataset/--model/--run); nothing exported")
     written, same, nbytes = run_files.export_records(records, loose, Path(to))
