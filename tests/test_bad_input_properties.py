@@ -95,7 +95,8 @@ def test_report_arguments(frozen_tiny, tmp_path_factory, command, metric, fmt, a
 FIELDS = {
     "name": st.sampled_from(["tiny", "../tiny", "", "a/b"]),
     "datasets.0.name": st.one_of(st.sampled_from(["seq", "..", "../../v", "", "x" * 200]), TEXT),
-    "datasets.0.source": st.sampled_from(["sequence", "synth", "ftp", ""]),
+    "datasets.0.source": st.sampled_from(["sequence", "synth", "ftp", "", "amazon2023"]),
+    "datasets.0.category": st.one_of(st.sampled_from(["../../../../../tmp/pwned", "Baby", "a/b", "", ".."]), TEXT),
     "datasets.0.path": st.sampled_from(["tiny.txt", "/etc/passwd", "../x.txt", "nope.txt", "", "tiny_items.tsv"]),
     "datasets.0.items": st.sampled_from(["tiny_items.tsv", "tiny.txt", "", "../../x"]),
     "preprocess.kcore": NUMBERS,
@@ -220,3 +221,83 @@ def test_run_file_import_of_mutated_files(tmp_path_factory, data):
     else:
         assert res.exit_code == 1 and str(path) in " ".join(res.output.split()), res.output
         assert not db.exists() or not Store(f"sqlite:///{db}", read_only=True).runs(status=None)
+
+
+# ------------------------------------------------------------------ output turned against its reader (per format)
+# Any stored text (a name, a code version, a title) reaches each output format inert: HTML escaped in markdown,
+# no formula in CSV, no command in LaTeX, no escape sequence or markup in the terminal, no live markdown in the
+# dashboard. Text is drawn from an alphabet rich in the attack characters.
+
+HOSTILE = st.text(alphabet=string.printable + "\x1b\x9b\x07\x00é✓[](){}<>&|`*_=+-@$%#^~\\", max_size=40)
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(text=HOSTILE)
+def test_markdown_cells_are_inert(text):
+    from mmsr_bench.results.tables import _md
+
+    out = _md(text)
+    assert "<" not in out and ">" not in out and "\n" not in out
+    assert not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in out.replace("\t", ""))
+    assert all(out[i - 1] == "\\" for i, c in enumerate(out) if c == "|")
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(text=HOSTILE)
+def test_csv_cells_are_never_formulas(text):
+    from mmsr_bench.results.tables import csv_cell
+
+    out = csv_cell(text)
+    if out[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        float(out)  # only a number may start like a formula
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(text=HOSTILE)
+def test_latex_text_carries_no_command(text):
+    from mmsr_bench.results.latex import _SPECIAL, escape
+
+    out = escape(text)
+    for seq in sorted(_SPECIAL.values(), key=len, reverse=True):
+        out = out.replace(seq, "")
+    assert "\\" not in out and not any(ord(c) < 32 and c not in "\t\n" for c in out)
+
+
+@settings(max_examples=200, **SETTINGS)
+@given(text=st.text(alphabet=string.ascii_letters + string.digits + " [/]=#:@\x1b\x9b\x07]()", max_size=40))
+def test_terminal_text_prints_as_itself(text):
+    from rich.console import Console
+
+    from mmsr_bench.cli.common import terminal_text
+    from mmsr_bench.results.tables import strip_controls
+
+    console = Console(record=True, width=1000, color_system=None, emoji=False)
+    console.print(terminal_text(text), highlight=False, end="")
+    shown = console.export_text()
+    assert "\x1b" not in shown and "\x9b" not in shown
+    assert shown.rstrip() == strip_controls(text).rstrip()
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(text=HOSTILE)
+def test_dashboard_markdown_text_is_inert(text):
+    from mmsr_bench.dashboard.ui import md_text
+
+    out = md_text(text)
+    for i, c in enumerate(out):
+        if c in "<>&[]`":
+            assert i > 0 and out[i - 1] == "\\", (text, out)
+    assert "\n" not in out and "\x1b" not in out
+
+
+@settings(max_examples=200, **SETTINGS)
+@given(text=st.one_of(st.text(alphabet="0123456789/ -+_x", max_size=12), TEXT))
+def test_shard_argument(text):
+    from mmsr_bench.cli.common import parse_shard
+
+    try:
+        index, of = parse_shard(text)
+    except BenchError as exc:
+        assert str(exc).startswith("--shard ")
+        return
+    assert 0 <= index < of and f"{index + 1}/{of}" == "/".join(str(int(p)) for p in text.strip().split("/"))
