@@ -79,8 +79,8 @@ def adapter_new(
     console.print(f"wrote {made.adapter}\nwrote {made.test}")
     if made.registry:
         console.print(f"appended [bold]{name}[/bold] to {made.registry} (edit its description)")
-    console.print(f"next: add \"adapters.{module}\" to BUILTIN_ADAPTER_MODULES in mmsr_bench/models/adapter.py, write the "
-                  f"model, then `bench adapter check {name}` and `pytest -q {made.test}`", highlight=False)
+    console.print(f"next: write the model in {made.adapter} (module mmsr_bench.models.{module}, found through its "
+                  f"catalog entry), then `bench adapter check {name}` and `pytest -q {made.test}`", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -33,16 +33,11 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "mmsr_bench.adapters"
 
-#: Modules of this project that define adapters; imported lazily by :func:`load_builtin_adapters`.
-BUILTIN_ADAPTER_MODULES = (
-    "mmsr_bench.models.baselines",
-    "mmsr_bench.models.recbole_models",
-    "mmsr_bench.models.mmgcn",
-    "mmsr_bench.models.mmsr",
-    "mmsr_bench.models.gptrec",
-    "mmsr_bench.models.tallrec",
-    "mmsr_bench.models.mllm_srec",
-)
+def builtin_adapter_modules() -> tuple[str, ...]:
+    """The modules of this project that define adapters: the ones the catalog (``registry.toml``) names, in order of
+    first appearance; imported lazily by :func:`load_builtin_adapters`. No hand-kept list: a new model's module is
+    known as soon as its catalog entry exists (``bench adapter new`` writes it)."""
+    return tuple(dict.fromkeys(e.module for e in catalog().values()))
 
 
 @dataclass(frozen=True)
@@ -180,7 +175,7 @@ def load_builtin_adapters() -> None:
     if _loaded:
         return
     _loaded = True
-    for mod in BUILTIN_ADAPTER_MODULES:
+    for mod in builtin_adapter_modules():
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:

@@ -1,4 +1,4 @@
-"""Study page: the MLLM-SRec study's tables (RQ1-RQ4 and hallucination) from :func:`mmsr_bench.runner.study.build_report`
+"""Study page: the MLLM-SRec study's tables (RQ1-RQ4 and hallucination) from :func:`mmsr_bench.results.study.build_report`
 and :mod:`mmsr_bench.results.tables`, the functions behind ``bench report study``, with the report for download. With the
 reference runs shown (sidebar toggle), the reference runs get their own report below the user's, never pooled."""
 
