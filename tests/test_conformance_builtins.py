@@ -1,4 +1,4 @@
-"""Every built-in model in the catalog passes the conformance kit at its tiny budget (mmsr_bench.models.conformance.TINY_OVERRIDES).
+"""Every built-in model in the catalog passes the conformance kit at its tiny budget (each adapter class's conformance_overrides).
 
 The cheap ones (pop, random, SASRec, BERT4Rec, GPTRec: 20 s together, measured on 2 shared cores) run by default.
 The others are marked slow (deselect with -m 'not slow'); measured alone on the same machine: GPTRec-SVD 29 s,

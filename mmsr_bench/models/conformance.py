@@ -3,7 +3,7 @@
 
 The kit builds a tiny synth4-like suite (one synthetic category, 60 users, 80 items, 19 sampled negatives, with
 titles and rendered images) in its own cache home, fits the adapter there with a tiny budget
-(:data:`TINY_OVERRIDES`, or an adapter class's ``conformance_overrides``), and checks:
+(its adapter class's ``conformance_overrides``), and checks:
 
 ``score_before_fit``
     ``score`` on an unfitted adapter raises :class:`BenchError` (not a crash, not silent scores).
@@ -52,18 +52,6 @@ from mmsr_bench.models import adapter as adapter_mod
 log = logging.getLogger(__name__)
 
 #: Tiny budgets for the built-in adapters (by registered base name): enough to run every code path, not to learn.
-TINY_OVERRIDES: dict[str, dict[str, str]] = {
-    "sasrec": {"epochs": "1"},
-    "bert4rec": {"epochs": "1"},
-    "gptrec": {"epochs": "1", "n_embd": "16", "n_layer": "1", "n_head": "1"},
-    "tallrec": {"backbone": "tiny-llama", "max_pairs": "16", "epochs": "1", "pretrain_steps": "0",
-                "valid_users": "4", "max_history": "3", "train_batch_size": "8"},
-    "mllm-srec": {"vlm_steps": "2", "pretrain_steps": "0", "max_pairs": "16", "valid_users": "4",
-                  "caption_tokens": "4", "train_batch_size": "8", "lora_rank": "2", "epochs": "1",
-                  "sv_clusters": "3"},
-    "mmgcn": {"epochs": "1", "image_encoder": "open_clip:ViT-S-32", "threads": "1"},
-    "mmsr": {"epochs": "1", "image_encoder": "open_clip:ViT-S-32", "threads": "1", "n_clusters": "4"},
-}
 
 CHECKS = ("score_before_fit", "shape_finite", "batch_invariance", "candidate_permutation", "determinism",
           "no_test_leak", "full_ranking")
@@ -88,23 +76,11 @@ class KitSuite:
     home: Path
 
 
-def _family_entry(class_name: str) -> Mapping[str, str]:
-    """The :data:`TINY_OVERRIDES` entry of a class name or of its family (``mllm-srec-qlora`` -> ``mllm-srec``,
-    ``mmgcn-text`` -> ``mmgcn``): the longest hyphen-separated prefix that has one."""
-    parts = class_name.split("-")
-    for n in range(len(parts), 0, -1):
-        entry = TINY_OVERRIDES.get("-".join(parts[:n]))
-        if entry is not None:
-            return entry
-    return {}
-
-
 def tiny_overrides(name: str) -> dict[str, str]:
-    """The kit's budget for ``name``: the adapter class's ``conformance_overrides`` if it declares them, else the
-    built-in table entry of its class name or family, filtered to the fields its config really has."""
+    """The kit's budget for ``name``: its adapter class's ``conformance_overrides`` (declared on the class, inherited
+    by its variants), filtered to the fields its config really has."""
     reg = adapter_mod.get(name)
-    own = reg.cls.conformance_overrides
-    table = dict(own) if own is not None else dict(_family_entry(reg.cls.name))
+    table = dict(reg.cls.conformance_overrides or {})
     fields = {f.name for f in dataclasses.fields(reg.cls.config_cls)}
     return {k: str(v) for k, v in table.items() if k in fields}
 

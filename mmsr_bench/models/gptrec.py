@@ -101,6 +101,8 @@ class GPTRecConfig(AdapterConfig):
           description="GPTRec with the paper's SVD sub-item tokenisation (t tokens per item)")
 class GPTRec(Adapter):
     name = "gptrec"
+    #: the conformance kit's tiny budget (and the study's ``--budget tiny``), inherited by variants
+    conformance_overrides = {"epochs": "1", "n_embd": "16", "n_layer": "1", "n_head": "1"}
     config_cls = GPTRecConfig
     description = "GPTRec (Petrov & Macdonald 2023): GPT-2 over item ids, next-item log-probability"
 

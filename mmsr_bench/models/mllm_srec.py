@@ -189,6 +189,10 @@ def cot_reasoning(preference_words: Sequence[str], target_words: Sequence[str]) 
 @register("mllm-srec-qlora")
 class MLLMSRec(Adapter):
     name = "mllm-srec-qlora"
+    #: the conformance kit's tiny budget (and the study's ``--budget tiny``), inherited by variants
+    conformance_overrides = {"vlm_steps": "2", "pretrain_steps": "0", "max_pairs": "16", "valid_users": "4",
+                             "caption_tokens": "4", "train_batch_size": "8", "lora_rank": "2", "epochs": "1",
+                             "sv_clusters": "3"}
     config_cls = MLLMSRecConfig
     needs = Needs(text=True, images=True)
     description = ("MLLM-SRec: VLM captions + item summaries + sliding-window recurrent preference, QLoRA-tuned "

@@ -149,6 +149,8 @@ class MMGCN(FeatureAdapter):
     """Multi-modal graph convolution on the training user-item graph; BPR; inner-product scoring."""
 
     name = "mmgcn"
+    #: the conformance kit's tiny budget (and the study's ``--budget tiny``), inherited by variants
+    conformance_overrides = {"epochs": "1", "image_encoder": "open_clip:ViT-S-32", "threads": "1"}
     config_cls = MMGCNConfig
     needs = Needs(text=True, images=True)
     description = "MMGCN (Wei et al., MM 2019): per-modality GCNs on the user-item graph (id+text+image)"

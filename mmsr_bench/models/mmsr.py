@@ -320,6 +320,8 @@ class MMSR(FeatureAdapter):
     """Graph-based adaptive multimodal fusion for sequential recommendation (dual attention + update gate)."""
 
     name = "mmsr"
+    #: the conformance kit's tiny budget (and the study's ``--budget tiny``), inherited by variants
+    conformance_overrides = {"epochs": "1", "image_encoder": "open_clip:ViT-S-32", "threads": "1", "n_clusters": "4"}
     config_cls = MMSRConfig
     needs = Needs(text=True, images=True)
     description = "MMSR (Hu et al., CIKM 2023): per-user modality graph, dual attention, adaptive fusion order"

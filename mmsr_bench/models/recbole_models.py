@@ -381,6 +381,8 @@ class SASRecAdapter(_RecBoleSequential):
     """SASRec (Kang & McAuley 2018) as implemented in RecBole 1.2.1."""
 
     name = "sasrec"
+    #: the conformance kit's tiny budget (and the study's ``--budget tiny``), inherited by variants
+    conformance_overrides = {"epochs": "1"}
     description = "SASRec (Kang & McAuley, ICDM 2018) via RecBole 1.2.1; CE loss; harness early stopping"
     model_cls = SASRec
     config_cls = SASRecConfig
@@ -391,6 +393,8 @@ class BERT4RecAdapter(_RecBoleSequential):
     """BERT4Rec (Sun et al. 2019) as implemented in RecBole 1.2.1 (masked-item training, mask token at scoring)."""
 
     name = "bert4rec"
+    #: the conformance kit's tiny budget (and the study's ``--budget tiny``), inherited by variants
+    conformance_overrides = {"epochs": "1"}
     description = "BERT4Rec (Sun et al., CIKM 2019) via RecBole 1.2.1; cloze training; harness early stopping"
     model_cls = BERT4Rec
     config_cls = BERT4RecConfig

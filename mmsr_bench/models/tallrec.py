@@ -131,6 +131,9 @@ class TALLRecConfig(AdapterConfig):
 @register()
 class TALLRec(Adapter):
     name = "tallrec"
+    #: the conformance kit's tiny budget (and the study's ``--budget tiny``), inherited by variants
+    conformance_overrides = {"backbone": "tiny-llama", "max_pairs": "16", "epochs": "1", "pretrain_steps": "0",
+                             "valid_users": "4", "max_history": "3", "train_batch_size": "8"}
     config_cls = TALLRecConfig
     needs = Needs(text=True)
     description = "TALLRec (Bao et al. 2023): LoRA-tuned causal LM (SmolLM2-135M) answering Yes/No on title prompts"

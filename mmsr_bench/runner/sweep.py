@@ -27,9 +27,6 @@ from mmsr_bench.errors import BenchError
 
 log = logging.getLogger(__name__)
 
-#: Registry facts (mmsr_bench/models/registry.toml ``gpu``-less): models whose adapters train torch networks want a GPU
-#: when the cluster has one. Numpy baselines never do.
-CPU_ONLY_MODELS = frozenset({"random", "pop"})
 
 
 @dataclass(frozen=True)
@@ -85,8 +82,6 @@ def wants_gpu(model: str) -> bool:
     that use torch want one, numpy baselines do not)."""
     from mmsr_bench.models import adapter as adapter_mod
 
-    if model in CPU_ONLY_MODELS:
-        return False
     return bool(getattr(adapter_mod.get(model).cls, "uses_torch", False))
 
 
