@@ -711,14 +711,7 @@ def fits_export(
     so that another machine scores the remaining shards of a cell with the same fit."""
     from mmsr_bench.runner.fits import export_fits
 
-    _setup()
-    try:
-        rep = export_fits(to, model=model, dataset=dataset)
-    except BenchError as exc:
-        fail(str(exc))
-        return
-    console.print(f"exported {rep.fits} fits to {to}: {rep.written} files written ({rep.bytes_written / 1e6:.1f} MB), "
-                  f"{rep.unchanged} unchanged", highlight=False, soft_wrap=True, markup=False)
+    _fits_command(lambda: export_fits(to, model=model, dataset=dataset), "exported", f"to {to}")
 
 
 @fits_app.command("import")
@@ -727,15 +720,19 @@ def fits_import(source: Path = typer.Argument(..., help="A folder written by `be
     cache; a run uses one only when its fingerprint matches (same settings, examples, configuration, validation)."""
     from mmsr_bench.runner.fits import import_fits
 
+    _fits_command(lambda: import_fits(source), "imported", f"from {source}")
+
+
+def _fits_command(action, verb: str, where: str) -> None:
+    """Run a fits export/import: one error line on bad input, else what was copied."""
     _setup()
     try:
-        rep = import_fits(source)
+        rep = action()
     except BenchError as exc:
         fail(str(exc))
         return
-    console.print(f"imported {rep.fits} fits from {source}: {rep.written} files written "
-                  f"({rep.bytes_written / 1e6:.1f} MB), {rep.unchanged} unchanged", highlight=False, soft_wrap=True,
-                  markup=False)
+    console.print(f"{verb} {rep.fits} fits {where}: {rep.written} files written ({rep.bytes_written / 1e6:.1f} MB), "
+                  f"{rep.unchanged} unchanged", highlight=False, soft_wrap=True, markup=False)
 
 
 @store_app.command("check")
