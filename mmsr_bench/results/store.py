@@ -566,6 +566,15 @@ class Store:
             raise BenchError(f"the results store {self.url} holds a damaged value in {what} ({type(exc).__name__}: "
                              f"{str(exc)[:120]}); `bench store check` lists the damage") from None
 
+    def completed_cell(self, *, suite: str, fingerprint: str, dataset: str, model: str, variant: str, seed: int,
+                       config_hash: str) -> Run | None:
+        """The completed run of one cell, if stored: the one predicate behind ``--resume``, sweeps and the study
+        plan (same suite name and fingerprint, dataset, model, variant, seed and configuration hash)."""
+        for r in self.runs(suite=suite, dataset=dataset, model=model, variant=variant):
+            if r.seed == seed and r.suite_hash == fingerprint and r.config_hash == config_hash:
+                return r
+        return None
+
     def runs(self, *, suite: str | None = None, dataset: str | None = None, model: str | None = None,
              status: str | None = "completed", variant: str | None = None) -> list[Run]:
         with self._reading("the runs"):

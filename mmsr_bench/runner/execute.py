@@ -84,11 +84,9 @@ class RunRequest:
 
 def stored_cell(store: Store, req: "RunRequest", data: SuiteData, seed: int, cfg_hash: str) -> Run | None:
     """The completed run of this cell already in the store, if any (for ``resume``)."""
-    variant = req.variant or (req.perturb or "")
-    for r in store.runs(suite=data.suite.name, dataset=data.dataset, model=req.model, variant=variant):
-        if r.seed == seed and r.suite_hash == data.fingerprint and r.config_hash == cfg_hash:
-            return r
-    return None
+    return store.completed_cell(suite=data.suite.name, fingerprint=data.fingerprint, dataset=data.dataset,
+                                model=req.model, variant=req.variant or (req.perturb or ""), seed=seed,
+                                config_hash=cfg_hash)
 
 
 def _stored_shard(store: Store, req: RunRequest, data: SuiteData, seed: int, cfg_hash: str) -> Run | None:

@@ -138,10 +138,8 @@ def plan(req: SweepRequest) -> list[Cell]:
 
 def stored(store, cell: Cell):
     """The completed run of this cell already in the store, if any."""
-    for r in store.runs(suite=cell.suite, dataset=cell.dataset, model=cell.model, variant=cell.variant):
-        if r.seed == cell.seed and r.suite_hash == cell.fingerprint and r.config_hash == cell.config_hash:
-            return r
-    return None
+    return store.completed_cell(suite=cell.suite, fingerprint=cell.fingerprint, dataset=cell.dataset,
+                                model=cell.model, variant=cell.variant, seed=cell.seed, config_hash=cell.config_hash)
 
 
 def run_cell(cell: Cell, db_url: str | None, group_id: str) -> dict:
