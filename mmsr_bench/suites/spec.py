@@ -288,7 +288,9 @@ def load_suite_file(path: Path) -> SuiteSpec:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise BenchError(f"{path}: field {loc}: {first['msg']}") from None
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        # a check across fields (a model validator) has no single field: its message names them
+        raise BenchError(f"{path}: field {loc}: {msg}" if loc else f"{path}: {msg}") from None
     if spec.name != path.stem:
         raise BenchError(f"{path}: name {spec.name!r} must equal the file name {path.stem!r}")
     return spec
