@@ -90,3 +90,15 @@ def test_leaderboard_against_marks_and_latex(frozen_tiny):
     header = tex[tex.index(r"\toprule"):tex.index(r"\midrule")]
     assert r"\multicolumn{2}{c}{Seq}" in header
     assert latex_balanced(tex)
+
+
+def test_compare_by_uuid_names_the_same_run_in_every_store(frozen_tiny):
+    a = _run(frozen_tiny, "test-successor", noise=0.01)[0]
+    b = _run(frozen_tiny, "test-successor", noise=1000.0)[0]
+    store = Store()
+    by_id = significance.compare(store, str(a.id), str(b.id), metrics=["auc"])
+    by_uuid = significance.compare(store, a.uuid[:10], b.uuid, metrics=["auc"])
+    assert by_uuid.a_runs == by_id.a_runs and by_uuid.b_runs == by_id.b_runs
+    assert by_uuid.rows[0].p_t == by_id.rows[0].p_t and by_uuid.a_label == f"test-successor (run {a.uuid[:10]})"
+    with pytest.raises(BenchError, match="no completed runs of model 'ffffffffff'|give --suite"):
+        significance.compare(store, "ffffffffff", b.uuid)

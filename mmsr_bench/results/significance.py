@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,9 +59,16 @@ CORRECTION_NAMES = {"holm": "Holm-Bonferroni", "fdr_bh": "Benjamini-Hochberg", "
 
 
 def resolve(store: Store, ref: str, suite: str | None, dataset: str | None) -> list[Run]:
-    """A run id ("12"), or a model name resolved to its latest run per seed on ``suite``/``dataset``."""
+    """A run id ("12"), a run's uuid or its first 8+ hex digits (the same run in every store: what generated
+    docs cite), or a model name resolved to its latest run per seed on ``suite``/``dataset``."""
     if ref.isdigit():
         return [store.run(int(ref))]
+    if re.fullmatch(r"[0-9a-f]{8,32}", ref):
+        hits = [r for r in store.runs(status=None) if r.uuid.startswith(ref)]
+        if len(hits) > 1:
+            raise BenchError(f"{ref!r} is the start of {len(hits)} run uuids in {store.url}; give more of it")
+        if hits:
+            return hits
     if not suite or not dataset:
         raise BenchError(f"{ref!r} is a model name: give --suite and --dataset to pick its runs")
     runs = [r for r in store.runs(suite=suite, dataset=dataset, model=ref) if r.variant == ""]
@@ -128,7 +136,8 @@ def compare(store: Store, a_ref: str, b_ref: str, *, suite: str | None = None, d
     if len(shared) >= 2:
         for m in names:
             seed_tests[m] = stats.across_seed_test({r.seed: r.metrics[m] for r in a}, {r.seed: r.metrics[m] for r in b})
-    label = lambda ref, rs: ref if not ref.isdigit() else f"{rs[0].model} (run {ref})"  # noqa: E731
+    label = lambda ref, rs: (f"{rs[0].model} (run {ref})" if ref.isdigit() or rs[0].uuid.startswith(ref)  # noqa: E731
+                             else ref)
     return Comparison(label(a_ref, a), label(b_ref, b), tuple(r.id for r in a), tuple(r.id for r in b), a[0].suite,
                       a[0].dataset, a[0].n_users, rows, seed_tests)
 
