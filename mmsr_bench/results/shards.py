@@ -72,15 +72,16 @@ def merge_if_complete(store: Store, shard: Run) -> Run | None:
     is returned as it is); None while shards are missing."""
     of = shard_info(shard)["of"]
     key = cell_key(shard)
-    for r in store.runs(suite=shard.suite, dataset=shard.dataset, model=shard.model):
-        merged = json.loads(r.run_info_json or "{}").get("merged_from_shards")
-        if cell_key(r) == key and merged and merged.get("of") == of:
-            return r
     parts: dict[int, Run] = {}
-    for r in store.runs(suite=shard.suite, dataset=shard.dataset, model=shard.model, status=SHARD):
-        info = shard_info(r)
-        if cell_key(r) == key and info["of"] == of:
-            parts[info["index"]] = r  # the latest of duplicates (runs come in id order)
+    for r in store.runs(suite=shard.suite, dataset=shard.dataset, model=shard.model, status=None):
+        if cell_key(r) != key:
+            continue
+        if r.status == "completed":
+            merged = json.loads(r.run_info_json or "{}").get("merged_from_shards")
+            if merged and merged.get("of") == of:
+                return r
+        elif r.status == SHARD and shard_info(r)["of"] == of:
+            parts[shard_info(r)["index"]] = r  # the latest of duplicates (runs come in id order)
     if len(parts) < of:
         log.info("%s on %s/%s seed %d: %d of %d shards stored", shard.model, shard.suite, shard.dataset, shard.seed,
                  len(parts), of)
