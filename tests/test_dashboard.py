@@ -664,3 +664,13 @@ def test_launch_command_is_loopback_headless_and_checks_the_port():
         assert flag in joined
     with pytest.raises(BenchError, match="--port 0"):
         dashboard.launch(None, 0)
+
+
+def test_configuration_field_keeps_list_values_whole():
+    from mmsr_bench.dashboard.ui import split_sets
+
+    text = ("mllm-srec*:max_pairs=1200, backbone=smollm2-135m,tallrec:target_modules=q_proj,k_proj,v_proj,"
+            "tallrec:lr=0.001")
+    assert split_sets(text) == ["mllm-srec*:max_pairs=1200", "backbone=smollm2-135m",
+                                "tallrec:target_modules=q_proj,k_proj,v_proj", "tallrec:lr=0.001"]
+    assert split_sets("") == [] and split_sets("a=1,b=2") == ["a=1", "b=2"]

@@ -183,6 +183,17 @@ def _longest_backtick_run(text: str) -> int:
     return best
 
 
+#: A comma followed by the start of a new ``[GLOB:]key=`` pair; other commas belong to a value (a list such as
+#: ``target_modules=q_proj,v_proj``).
+_PAIR_START = re.compile(r",\s*(?=[A-Za-z0-9_*?\[\].-]+(?::[A-Za-z_][A-Za-z0-9_]*)?=)")
+
+
+def split_sets(text: str) -> list[str]:
+    """The ``--set`` pairs of a comma-separated configuration field: split only where a new ``key=`` (or
+    ``GLOB:key=``) starts, so a list value keeps its commas."""
+    return [p.strip() for p in _PAIR_START.split(text) if p.strip()]
+
+
 def folder_label(folder: Path) -> str:
     """The reference folder as the user knows it: relative to the checkout (``reference-runs/``) when inside it."""
     from mmsr_bench.paths import REPO_ROOT

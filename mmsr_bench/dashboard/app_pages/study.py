@@ -39,7 +39,7 @@ def report(url: str, token: str, suite_ref: str, budget: str, datasets: tuple[st
     from mmsr_bench.models.adapter import parse_set_options
     from mmsr_bench.results import study, tables
 
-    pairs = parse_set_options([x for x in sets.split(",") if x.strip()])
+    pairs = parse_set_options(ui.split_sets(sets))
     opts = study.validate(suite_ref, datasets=list(datasets) or None, budget=budget, db=url, check_db=False,
                           sets=pairs)
     rep = study.build_report(ui.store_for(url), opts)
