@@ -10,13 +10,13 @@ asking for it, so a fit from another machine can never stand in for another conf
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from mmsr_bench.errors import BenchError
+from mmsr_bench.models.toolkits.backbones import file_sha256
 from mmsr_bench.paths import bench_home, cache_dir, check_safe_name
 
 FILES = ("fitted.json", "fitted.safetensors")
@@ -56,7 +56,7 @@ def _checked(folder: Path, where: str) -> tuple[str, str]:
     result = record.get("result") if isinstance(record, dict) else None
     if not isinstance(record, dict) or not isinstance(record.get("fingerprint"), str) or not isinstance(result, dict):
         raise BenchError(f"{where}: {folder / 'fitted.json'} lacks the fields fingerprint and result")
-    digest = hashlib.sha256((folder / "fitted.safetensors").read_bytes()).hexdigest()
+    digest = file_sha256(folder / "fitted.safetensors")
     if result.get("fitted_sha256") not in (None, digest):
         raise BenchError(f"{where}: {folder / 'fitted.safetensors'} does not have the sha256 its fitted.json "
                          f"records (field result.fitted_sha256)")

@@ -300,10 +300,10 @@ def _save_fitted(model: Any, folder: Path, fingerprint: str, result: SFTResult) 
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({n: t.contiguous().cpu() for n, t in _trainable_state(model).items()}, str(folder / "fitted.safetensors"))
-    import hashlib
+    from mmsr_bench.models.toolkits.backbones import file_sha256
 
-    result.fitted_sha256 = hashlib.sha256((folder / "fitted.safetensors").read_bytes()).hexdigest()
+    save_file({n: t.contiguous().cpu() for n, t in _trainable_state(model).items()}, str(folder / "fitted.safetensors"))
+    result.fitted_sha256 = file_sha256(folder / "fitted.safetensors")
     record = {"fingerprint": fingerprint, "result": dataclasses.asdict(result)}
     tmp = folder / "fitted.json.tmp"
     tmp.write_text(json.dumps(record, default=str))
@@ -424,23 +424,23 @@ def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config
     decision = (tuple(answer_token_id(tokenizer, w) for w in config.decision_words)
                 if config.decision_words and config.decision_weight > 0 else None)
     if checkpoint_dir is not None:
-        done = f"{_fingerprint(config, encoded, model)}:{config.epochs}:{identity}"
+        fingerprint = _fingerprint(config, encoded, model)  # hashes every example: once, for both records
+        done = f"{fingerprint}:{config.epochs}:{identity}"
         with _fit_lock(Path(checkpoint_dir)) if _REUSE_FITS.get() else nullcontext():
             reused = _load_fitted(model, Path(checkpoint_dir), done) if _REUSE_FITS.get() else None
             if reused is not None:
                 log.info("%s: reusing the completed fit in %s", description, checkpoint_dir)
                 return reused
             result = _train_loop(model, tokenizer, encoded, config, params, pad, decision, validate, checkpoint_dir,
-                                 description, rng)
+                                 description, rng, fingerprint)
             _save_fitted(model, Path(checkpoint_dir), done, result)
             return result
-    return _train_loop(model, tokenizer, encoded, config, params, pad, decision, validate, checkpoint_dir,
-                       description, rng)
+    return _train_loop(model, tokenizer, encoded, config, params, pad, decision, validate, None, description, rng)
 
 
 def _train_loop(model: Any, tokenizer: Any, encoded: list, config: SFTConfig, params: list, pad: int,
                 decision: tuple | None, validate: Callable[[], float] | None, checkpoint_dir: str | Path | None,
-                description: str, rng: np.random.Generator) -> SFTResult:
+                description: str, rng: np.random.Generator, fingerprint: str = "") -> SFTResult:
     import torch
 
     dev = next(p.device for p in params)
@@ -455,7 +455,7 @@ def _train_loop(model: Any, tokenizer: Any, encoded: list, config: SFTConfig, pa
     stopper = EarlyStopping(config.patience, lambda: _trainable_state(model), lambda s: _load_trainable(model, s))
     t0 = time.perf_counter()
     stop = False
-    resume = (_ResumePoint(Path(checkpoint_dir) / "resume", _fingerprint(config, encoded, model))
+    resume = (_ResumePoint(Path(checkpoint_dir) / "resume", fingerprint)
               if checkpoint_dir is not None else None)
     start_epoch = start_micro = 0
     if resume is not None:
