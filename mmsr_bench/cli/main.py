@@ -14,7 +14,7 @@ import typer
 
 from mmsr_bench import progress as progress_mod
 from mmsr_bench.cli.common import (DB_OPTION, FORMATS, SEED_HELP, _names_option, _print_table, _setup, console,
-                                   err_console, fail, parse_seeds, parse_shard, suite_name)
+                                   err_console, fail, parse_seeds, parse_shard, suite_name, terminal_text)
 from mmsr_bench.errors import BenchError
 
 app = typer.Typer(help="mmsr-bench: frozen-protocol benchmarks for sequential recommenders.", no_args_is_help=True,
@@ -177,8 +177,8 @@ def _leaderboard(suite: str, datasets: list[str] | None, metric: Optional[str], 
                                       models=[m for m in board.models if (m, d, board.metrics[0]) in board.cells])
             header, rows = lb.to_rows(sub)
             _print_table(header, rows, title=f"leaderboard: {suite} / {d}")
-        for n in board.notes + ([footer] if footer else []):
-            console.print(f"[dim]{n}[/dim]")
+        for n in board.row_notes() + board.notes + ([footer] if footer else []):
+            console.print(f"[dim]{terminal_text(n)}[/dim]")
     elif fmt == "markdown":
         print(lb.to_markdown(board) + (f"\n{footer}" if footer else ""))
     elif fmt == "csv":
@@ -313,10 +313,13 @@ def _model_config(name: str) -> None:
 
     reg = adapter.get(name)
     built = adapter.build(name)
-    rows = [[f.name, str(f.type).replace("typing.", ""), repr(getattr(built.config, f.name))]
-            for f in dataclasses.fields(built.config)]
+    from mmsr_bench.models.search_space import declared_space
+
+    space = declared_space(reg.cls.config_cls)
+    rows = [[f.name, str(f.type).replace("typing.", ""), repr(getattr(built.config, f.name)),
+             space[f.name].describe() if f.name in space else ""] for f in dataclasses.fields(built.config)]
     variants = sorted(n for n, r in adapter.registry().items() if r.cls is reg.cls and n != name)
-    _print_table(["field", "type", "value (defaults and variant overrides)"], rows,
+    _print_table(["field", "type", "value (defaults and variant overrides)", "search space (bench tune)"], rows,
                  title=f"{name}: {reg.cls.__module__}.{reg.cls.__name__}")
     if reg.overrides:
         console.print(f"[dim]variant of {reg.cls.name}: {dict(reg.overrides)}[/dim]")
@@ -372,6 +375,8 @@ def runs_show(run_id: int = typer.Argument(...), db: Optional[str] = DB_OPTION) 
     except BenchError as exc:
         fail(str(exc))
         return
+    from mmsr_bench.results.selection import convergence_of
+
     info = r.model_dump()
     try:
         for k in ("config_json", "packages_json", "metrics_json", "run_info_json"):
@@ -380,7 +385,12 @@ def runs_show(run_id: int = typer.Argument(...), db: Optional[str] = DB_OPTION) 
     except BenchError as exc:
         fail(str(exc))
         return
+    sel = convergence_of(r)  # the validation choice in one schema, whatever the family stored
+    info["selection"] = None if sel is None else dict(sel.as_dict(), status=sel.status)
     console.print_json(json.dumps(info, default=str))
+    if sel is not None and sel.converged is False:
+        err_console.print(f"[yellow]not converged[/yellow]: the best validation ({sel.metric} at {sel.unit} "
+                          f"{sel.chosen}) is the last one and training stopped at its {sel.stopped_by}")
 
 
 # ------------------------------------------------------------------------------------------------- suites
@@ -801,7 +811,7 @@ def _normalize_argv(argv: list[str]) -> list[str]:
             if vals:
                 out.append(vals[0])
                 for v in vals[1:]:
-                    out += ["--seed", v]
+                    out += [argv[i], v]
                 i = j
                 continue
         i += 1
@@ -828,6 +838,9 @@ def _register_extensions() -> None:
     from mmsr_bench.cli import docs as cli_docs  # bench docs (the generated tables of docs/)
 
     cli_docs.register(app)
+    from mmsr_bench.cli import tune as cli_tune  # bench tune | runs trials (Optuna on the validation split)
+
+    cli_tune.register(app, runs_app)
 
 
 _register_extensions()

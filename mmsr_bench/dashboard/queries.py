@@ -206,10 +206,11 @@ def board_frames(board: Board, digits: int = 4) -> tuple[pd.DataFrame, pd.DataFr
     multi = len(board.datasets) > 1
     cols = [(d, m) for d in board.datasets for m in board.metrics]
     names = [f"{d}/{m}" if multi else m for d, m in cols]
+    labels = pd.Index([board.label(mo) for mo in board.models], name="model")  # with the not-converged mark
     num = pd.DataFrame([[board.value(mo, d, m) for d, m in cols] for mo in board.models], columns=names,
-                       index=pd.Index(board.models, name="model"), dtype=float)
+                       index=labels, dtype=float)
     text = pd.DataFrame([[fmt_cell(board.cells.get((mo, d, m)), digits) for d, m in cols] for mo in board.models],
-                        columns=names, index=pd.Index(board.models, name="model"))
+                        columns=names, index=labels)
     return num, text
 
 

@@ -14,6 +14,7 @@ recommenders (:func:`balanced_subsample`), so no adapter imports another adapter
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import math
@@ -195,6 +196,32 @@ class EarlyStopping:
         return True
 
 
+# ------------------------------------------------------------------------------------------ listening in
+#: Who hears every validation of a training loop (``fit_epochs`` and the LLM fine-tuning loop): a tuner reports the
+#: values as a trial's intermediate curve and may raise from the listener to stop a poor trial early (pruning).
+#: None outside tuning, so an ordinary run is untouched.
+_listener: contextvars.ContextVar[Callable[[int, float], None] | None] = contextvars.ContextVar(
+    "validation_listener", default=None)
+
+
+@contextlib.contextmanager
+def listening_to_validations(listener: Callable[[int, float], None]) -> Iterator[None]:
+    """Inside the block, ``listener(step, value)`` is called after each validation of any training loop (``step``:
+    the epoch, or the optimizer step of the LLM loop). An exception it raises propagates out of the fit."""
+    token = _listener.set(listener)
+    try:
+        yield
+    finally:
+        _listener.reset(token)
+
+
+def report_validation(step: int, value: float) -> None:
+    """Tell the current listener (if any) about one validation; training loops call this once per validation."""
+    listener = _listener.get()
+    if listener is not None:
+        listener(int(step), float(value))
+
+
 # ------------------------------------------------------------------------------------------------ the loop
 @dataclass
 class LoopResult:
@@ -233,6 +260,7 @@ def fit_epochs(train_epoch: Callable[[int], float], validator: Validator, stoppe
                 improved = stopper.update(value, epoch)
                 log.log(log_level, "%s epoch %d: loss %.4f, valid %s %.5f%s (%.1fs)", description, epoch, loss,
                         validator.metric, value, " *" if improved else "", result.epoch_seconds[-1])
+                report_validation(epoch, value)
                 if not improved and stopper.should_stop:
                     result.stopped_by = "early_stopping"
                     break

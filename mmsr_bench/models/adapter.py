@@ -62,6 +62,11 @@ class AdapterConfig:
     PROBABILITY: ClassVar[frozenset[str]] = frozenset({
         "dropout", "hidden_dropout_prob", "attn_dropout_prob", "lora_dropout", "mask_ratio", "vlm_holdout"})
 
+    #: The hyper-parameter search space ``bench tune`` samples (field -> :class:`mmsr_bench.models.search_space.Range`
+    #: or ``Choice``), declared beside the defaults it searches around, with the source of its ranges in a comment;
+    #: empty: the model is not tuned unless a ``--space`` file gives one. ``bench models NAME`` shows it.
+    search_space: ClassVar[Mapping[str, Any]] = {}
+
     def __post_init__(self) -> None:
         import math
 

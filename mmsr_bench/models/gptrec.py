@@ -30,6 +30,7 @@ Deviations (benchmark protocol / CPU budget):
 
 from __future__ import annotations
 
+from typing import Any, ClassVar, Mapping
 import logging
 import time
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from mmsr_bench.errors import BenchError
 from mmsr_bench.evaluation.training import (EarlyStopping, Validator, fit_epochs, module_restore, module_snapshot,
                                             split_metric, valid_subset)
 from mmsr_bench.models.adapter import Adapter, AdapterConfig, register
+from mmsr_bench.models.search_space import Choice, Range
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,15 @@ class GPTRecConfig(AdapterConfig):
     svd_bins: int = 512
     score_rows: int = 2048  # candidate rows per forward in svd scoring
     threads: int = 0  # torch threads during fit/score (0 = leave as is)
+
+    #: Ranges around GPTRec's published setting (Petrov & Macdonald 2023: a 3-layer GPT-2 decoder, d=128,
+    #: AdamW lr 1e-3): lr one decade either side (log scale), 2-4 layers, d 64-256, dropout 0-0.3.
+    search_space: ClassVar[Mapping[str, Any]] = {
+        "lr": Range(1e-4, 1e-2, log=True),
+        "n_layer": Range(2, 4),
+        "n_embd": Choice((64, 128, 256)),
+        "dropout": Range(0.0, 0.3),
+    }
 
 
 @register()

@@ -28,6 +28,7 @@ Deviations (CPU budget / benchmark protocol):
 
 from __future__ import annotations
 
+from typing import Any, ClassVar, Mapping
 import logging
 import time
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from torch import nn
 from mmsr_bench.data.splits import ITEM_TEXT_FIELDS, EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError
 from mmsr_bench.models.adapter import AdapterConfig, Needs, register
+from mmsr_bench.models.search_space import Choice
 from mmsr_bench.models.toolkits.feature_adapter import FeatureAdapter
 from mmsr_bench.models.toolkits.features import FeatureMatrix
 
@@ -64,6 +66,13 @@ class MMGCNConfig(AdapterConfig):
     text_fields: tuple[str, ...] = ITEM_TEXT_FIELDS
     image_encoder: str = "efficientnet-lite0"  # real ImageNet weights; "open_clip:<config>" selects CLIP
     clip_weights: str = ""
+
+    #: MMRec's published grid for MMGCN (enoche/MMRec, src/configs/model/MMGCN.yaml: reg_weight and learning_rate,
+    #: the two it tunes; embedding 64 and 2 layers fixed, as here).
+    search_space: ClassVar[Mapping[str, Any]] = {
+        "lr": Choice((1e-4, 5e-4, 1e-3, 5e-3, 1e-2)),
+        "reg_weight": Choice((0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)),
+    }
     allow_network: bool = True
     threads: int = 0
     eval_batch_size: int = 1024

@@ -38,6 +38,7 @@ Deviations (CPU budget / harness contract), all configurable:
 
 from __future__ import annotations
 
+from typing import Any, ClassVar, Mapping
 import logging
 import math
 import time
@@ -51,6 +52,7 @@ from torch import nn
 from mmsr_bench.data.splits import ITEM_TEXT_FIELDS, EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError
 from mmsr_bench.models.adapter import AdapterConfig, Needs, register
+from mmsr_bench.models.search_space import Range
 from mmsr_bench.models.toolkits.feature_adapter import FeatureAdapter
 from mmsr_bench.models.toolkits.features import FeatureMatrix
 
@@ -82,6 +84,15 @@ class MMSRConfig(AdapterConfig):
     text_encoder: str = "all-MiniLM-L6-v2"
     text_fields: tuple[str, ...] = ITEM_TEXT_FIELDS
     image_encoder: str = "efficientnet-lite0"  # real ImageNet weights; "open_clip:<config>" selects CLIP
+
+    #: Ranges around MMSR's published setting (Hu et al. 2024: Adam lr 1e-3, dropout 0.2, L2 1e-5): lr and L2 one
+    #: or two decades either side on a log scale, dropout 0.1-0.5, 1-2 propagation layers.
+    search_space: ClassVar[Mapping[str, Any]] = {
+        "lr": Range(1e-4, 1e-2, log=True),
+        "l2": Range(1e-7, 1e-3, log=True),
+        "dropout": Range(0.1, 0.5),
+        "n_layers": Range(1, 2),
+    }
     clip_weights: str = ""
     allow_network: bool = True
     threads: int = 0

@@ -13,6 +13,7 @@ import numpy as np
 
 from mmsr_bench.results import tables
 from mmsr_bench.results.latex import metric_label
+from mmsr_bench.results.selection import NOT_CONVERGED_MARK, convergence_of
 from mmsr_bench.results.stats import seed_summary
 from mmsr_bench.results.store import Run, Store
 
@@ -34,6 +35,28 @@ class Board:
     models: list[str]
     cells: dict[tuple[str, str, str], Cell]  # (model, dataset, metric) -> cell
     notes: list[str] = field(default_factory=list)
+    #: model -> how its configuration was chosen, for the rows of tuned models ("tuned (12 trials, 20.0 min, best
+    #: trial 7)"); a model not in it runs its default configuration.
+    tuning: dict[str, str] = field(default_factory=dict)
+    #: model -> the (dataset, seed) runs of its row that stopped at their budget still improving on validation
+    not_converged: dict[str, list[str]] = field(default_factory=dict)
+
+    def label(self, model: str) -> str:
+        """The row's name, with the footnote mark of a model whose row holds a run that did not converge."""
+        return model + (NOT_CONVERGED_MARK if self.not_converged.get(model) else "")
+
+    def row_notes(self) -> list[str]:
+        """The notes the row marks need (a not-converged footnote, the tuned rows), before the board's own."""
+        out = []
+        if self.not_converged:
+            parts = "; ".join(f"{m} ({', '.join(v)})" for m, v in sorted(self.not_converged.items()))
+            out.append(f"{NOT_CONVERGED_MARK}: not converged: {parts}: stopped at the training budget while "
+                       "validation was still improving, so the row is a lower bound of the model")
+        if self.tuning:
+            parts = "; ".join(f"{m}: {t}" for m, t in sorted(self.tuning.items()))
+            out.append(f"tuned on validation (bench tune): {parts}; every other row runs its default "
+                       "configuration")
+        return out
 
     def value(self, model: str, dataset: str, metric: str) -> float:
         c = self.cells.get((model, dataset, metric))
@@ -89,7 +112,30 @@ def build_board(store: Store, suite: str, datasets: list[str] | None = None, met
             vals = [r.metrics[m] for r in rs if m in r.metrics]
             if vals:
                 cells[(model, dataset, m)] = Cell(*summarize_seeds(vals), len(vals), tuple(r.id for r in rs))
-    return Board(suite, ds, ms, _ranked(suite, sorted({r.model for r in runs}), cells, ds, ms), cells, notes)
+    tuning, not_converged = row_facts([r for r in runs if r.dataset in ds])
+    return Board(suite, ds, ms, _ranked(suite, sorted({r.model for r in runs}), cells, ds, ms), cells, notes,
+                 tuning, not_converged)
+
+
+def tuned_text(info: dict) -> str:
+    """A run's ``tuned_from`` as a row fact: "tuned (12 trials, 20.0 min, best trial 7)"."""
+    pruned = f", {info['pruned']} pruned" if info.get("pruned") else ""
+    return (f"tuned ({info.get('trials', '?')} trials{pruned}, {float(info.get('minutes') or 0):.1f} min, best trial "
+            f"{info.get('best_trial', '?')})")
+
+
+def row_facts(runs: list[Run]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Per model: how its configuration was chosen (tuned rows only), and which of its runs did not converge."""
+    tuned: dict[str, set[str]] = {}
+    nc: dict[str, list[str]] = {}
+    for r in sorted(runs, key=lambda r: (r.model, r.dataset, r.seed)):
+        info = r.run_info.get("tuned_from")
+        if isinstance(info, dict):
+            tuned.setdefault(r.model, set()).add(f"{r.dataset}: {tuned_text(info)}")
+        sel = convergence_of(r)
+        if sel is not None and sel.converged is False:
+            nc.setdefault(r.model, []).append(f"{r.dataset} seed {r.seed}")
+    return {m: "; ".join(sorted(v)) for m, v in tuned.items()}, nc
 
 
 def _ranked(suite: str, models: list[str], cells: dict, ds: list[str], ms: list[str]) -> list[str]:
@@ -108,14 +154,19 @@ def merge_boards(local: Board | None, reference: Board | None, suffix: str) -> B
     cells: dict[tuple[str, str, str], Cell] = dict(local.cells) if local else {}
     models = list(local.models) if local else []
     notes = list(local.notes) if local else []
+    tuning = dict(local.tuning) if local else {}
+    not_converged = dict(local.not_converged) if local else {}
     if reference is not None:
         cells.update({(m + suffix, d, k): c for (m, d, k), c in reference.cells.items()})
         models += [m + suffix for m in reference.models]
         notes += [f"reference runs: {n}" for n in reference.notes]
+        tuning.update({m + suffix: t for m, t in reference.tuning.items()})
+        not_converged.update({m + suffix: v for m, v in reference.not_converged.items()})
     suite = boards[0].suite
     order = _suite_order(suite, {d for b in boards for d in b.datasets})
     metrics = list(dict.fromkeys(m for b in boards for m in b.metrics))
-    return Board(suite, order, metrics, _ranked(suite, models, cells, order, metrics), cells, notes)
+    return Board(suite, order, metrics, _ranked(suite, models, cells, order, metrics), cells, notes, tuning,
+                 not_converged)
 
 
 def _primary_metric(suite: str, metrics: list[str]) -> str:
@@ -177,10 +228,14 @@ def _table_cell(c: Cell | None, digits: int) -> tables.Cell:
 def to_rows(board: Board, digits: int = 4) -> tuple[list[str], list[list[str]]]:
     multi = len(board.datasets) > 1
     header = ["model"] + [f"{d}/{m}" if multi else m for d in board.datasets for m in board.metrics]
+    tuned = bool(board.tuning)
+    if tuned:
+        header.insert(1, "config")
     rows = []
     for model in board.models:
-        rows.append([model] + [fmt_cell(board.cells.get((model, d, m)), digits)
-                               for d in board.datasets for m in board.metrics])
+        lead = [board.label(model)] + ([board.tuning.get(model, "default")] if tuned else [])
+        rows.append(lead + [fmt_cell(board.cells.get((model, d, m)), digits)
+                            for d in board.datasets for m in board.metrics])
     return header, rows
 
 
@@ -188,11 +243,14 @@ def board_table(board: Board, digits: int = 4, *, rank: bool = True, group_name:
                 metric_name: Callable[[str], str] = str) -> tables.Table:
     """The board as a :class:`mmsr_bench.results.tables.Table`: one group of metric columns per dataset, best/second mean of
     each column ranked, the board's notes as the footer."""
-    rows = tuple((model, *(_table_cell(board.cells.get((model, d, m)), digits)
-                           for d in board.datasets for m in board.metrics)) for model in board.models)
-    table = tables.Table(("model", *(metric_name(m) for _ in board.datasets for m in board.metrics)), rows,
-                         footer="\n".join(board.notes),
-                         groups=tuple((group_name(d), len(board.metrics)) for d in board.datasets))
+    tuned = bool(board.tuning)
+    lead = ("model", "config") if tuned else ("model",)
+    rows = tuple((board.label(model), *((board.tuning.get(model, "default"),) if tuned else ()),
+                  *(_table_cell(board.cells.get((model, d, m)), digits)
+                    for d in board.datasets for m in board.metrics)) for model in board.models)
+    table = tables.Table((*lead, *(metric_name(m) for _ in board.datasets for m in board.metrics)), rows,
+                         footer="\n".join(board.row_notes() + board.notes),
+                         groups=tuple((group_name(d), len(board.metrics)) for d in board.datasets), lead=len(lead))
     return tables.rank_columns(table) if rank else table
 
 
@@ -221,7 +279,7 @@ def to_csv(board: Board) -> str:
 def to_json(board: Board) -> str:
     return json.dumps({
         "suite": board.suite, "datasets": board.datasets, "metrics": board.metrics, "models": board.models,
-        "notes": board.notes,
+        "notes": board.row_notes() + board.notes, "tuning": board.tuning, "not_converged": board.not_converged,
         "cells": [{"model": k[0], "dataset": k[1], "metric": k[2], "mean": c.mean,
                    "ci95_half_width": None if math.isnan(c.half_width) else c.half_width,
                    "n_seeds": c.n_seeds, "run_ids": list(c.run_ids), "marker": c.marker}
@@ -234,7 +292,7 @@ def board_to_latex(board: Board, *, digits: int = 4, footer: str = "", caption: 
     significance daggers); ``footer`` (the significance note) and the board's notes go in the
     caption."""
     table = board_table(board, digits, group_name=str.capitalize, metric_name=metric_label)
-    notes = " ".join(n for n in [footer, *board.notes] if n)
+    notes = " ".join(n for n in [footer, *board.row_notes(), *board.notes] if n)
     table = replace(table, header=("Model", *table.header[1:]), title=caption or f"Results on {board.suite}.",
                     footer=notes)
     return tables.to_latex(table, label=label)

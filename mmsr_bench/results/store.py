@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 from uuid import NAMESPACE_URL, uuid4, uuid5
 
 import numpy as np
-from sqlalchemy import event, text
+from sqlalchemy import UniqueConstraint, event, text
 from sqlalchemy.exc import (ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError, OperationalError,
                             ProgrammingError)
 from sqlmodel import Field, Session, SQLModel, create_engine, select
@@ -146,6 +146,61 @@ class Artifact(SQLModel, table=True):
     kind: str = Field(index=True)
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     payload_json: str = "{}"
+
+
+class Tuning(SQLModel, table=True):
+    """One tuning study of ``bench tune``: a model tuned on one dataset's validation split under one budget. Its
+    Optuna study (``study_name``) lives in the same database; ``key`` is its identity (suite fingerprint, dataset,
+    model, seed, sampler, pruner, metric, space, fixed overrides), so a rerun of the same command resumes it."""
+
+    __tablename__ = "tunings"
+
+    id: int | None = Field(default=None, primary_key=True)
+    uuid: str = Field(default_factory=new_uuid, unique=True, index=True)
+    key: str = Field(unique=True, index=True)
+    study_name: str = ""
+    suite: str = Field(index=True)
+    suite_hash: str = ""
+    dataset: str = Field(index=True)
+    model: str = Field(index=True)
+    seed: int = 0
+    sampler: str = "tpe"
+    pruner: str = "median"
+    metric: str = ""  # the objective: the suite's primary metric on the whole validation split
+    space_json: str = "{}"
+    fixed_json: str = "{}"  # the --set overrides every trial shares
+    budget_json: str = "{}"  # {"trials": N} or {"minutes": T}, and the thread count
+    host: str = ""
+    code_version: str = ""
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    updated_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    best_trial: int | None = None
+    best_value: float | None = None
+    best_params_json: str = "{}"
+
+
+class TuningTrial(SQLModel, table=True):
+    """One trial of a tuning study: its sampled parameters, the resulting configuration and its hash, the validation
+    curve the training loop produced, the kept epoch, the objective value, its state and time."""
+
+    __tablename__ = "tuning_trials"
+    __table_args__ = (UniqueConstraint("tuning_id", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tuning_id: int = Field(foreign_key="tunings.id", index=True)
+    number: int = 0  # the Optuna trial number
+    state: str = "complete"  # complete | pruned | failed
+    params_json: str = "{}"
+    config_json: str = "{}"
+    config_hash: str = ""
+    value: float | None = None
+    curve_json: str = "[]"  # [[step, value], ...] as the training loop validated
+    selection_json: str = "{}"  # mmsr_bench.results.selection.Selection.as_dict()
+    seconds: float = 0.0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str = ""
+    worker: str = ""  # host:pid
 
 
 def mask_url(url: str) -> str:
@@ -550,6 +605,82 @@ class Store:
             s.refresh(artifact)
             s.expunge(artifact)
         return artifact
+
+    # -------------------------------------------------------------------------------------------- tuning
+    def tuning_for(self, template: Tuning) -> Tuning:
+        """The stored tuning study with ``template.key``, else ``template`` stored as a new one (two workers that
+        open the same study at once get the same row)."""
+        self._writable()
+        for attempt in range(2):
+            with Session(self.engine) as s:
+                found = s.exec(select(Tuning).where(Tuning.key == template.key)).first()
+                if found is not None:
+                    s.expunge(found)
+                    return found
+            try:
+                with Session(self.engine) as s:
+                    with s.begin():
+                        s.add(template)
+                    s.refresh(template)
+                    s.expunge(template)
+                return template
+            except IntegrityError:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def update_tuning(self, tuning_id: int, **fields) -> None:
+        self._writable()
+        with Session(self.engine) as s, s.begin():
+            row = s.get(Tuning, tuning_id)
+            for k, v in fields.items():
+                setattr(row, k, v)
+            row.updated_at = datetime.now(timezone.utc)
+
+    def add_trial(self, trial: TuningTrial) -> TuningTrial:
+        """Store one finished trial (its own transaction); a trial number stored twice is refused by the table."""
+        self._writable()
+        with Session(self.engine) as s:
+            with s.begin():
+                s.add(trial)
+            s.refresh(trial)
+            s.expunge(trial)
+        return trial
+
+    def _has_table(self, name: str) -> bool:
+        from sqlalchemy import inspect
+
+        try:
+            return inspect(self.engine).has_table(name)
+        except OperationalError:
+            return False
+
+    def tunings(self, *, suite: str | None = None, dataset: str | None = None, model: str | None = None
+                ) -> list[Tuning]:
+        """Tuning studies (none in a store written before ``bench tune`` existed)."""
+        with self._reading("the tuning studies"):
+            if not self._has_table("tunings"):
+                return []
+            q = select(Tuning)
+            for col, val in ((Tuning.suite, suite), (Tuning.dataset, dataset), (Tuning.model, model)):
+                if val is not None:
+                    q = q.where(col == val)
+            with Session(self.engine) as s:
+                rows = list(s.exec(q.order_by(Tuning.id)))
+                for r in rows:
+                    s.expunge(r)
+            return rows
+
+    def trials(self, tuning_id: int) -> list[TuningTrial]:
+        with self._reading(f"the trials of tuning study {tuning_id}"):
+            if not self._has_table("tuning_trials"):
+                return []
+            with Session(self.engine) as s:
+                rows = list(s.exec(select(TuningTrial).where(TuningTrial.tuning_id == tuning_id)
+                                   .order_by(TuningTrial.number)))
+                for r in rows:
+                    s.expunge(r)
+            return rows
 
     @contextmanager
     def _reading(self, what: str) -> Iterator[None]:

@@ -13,6 +13,7 @@ import time
 import uuid
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any, Mapping
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
@@ -80,6 +81,9 @@ class RunRequest:
     #: shards are merged into one completed run when the last one is stored (mmsr_bench.results.shards). A fine-tuned
     #: LLM's completed fit is reused by the other shards (finetune.reusing_fits).
     shard: tuple[int, int] | None = None
+    #: The tuning study this configuration came from (``bench tune``: its uuid, trial counts, minutes, best trial),
+    #: recorded as ``run_info.tuned_from`` so tables can say which rows are tuned.
+    tuned_from: Mapping[str, Any] | None = None
 
 
 def stored_cell(store: Store, req: "RunRequest", data: SuiteData, seed: int, cfg_hash: str) -> Run | None:
@@ -119,6 +123,8 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
     def record(target: SuiteData, status: str, n_users: int | None = None, shard: dict | None = None,
                **fields) -> Run:
         extra = {"shard": shard} if shard else {}
+        if req.tuned_from:
+            extra["tuned_from"] = dict(req.tuned_from)
         info = dict(model.run_info, **extra, fitted_on_suite=data.suite.name, validation_suite=data.suite.name,
                     time_limit_s=req.time_limit_s, **accelerator_memory(device),
                     item_text_source=build.item_text_source(data),  # the text the model was fitted on

@@ -69,7 +69,7 @@ with ui.guard():
                         else "; every row is tested against the chosen model." if cross else "."))
     st.caption("Mean ± 95% CI across seeds; best value per column in bold. Click a column header to sort."
                + (f"  \n{ui.md_text(footer.replace('+/-', '▲/▼'))}" if footer else "") + side_note)
-    for note in board.notes:  # data-quality warnings recorded by the build stand out; other notes are captions
+    for note in board.row_notes() + board.notes:  # data-quality warnings recorded by the build stand out; other notes are captions
         (st.warning if note.startswith("data quality:") else st.caption)(ui.md_text(note))
 
     chart_metric = ui.pick("Chart metric", board.metrics, key="lb_chart_metric")

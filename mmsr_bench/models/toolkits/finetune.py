@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mmsr_bench.errors import BenchError
-from mmsr_bench.evaluation.training import EarlyStopping
+from mmsr_bench.evaluation.training import EarlyStopping, report_validation
 from mmsr_bench.models.toolkits.llm_scoring import answer_token_id, check_prompt_fits, encode_prefix, encode_suffix
 from mmsr_bench.progress import track
 
@@ -489,12 +489,13 @@ def _train_loop(model: Any, tokenizer: Any, encoded: list, config: SFTConfig, pa
                                "valid_seconds": round(time.perf_counter() - tv, 2),
                                "elapsed_seconds": round(time.perf_counter() - t0, 2)})
         log.info("%s: step %d validation AUC %.4f", description, result.steps, auc)
-        if stopper.update(auc, result.steps):
+        improved = stopper.update(auc, result.steps)
+        if improved:
             result.best_auc, result.best_step = auc, result.steps
             if checkpoint_dir is not None:
                 result.checkpoint = save_trainable(model, checkpoint_dir)
-            return False
-        return stopper.should_stop
+        report_validation(result.steps, auc)
+        return not improved and stopper.should_stop
 
     model.train()
     with track(description, total=steps_per_epoch * config.epochs) as task:
