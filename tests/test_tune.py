@@ -258,3 +258,33 @@ def test_selection_reads_every_stored_shape():
     one = {"best_step": 150, "best_valid_auc": 0.5, "history": [{"step": 150, "auc": 0.5}]}
     assert selection(one).converged is None and selection(one).status == "one validation"
     assert selection({"popularity": "counts"}) is None
+
+
+def test_trials_are_readable_in_runs_trials_and_the_dashboard(frozen_tiny, tmp_path):
+    from mmsr_bench.dashboard import queries as q
+
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    [out] = tune.tune(_req(frozen_tiny, tmp_path, db, trials=2, pruner="none"))
+    res = CliRunner().invoke(app, ["runs", "trials", "--db", db])
+    assert res.exit_code == 0 and out.tuning_uuid[:10] in res.output, res.output
+    res = CliRunner().invoke(app, ["runs", "trials", out.tuning_uuid[:8], "--db", db])
+    assert res.exit_code == 0 and "complete" in res.output, res.output
+    studies, trials = q.tuning_frames(Store.for_reading(db))
+    assert studies["complete"].tolist() == [2] and len(trials) == 2
+    assert q.tuning_frames(Store(f"sqlite:///{tmp_path / 'empty.db'}"))[0].empty  # a store without any
+
+
+def test_study_tuned_runs_the_best_configuration(frozen_tiny, tmp_path):
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    [out] = tune.tune(_req(frozen_tiny, tmp_path, db, trials=2, pruner="none"))
+    res = CliRunner().invoke(app, ["study", "--suite", str(frozen_tiny), "--dataset", "seq", "--rq", "rq1",
+                                   "--models", "sasrec,pop", "--tuned", "--run", "--db", db])
+    assert res.exit_code == 0, res.output
+    runs = {r.model: r for r in Store.for_reading(db).runs(suite="tiny")}
+    assert runs["sasrec"].run_info["tuned_from"]["tuning"] == out.tuning_uuid
+    assert "tuned_from" not in runs["pop"].run_info  # never tuned: its default configuration
+    best = [t for t in _trials(db) if t.number == out.best_trial][0]
+    assert runs["sasrec"].config_hash == best.config_hash
+    res = CliRunner().invoke(app, ["study", "--suite", str(frozen_tiny), "--rq", "rq1", "--models", "pop",
+                                   "--tuned", "--db", db])
+    assert res.exit_code == 1 and "no grid model has a finished tuning study" in res.output

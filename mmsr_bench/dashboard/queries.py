@@ -106,6 +106,30 @@ def runs_frame(store: Store) -> pd.DataFrame:
     return df
 
 
+def tuning_frames(store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per tuning study of ``bench tune``, one row per trial): empty frames for a store without any."""
+    studies, trials = [], []
+    for t in store.tunings():
+        rows = store.trials(t.id)
+        budget = json.loads(t.budget_json or "{}")
+        studies.append({"study": t.uuid[:10], "suite": t.suite, "dataset": t.dataset, "model": t.model,
+                        "sampler": t.sampler, "pruner": t.pruner, "metric": t.metric,
+                        "budget": (f"{budget['trials']} trials" if budget.get("trials")
+                                   else f"{budget.get('minutes', 0):g} min"),
+                        "complete": sum(x.state == "complete" for x in rows),
+                        "pruned": sum(x.state == "pruned" for x in rows),
+                        "failed": sum(x.state == "failed" for x in rows),
+                        "minutes": sum(x.seconds for x in rows) / 60.0, "best": t.best_value,
+                        "best trial": t.best_trial})
+        for x in rows:
+            sel = json.loads(x.selection_json or "{}")
+            trials.append({"study": t.uuid[:10], "model": t.model, "trial": x.number, "state": x.state,
+                           "value": x.value, "kept": sel.get("chosen"), "of": sel.get("last"),
+                           "stopped by": sel.get("stopped_by", ""), "seconds": x.seconds,
+                           "params": x.params_json, "error": x.error})
+    return pd.DataFrame(studies), pd.DataFrame(trials)
+
+
 def run_labels(runs: pd.DataFrame) -> pd.Series:
     """'#12 sasrec [blank:0.2] synth4/beauty seed 0' per run: the runs' names in pickers (vectorized)."""
     if runs.empty:

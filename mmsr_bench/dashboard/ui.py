@@ -404,6 +404,12 @@ def run_detail(url: str, token: str, run_id: int):
 
 
 @st.cache_data(**CACHE)
+def tunings(url: str, token: str):
+    """The store's tuning studies and their trials (``bench tune``)."""
+    return q.tuning_frames(store_for(url))
+
+
+@st.cache_data(**CACHE)
 def hallucination(url: str, token: str) -> tuple[list[q.HallucinationPayload], list[str]]:
     """Parsed hallucination artifacts, plus one message per malformed artifact (shown, not raised)."""
     good, bad = [], []

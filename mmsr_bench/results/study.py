@@ -103,6 +103,34 @@ class StudyOptions:
     device: str | None = None
     #: ``--set key=value`` pairs, applied to every grid model whose configuration has the field
     sets: tuple[tuple[str, str], ...] = ()
+    #: ``--tuned``: model -> the ``tuned_from`` record of its tuning study, whose best configuration ``sets`` holds
+    #: as ``model:field`` pairs; the runs record it.
+    tuned_from: tuple[tuple[str, str], ...] = ()
+
+
+def tuned_sets(store, spec, dataset: str, models: list[str]) -> tuple[dict[str, str], dict[str, dict]]:
+    """``bench study --tuned``: for each model with a finished tuning study on (suite, dataset) in the store (the
+    latest one), its best configuration as scoped ``--set`` pairs, and the ``tuned_from`` record its runs keep.
+    Models never tuned there keep their default configuration."""
+    pairs: dict[str, str] = {}
+    records: dict[str, dict] = {}
+    for m in models:
+        studies = [t for t in store.tunings(suite=spec.name, dataset=dataset, model=m) if t.best_trial is not None]
+        if not studies:
+            continue
+        t = max(studies, key=lambda t: (t.updated_at, t.id))
+        trials = store.trials(t.id)
+        best = json.loads(t.best_params_json or "{}")
+        for k, v in {**json.loads(t.fixed_json or "{}"), **best}.items():
+            pairs[f"{m}:{k}"] = repr(v) if isinstance(v, float) else str(v)
+        budget = json.loads(t.budget_json or "{}")
+        records[m] = {"tuning": t.uuid, "trials": sum(x.state == "complete" for x in trials),
+                      "pruned": sum(x.state == "pruned" for x in trials),
+                      "failed": sum(x.state == "failed" for x in trials),
+                      "minutes": round(sum(x.seconds for x in trials) / 60.0, 2), "best_trial": t.best_trial,
+                      "best_value": t.best_value, "metric": t.metric, "sampler": t.sampler,
+                      "budget": {k: budget.get(k) for k in ("trials", "minutes", "threads")}}
+    return pairs, records
 
 
 def parse_names(value: str | list[str] | tuple[str, ...] | None, option: str) -> list[str] | None:

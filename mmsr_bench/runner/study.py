@@ -5,6 +5,7 @@ those through :mod:`mmsr_bench.runner.execute` (its ``--resume`` rule decides wh
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 
@@ -145,8 +146,9 @@ def run_missing(opts: StudyOptions, current: Plan | None = None, on_result=None)
             continue
         datasets = [d for d in opts.datasets if any(c.dataset == d for c in todo)]
         seeds = [s for s in opts.seeds if any(c.seed == s for c in todo)]
+        tuned = dict(opts.tuned_from).get(m)
         req = runner.RunRequest(opts.spec, m, datasets, seeds, overrides_for(m, opts.budget, opts.sets), opts.db,
-                                opts.device, resume=True)
+                                opts.device, resume=True, tuned_from=json.loads(tuned) if tuned else None)
         try:
             runs = runner.execute(req, on_result=on_result)
             out.append(RunOutcome(m, tuple(r.id for r in runs)))

@@ -9,6 +9,8 @@ import streamlit as st
 
 from mmsr_bench.dashboard import queries as q
 from mmsr_bench.dashboard import ui
+from mmsr_bench.results.leaderboard import tuned_text
+from mmsr_bench.results.selection import convergence_of
 
 ctx = ui.context()
 st.title("Runs")
@@ -61,6 +63,15 @@ with ui.guard():
     m4.metric("peak memory", f"{run.peak_memory_mb:.0f} MB")
     if run.error:
         st.warning(f"run {run.id} failed: {ui.md_text(run.error)}")
+    chosen = convergence_of(run)
+    if chosen is not None and chosen.converged is False:
+        st.warning(f"not converged: the best validation ({ui.md_text(chosen.metric)} at {chosen.unit} "
+                   f"{chosen.chosen}) is the last one and training stopped at its {chosen.stopped_by}; the run's "
+                   "numbers are a lower bound of the model")
+    tuned = run.run_info.get("tuned_from")
+    if isinstance(tuned, dict):
+        st.info(f"configuration tuned on validation: {ui.md_text(tuned_text(tuned))}, study "
+                f"{ui.md_text(str(tuned.get('tuning', ''))[:10])}")
     d1, d2, d3 = st.columns(3)
     d1.markdown("**Metrics**")
     d1.json(run.metrics or {}, expanded=True)
@@ -83,3 +94,14 @@ with ui.guard():
             st.success(f"runs {run_id} and {other} have the same model, config and environment")
         else:
             st.dataframe(diff, hide_index=True, key="runs_diff_table")
+
+studies, trials = ui.tunings(ctx.url, ctx.token)
+if not studies.empty:
+    st.subheader("Tuning studies (bench tune)")
+    st.dataframe(studies, hide_index=True, key="runs_tunings",
+                 column_config={"minutes": st.column_config.NumberColumn(format="%.1f"),
+                                "best": st.column_config.NumberColumn(format="%.4f")})
+    study = ui.pick("Study", studies["study"].tolist(), key="runs_tuning_pick")
+    st.dataframe(trials[trials["study"] == study], hide_index=True, key="runs_trials",
+                 column_config={"value": st.column_config.NumberColumn(format="%.4f"),
+                                "seconds": st.column_config.NumberColumn(format="%.1f s")})
