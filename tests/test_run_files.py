@@ -88,14 +88,14 @@ def test_export_filters_and_cli(tmp_path):
     store = _fill(src)
     cli = CliRunner()
     res = cli.invoke(app, ["store", "export", "--db", src, "--to", str(tmp_path / "a"), "--model", "m1"])
-    assert res.exit_code == 0 and "exported 1 runs and 0 loose artifacts" in res.output, res.output
+    assert res.exit_code == 0 and "exported 1 runs, 0 loose artifacts and 0 tuning studies" in res.output, res.output
     uuid = store.runs(model="m0")[0].uuid
     res = cli.invoke(app, ["store", "export", "--db", src, "--to", str(tmp_path / "b"), "--run", uuid])
     assert res.exit_code == 0 and [p.stem for p in (tmp_path / "b").rglob("*.json")] == [uuid]
     res = cli.invoke(app, ["store", "export", "--db", src, "--to", str(tmp_path / "c"), "--model", "nobody"])
     assert res.exit_code == 1 and "error:" in res.output and not (tmp_path / "c").exists()
     res = cli.invoke(app, ["store", "import", str(tmp_path / "a"), "--db", f"sqlite:///{tmp_path / 'n.db'}"])
-    assert res.exit_code == 0 and "imported 1 runs and 1 artifacts" in res.output, res.output
+    assert res.exit_code == 0 and "imported 1 runs, 1 artifacts and 0 tuning studies" in res.output, res.output
 
 
 def _rehash(path: Path, change) -> None:

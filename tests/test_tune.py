@@ -288,3 +288,41 @@ def test_study_tuned_runs_the_best_configuration(frozen_tiny, tmp_path):
     res = CliRunner().invoke(app, ["study", "--suite", str(frozen_tiny), "--rq", "rq1", "--models", "pop",
                                    "--tuned", "--db", db])
     assert res.exit_code == 1 and "no grid model has a finished tuning study" in res.output
+
+
+def test_a_tuning_study_travels_in_run_files_and_resumes_elsewhere(frozen_tiny, tmp_path):
+    """Exported with the runs, imported on another machine's store (no Optuna history there): the trials are
+    readable, and `bench tune` continues the same study after them, without repeating one."""
+    db_a, db_b = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    tune.tune(_req(frozen_tiny, tmp_path, db_a, trials=2, pruner="none", test_seeds=(0,)))
+    folder = tmp_path / "files"
+    res = CliRunner().invoke(app, ["store", "export", "--db", db_a, "--to", str(folder)])
+    assert res.exit_code == 0 and "1 tuning studies" in res.output, res.output
+    assert len(list(folder.rglob("tuning-*.json"))) == 1
+    res = CliRunner().invoke(app, ["store", "import", str(folder), "--db", db_b])
+    assert res.exit_code == 0 and "1 tuning studies" in res.output, res.output
+    res = CliRunner().invoke(app, ["store", "import", str(folder), "--db", db_b])  # idempotent
+    assert res.exit_code == 0 and "0 tuning studies from" in res.output, res.output
+    assert [(t.number, t.params_json, t.value) for t in _trials(db_b)] == \
+        [(t.number, t.params_json, t.value) for t in _trials(db_a)]
+    [out] = tune.tune(_req(frozen_tiny, tmp_path, db_b, trials=4, pruner="none"))
+    trials = _trials(db_b)
+    assert [t.number for t in trials] == [0, 1, 2, 3] and len({t.params_json for t in trials}) == 4
+    assert out.trials == 4
+
+
+def test_a_damaged_tuning_file_is_refused(frozen_tiny, tmp_path):
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    tune.tune(_req(frozen_tiny, tmp_path, db, trials=1, pruner="none"))
+    folder = tmp_path / "files"
+    assert CliRunner().invoke(app, ["store", "export", "--db", db, "--to", str(folder)]).exit_code == 0
+    [path] = folder.rglob("tuning-*.json")
+    doc = json.loads(path.read_text())
+    doc["trials"][0]["state"] = "glorious"
+    from mmsr_bench.results.run_files import canonical
+    import hashlib
+
+    doc["sha256"] = hashlib.sha256(canonical({k: v for k, v in doc.items() if k != "sha256"})).hexdigest()
+    path.write_text(json.dumps(doc))
+    res = CliRunner().invoke(app, ["store", "import", str(folder), "--db", f"sqlite:///{tmp_path / 'b.db'}"])
+    assert res.exit_code == 1 and "field state 'glorious'" in res.output and path.name in res.output

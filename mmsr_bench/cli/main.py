@@ -683,7 +683,8 @@ def store_export(
     except BenchError as exc:
         fail(str(exc))
         return
-    console.print(f"exported {rep.runs} runs and {rep.artifacts} loose artifacts from {rep.source} to {rep.folder}: "
+    console.print(f"exported {rep.runs} runs, {rep.artifacts} loose artifacts and {rep.tunings} tuning studies from "
+                  f"{rep.source} to {rep.folder}: "
                   f"{rep.files_written} files written ({rep.bytes_written / 1e6:.2f} MB), {rep.files_unchanged} "
                   f"unchanged, in {rep.seconds:.1f} s", highlight=False, soft_wrap=True, markup=False)
 
@@ -706,9 +707,10 @@ def store_import(
     except BenchError as exc:
         fail(str(exc))
         return
-    console.print(f"imported {rep.runs_copied} runs and {rep.artifacts_copied} artifacts from {rep.source} into "
-                  f"{rep.destination} ({rep.runs_present} runs and {rep.artifacts_present} artifacts were already "
-                  f"there) in {time.perf_counter() - t0:.1f} s", highlight=False, soft_wrap=True, markup=False)
+    console.print(f"imported {rep.runs_copied} runs, {rep.artifacts_copied} artifacts and {rep.tunings_copied} "
+                  f"tuning studies from {rep.source} into {rep.destination} ({rep.runs_present} runs, "
+                  f"{rep.artifacts_present} artifacts and {rep.tunings_present} tuning studies were already there) in "
+                  f"{time.perf_counter() - t0:.1f} s", highlight=False, soft_wrap=True, markup=False)
 
 
 @fits_app.command("export")

@@ -15,7 +15,9 @@ The metadata stays readable and diffs well (sorted keys, one field per line); th
 of the bytes, are zlib-compressed float64 (they compress well: HR is 0/1, NDCG and AUC take few distinct values).
 ``sha256`` covers the canonical serialization (sorted keys, no whitespace), so re-indenting a file keeps it valid
 while any change of content is refused. An artifact attached to no run (a hallucination analysis) is a file of
-format ``mmsr-bench.artifact/1`` with one ``artifact`` field.
+format ``mmsr-bench.artifact/1`` with one ``artifact`` field. A tuning study of ``bench tune`` is a file of format
+``mmsr-bench.tuning/1`` (``SUITE/DATASET/tuning-UUID.json``) with its ``tuning`` row and every ``trials`` row, so
+the trials travel with the runs they chose (and a study resumes on the machine that imports it).
 
 Reading validates everything before anything is written: the hash, every Run field's type, safe names, known metric
 names, one vector per aggregate metric with ``n_users`` finite values whose mean is the stored aggregate, and the
@@ -44,12 +46,15 @@ from sqlmodel import Session, select
 from mmsr_bench import progress
 from mmsr_bench.errors import BenchError
 from mmsr_bench.paths import check_safe_name
-from mmsr_bench.results.store import Artifact, Run, Store, UserMetric, decode_vector, encode_vector
+from mmsr_bench.results.store import (Artifact, Run, Store, Tuning, TuningTrial, UserMetric, decode_vector,
+                                     encode_vector)
 
 log = logging.getLogger(__name__)
 
 RUN_FORMAT = "mmsr-bench.run/1"
 ARTIFACT_FORMAT = "mmsr-bench.artifact/1"
+TUNING_FORMAT = "mmsr-bench.tuning/1"
+TRIAL_STATES = ("complete", "pruned", "failed")
 #: Fields that identify a run's cell: a uuid found in two places must name the same cell.
 CELL_FIELDS = ("suite", "suite_hash", "dataset", "model", "variant", "seed", "config_hash")
 STATUSES = ("completed", "failed", "interrupted", "shard")
@@ -69,6 +74,33 @@ class RunRecord:
 
 
 @dataclass
+class TuningRecord:
+    """One tuning study as it travels: its row (``id`` never written) and its trials (``id`` and ``tuning_id``
+    never written)."""
+
+    tuning: Tuning
+    trials: list[TuningTrial] = field(default_factory=list)
+    source: str = ""
+
+    # the names a loose item is filtered and checked by, as an Artifact's
+    @property
+    def uuid(self) -> str:
+        return self.tuning.uuid
+
+    @property
+    def suite(self) -> str:
+        return self.tuning.suite
+
+    @property
+    def dataset(self) -> str:
+        return self.tuning.dataset
+
+    @property
+    def model(self) -> str:
+        return self.tuning.model
+
+
+@dataclass
 class WriteReport:
     source: str
     destination: str
@@ -76,6 +108,8 @@ class WriteReport:
     runs_present: int = 0  # already in the destination (same uuid and cell)
     artifacts_copied: int = 0
     artifacts_present: int = 0
+    tunings_copied: int = 0
+    tunings_present: int = 0  # the same uuid, or a study of the same identity made elsewhere (kept as it is)
 
 
 def cell(run: Run) -> tuple:
@@ -113,6 +147,10 @@ def read_store(store: Store, *, suite: str | None = None, dataset: str | None = 
               and (not models or a.model in models) and not run_uuids):
             loose.append(a)
     records = [RunRecord(r, blobs.get(r.id, {}), attached.get(r.id, []), source=store.url) for r in runs]
+    if not run_uuids:
+        for t in store.tunings(suite=suite, dataset=dataset):
+            if not models or t.model in models:
+                loose.append(TuningRecord(t, store.trials(t.id), source=store.url))
     return records, loose
 
 
@@ -151,6 +189,12 @@ def write_records(dst: Store, records: list[RunRecord], loose: list[Artifact], *
                 have_arts |= {a.uuid for a in arts}
             task.advance()
     for a in loose:
+        if isinstance(a, TuningRecord):
+            if _write_tuning(dst, a):
+                report.tunings_copied += 1
+            else:
+                report.tunings_present += 1
+            continue
         if a.uuid in have_arts:
             report.artifacts_present += 1
             continue
@@ -194,6 +238,31 @@ def _write_artifact(dst: Store, art: Artifact, run_id: int | None) -> bool:
                 s.add(_fresh(art, Artifact, run_id=run_id))
     except IntegrityError:
         if _has_uuid(dst, Artifact, art.uuid):
+            return False
+        raise
+    return True
+
+
+def _write_tuning(dst: Store, rec: TuningRecord) -> bool:
+    """A tuning study and its trials in one transaction; False when ``dst`` holds it (same uuid) or holds a study
+    of the same identity made elsewhere (that one is kept: its Optuna history lives there)."""
+    with Session(dst.engine) as s:
+        present = s.exec(select(Tuning).where((Tuning.uuid == rec.tuning.uuid) | (Tuning.key == rec.tuning.key))).first()
+    if present is not None:
+        if present.uuid != rec.tuning.uuid:
+            log.warning("tuning study %s (%s on %s/%s) not imported: %s holds study %s of the same identity",
+                        rec.tuning.uuid, rec.tuning.model, rec.tuning.suite, rec.tuning.dataset, dst.url, present.uuid)
+        return False
+    try:
+        with Session(dst.engine) as s:
+            with s.begin():
+                new = _fresh(rec.tuning, Tuning)
+                s.add(new)
+                s.flush()
+                for t in rec.trials:
+                    s.add(_fresh(t, TuningTrial, tuning_id=new.id))
+    except IntegrityError:
+        if _has_uuid(dst, Tuning, rec.tuning.uuid):
             return False
         raise
     return True
@@ -245,6 +314,13 @@ def artifact_document(art: Artifact) -> dict:
     return body
 
 
+def tuning_document(rec: TuningRecord) -> dict:
+    body = {"format": TUNING_FORMAT, "tuning": _row_dict(rec.tuning, {"id"}),
+            "trials": [_row_dict(t, {"id", "tuning_id"}) for t in sorted(rec.trials, key=lambda t: t.number)]}
+    body["sha256"] = hashlib.sha256(canonical(body)).hexdigest()
+    return body
+
+
 def dump(doc: dict) -> str:
     """The file's text: sorted keys and one field per line, so a change shows as a small diff."""
     return json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
@@ -253,18 +329,20 @@ def dump(doc: dict) -> str:
 def relative_path(doc: dict) -> Path:
     """Where a document lives under an export folder: ``SUITE/DATASET/UUID.json`` for a run,
     ``SUITE/DATASET/artifact-UUID.json`` for a loose artifact. Every part is checked to be one safe name."""
-    row = doc["run"] if "run" in doc else doc["artifact"]
+    kind = "run" if "run" in doc else "tuning" if "tuning" in doc else "artifact"
+    row = doc[kind]
     suite = check_safe_name(row["suite"], "run field suite")
     dataset = check_safe_name(row["dataset"], "run field dataset")
     uuid = check_safe_name(row["uuid"], "run field uuid")
-    return Path(suite, dataset, (uuid if "run" in doc else f"artifact-{uuid}") + ".json")
+    return Path(suite, dataset, (uuid if kind == "run" else f"{kind}-{uuid}") + ".json")
 
 
 def export_records(records: list[RunRecord], loose: list[Artifact], to: Path) -> tuple[int, int, int]:
     """Write one file per run and per loose artifact under ``to`` (created). A file already there with the same
     content is left untouched (re-exporting is idempotent and keeps git quiet); one with other content is refused.
     Returns (files written, files unchanged, bytes written)."""
-    docs = [record_document(r) for r in records] + [artifact_document(a) for a in loose]
+    docs = [record_document(r) for r in records] + [
+        tuning_document(a) if isinstance(a, TuningRecord) else artifact_document(a) for a in loose]
     planned = [(to / relative_path(d), dump(d)) for d in docs]  # every name checked before the first write
     written = same = nbytes = 0
     for path, text in planned:
@@ -358,9 +436,15 @@ def _typed(path: Path, cls, row: dict, exclude: set[str]):
             except (TypeError, ValueError):
                 raise _fail(path, f"field {name!r} is not an ISO 8601 time: {value!r}") from None
         elif ann in (int, int | None):
+            if value is None and ann is not int:
+                values[name] = None
+                continue
             if isinstance(value, bool) or not isinstance(value, int):
                 raise _fail(path, f"field {name!r} must be an integer, got {value!r}")
-        elif ann is float:
+        elif ann in (float, float | None):
+            if value is None and ann is not float:
+                values[name] = None
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise _fail(path, f"field {name!r} must be a number, got {value!r}")
             value = float(value)
@@ -436,8 +520,9 @@ def _check_fingerprint(path: Path, run: Run, checked: dict) -> None:
                           f"{run.suite}/{run.dataset} ({expected[:12]}…): the run was made on other frozen data")
 
 
-def read_file(path: Path, *, checked: dict | None = None) -> RunRecord | Artifact:
-    """One validated run file (a :class:`RunRecord`) or loose artifact file (an :class:`Artifact`)."""
+def read_file(path: Path, *, checked: dict | None = None) -> RunRecord | Artifact | TuningRecord:
+    """One validated run file (a :class:`RunRecord`), loose artifact file (an :class:`Artifact`) or tuning study
+    file (a :class:`TuningRecord`)."""
     from mmsr_bench.suites.metric_names import parse_metric
 
     checked = {} if checked is None else checked
@@ -451,8 +536,8 @@ def read_file(path: Path, *, checked: dict | None = None) -> RunRecord | Artifac
         raise _fail(path, f"not valid JSON (truncated or damaged?): {exc}") from None
     except OSError as exc:
         raise _fail(path, f"cannot read it: {exc.strerror or exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") not in (RUN_FORMAT, ARTIFACT_FORMAT):
-        raise _fail(path, f"field format must be {RUN_FORMAT!r} or {ARTIFACT_FORMAT!r}")
+    if not isinstance(doc, dict) or doc.get("format") not in (RUN_FORMAT, ARTIFACT_FORMAT, TUNING_FORMAT):
+        raise _fail(path, f"field format must be {RUN_FORMAT!r}, {ARTIFACT_FORMAT!r} or {TUNING_FORMAT!r}")
     body = {k: v for k, v in doc.items() if k != "sha256"}
     try:
         digest = hashlib.sha256(canonical(body)).hexdigest()
@@ -460,14 +545,14 @@ def read_file(path: Path, *, checked: dict | None = None) -> RunRecord | Artifac
         raise _fail(path, f"holds a value JSON does not allow: {exc}") from None
     if doc.get("sha256") != digest:
         raise _fail(path, "field sha256 does not match the file's content (changed or damaged)")
-    if doc["format"] == ARTIFACT_FORMAT:
-        keys = {"format", "artifact"}
-    else:
-        keys = {"format", "run", "per_user", "artifacts"}
+    keys = {ARTIFACT_FORMAT: {"format", "artifact"}, TUNING_FORMAT: {"format", "tuning", "trials"}}.get(
+        doc["format"], {"format", "run", "per_user", "artifacts"})
     if set(body) != keys:
         raise _fail(path, f"top-level fields must be {sorted(keys | {'sha256'})}")
     if doc["format"] == ARTIFACT_FORMAT:
         return _artifact(path, doc["artifact"], run_uuid=None)
+    if doc["format"] == TUNING_FORMAT:
+        return _tuning(path, doc["tuning"], doc["trials"])
     if not isinstance(doc["run"], dict) or not isinstance(doc["per_user"], dict) or not isinstance(doc["artifacts"], list):
         raise _fail(path, "fields run and per_user must be objects, artifacts a list")
     run = _typed(path, Run, doc["run"], {"id"})
@@ -516,6 +601,35 @@ def _artifact(path: Path, row, *, run_uuid: str | None) -> Artifact:
     return art
 
 
+def _tuning(path: Path, row, trial_rows) -> TuningRecord:
+    if not isinstance(row, dict) or not isinstance(trial_rows, list):
+        raise _fail(path, "field tuning must be an object, trials a list")
+    tuning = _typed(path, Tuning, row, {"id"})
+    _check_names(path, tuning.suite, tuning.dataset, tuning.model, tuning.uuid)
+    if path.stem != f"tuning-{tuning.uuid}":
+        raise _fail(path, f"the file is named {path.name}, but field uuid is {tuning.uuid}")
+    for name in ("space_json", "fixed_json", "budget_json", "best_params_json"):
+        if not isinstance(_json_field(path, tuning, name), dict):
+            raise _fail(path, f"field {name!r} must hold a JSON object")
+    trials, numbers = [], set()
+    for i, t in enumerate(trial_rows):
+        if not isinstance(t, dict):
+            raise _fail(path, f"trials[{i}] must be an object")
+        trial = _typed(path, TuningTrial, t, {"id", "tuning_id"})
+        if trial.state not in TRIAL_STATES:
+            raise _fail(path, f"trials[{i}]: field state {trial.state!r} is not one of {', '.join(TRIAL_STATES)}")
+        if trial.number < 0 or trial.number in numbers:
+            raise _fail(path, f"trials[{i}]: trial number {trial.number} is negative or repeated")
+        numbers.add(trial.number)
+        for name in ("params_json", "config_json", "selection_json"):
+            if not isinstance(_json_field(path, trial, name), dict):
+                raise _fail(path, f"trials[{i}]: field {name!r} must hold a JSON object")
+        if not isinstance(_json_field(path, trial, "curve_json"), list):
+            raise _fail(path, f"trials[{i}]: field 'curve_json' must hold a JSON list")
+        trials.append(trial)
+    return TuningRecord(tuning, trials, source=str(path))
+
+
 def read_files(source: Path) -> tuple[list[RunRecord], list[Artifact]]:
     """Every run and loose artifact file under ``source``, all validated (the first bad file raises, naming it and
     its field); two files with one uuid are refused."""
@@ -527,7 +641,7 @@ def read_files(source: Path) -> tuple[list[RunRecord], list[Artifact]]:
     with progress.track(f"reading run files from {source}", total=len(files)) as task:
         for path in files:
             item = read_file(path, checked=checked)
-            uuid = item.run.uuid if isinstance(item, RunRecord) else item.uuid
+            uuid = item.run.uuid if isinstance(item, RunRecord) else item.uuid  # artifacts and tunings: .uuid
             if uuid in seen:
                 raise _fail(path, f"uuid {uuid} is also the uuid of {seen[uuid]}")
             seen[uuid] = path

@@ -83,6 +83,7 @@ class ExportReport:
     files_unchanged: int
     bytes_written: int
     seconds: float
+    tunings: int = 0
 
 
 def export_store(db: str | None, to: Path, *, suite: str | None = None, dataset: str | None = None,
@@ -101,7 +102,9 @@ def export_store(db: str | None, to: Path, *, suite: str | None = None, dataset:
     if not records and not loose:
         raise BenchError(f"no runs in {src.url} match the filters (--suite/--dataset/--model/--run); nothing exported")
     written, same, nbytes = run_files.export_records(records, loose, Path(to))
-    return ExportReport(src.url, str(to), len(records), len(loose), written, same, nbytes, time.perf_counter() - t0)
+    tunings = sum(isinstance(x, run_files.TuningRecord) for x in loose)
+    return ExportReport(src.url, str(to), len(records), len(loose) - tunings, written, same, nbytes,
+                        time.perf_counter() - t0, tunings)
 
 
 def import_files(source: Path, db: str | None) -> CopyReport:

@@ -211,6 +211,44 @@ def suggest(trial, space: Mapping[str, spaces.Param], config_cls: type) -> dict[
     return out
 
 
+def distributions(space: Mapping[str, spaces.Param], config_cls: type) -> dict[str, Any]:
+    """The Optuna distribution of each field of ``space`` (the ones :func:`suggest` samples from)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out: dict[str, Any] = {}
+    for key, p in space.items():
+        if isinstance(p, spaces.Choice):
+            out[key] = CategoricalDistribution(list(p.choices))
+        elif spaces.field_kind(config_cls, key) == "int":
+            out[key] = IntDistribution(int(p.low), int(p.high), log=p.log, step=int(p.step or 1))
+        else:
+            out[key] = FloatDistribution(float(p.low), float(p.high), log=p.log, step=p.step)
+    return out
+
+
+def replay_history(study, trials: list, space: Mapping[str, spaces.Param], config_cls: type) -> int:
+    """Give an empty Optuna study the history of trials stored elsewhere (a study imported from run files onto
+    another machine): the sampler learns from them and new trials are numbered after them. Numbers without a
+    stored trial (a trial asked for beyond the budget) become failed placeholders, so numbering stays aligned."""
+    import optuna
+
+    S = optuna.trial.TrialState
+    dists = distributions(space, config_cls)
+    by_number = {t.number: t for t in trials}
+    for n in range(max(by_number) + 1 if by_number else 0):
+        t = by_number.get(n)
+        if t is None:
+            study.add_trial(optuna.trial.create_trial(state=S.FAIL))
+            continue
+        params = json.loads(t.params_json)
+        state = {"complete": S.COMPLETE, "pruned": S.PRUNED}.get(t.state, S.FAIL)
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={k: dists[k] for k in params if k in dists}, state=state,
+            value=t.value if state == S.COMPLETE else None,
+            intermediate_values={int(step): float(v) for step, v in json.loads(t.curve_json or "[]")}))
+    return len(by_number)
+
+
 def as_overrides(params: Mapping[str, Any]) -> dict[str, str]:
     """Sampled values as ``--set`` strings (``repr`` of a float round-trips exactly)."""
     return {k: (repr(v) if isinstance(v, float) else str(v)) for k, v in params.items()}
@@ -469,8 +507,12 @@ def tune(req: TuneRequest, *, on_trial: Callable[[Any], None] | None = None, dat
             space_json=json.dumps(spaces.space_json(space)), fixed_json=json.dumps(fixed, sort_keys=True),
             budget_json=json.dumps(budget), host=platform.node(), code_version=sha))
         store.update_tuning(tuning.id, budget_json=json.dumps(budget))
-        optuna.create_study(study_name=tuning.study_name, storage=storage, direction="maximize",
-                            load_if_exists=True)
+        ostudy = optuna.create_study(study_name=tuning.study_name, storage=storage, direction="maximize",
+                                     load_if_exists=True)
+        stored = store.trials(tuning.id)
+        if stored and not ostudy.trials:  # imported from run files: Optuna's history is rebuilt from ours
+            log.info("tuning %s: rebuilding the Optuna history from %d stored trials", model, len(stored))
+            replay_history(ostudy, stored, space, reg.cls.config_cls)
         specs = [WorkerSpec(req.suite_ref, data.fingerprint, req.dataset, model, tuning.id, tuning.study_name,
                             store.connect_url, space, fixed, req.seed, req.sampler, req.pruner, metric, req.trials,
                             req.minutes, req.threads, req.device, worker=w) for w in range(req.workers)]
