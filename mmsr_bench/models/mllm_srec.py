@@ -51,16 +51,8 @@ Variants (one class, config overrides):
 variant (``mllm-srec-text`` needs no images), which the runner checks before any work.
 
 CPU budget knobs: ``max_pairs`` training pairs, ``valid_users`` validation users, ``vlm_steps`` VLM training
-steps; captions are cached per image content. Defaults target 2 CPU cores (see the report for measured times).
-Status on ``tiny-*`` backbones (CPU): with LoRA the Yes/No recommender did **not** learn the planted match on
-synth4 within CPU budgets (validation AUC 0.48-0.56 after up to 1,750 LoRA steps on 20,000 pairs; the keyword-overlap
-oracle of the same prompts reaches 0.65). Measured causes and what helped: ``benchmarks/yes_no_learnability.py``
-(label noise and the number of distinct words slow a tiny LM's word matching), lower-cased summaries (same tokens
-as the preference), lr 1e-3 and the two-way decision loss (``decision_loss``). Since then ``train_mode="auto"``
-(:mod:`mmsr_bench.models.toolkits.trainable`) trains every weight of an unquantized tiny backbone (the ``-lora`` variants and any
-``quantization=none``; TALLRec's tiny full training at the same lr 1e-3 learns planted title patterns, see
-tests/test_gptrec_tallrec.py), while 4-bit variants keep QLoRA; synth4 has not been re-measured with it, so
-tiny-backbone MLLM-SRec numbers remain a smoke test of the pipeline, not the method's quality.
+steps; captions are cached per image content. What the recommender learned on tiny and real backbones, and at
+which budget, is measured in docs/results.md (module docstrings keep no measurements).
 
 Default backbone: ``tiny-llama``, not the real ``smollm2-135m``. The whole pipeline runs on SmolLM2 (checked on the
 12-item toy dataset of tests/test_mllm_srec.py, ``mllm-srec-text``, LoRA, 8 pairs), but ``summary_mode="auto"``

@@ -13,18 +13,10 @@ Why this shape:
   (last ``max_seq_length`` items, left-aligned and right-padded as RecBole's datasets are) and gathers the
   harness candidates from the all-item scores.
 
-Budget, measured on real Beauty (22,363 users; 131,413 RecBole training prefixes) on a 2-core CPU shared with
-other jobs, one torch thread, CPU seconds (wall time was 2-5x more under that contention):
-- SASRec (d=50, batch 128): 0.15 s/batch -> ~155 s/epoch (1,027 batches); batch 512 costs the same per epoch.
-  Two torch threads on the contended cores: 1.22 s/batch (8x worse), hence the ``num_threads`` option.
-  After one epoch the harness validation NDCG@10 (101 sampled candidates) was already 0.275.
-- BERT4Rec (d=64, batch 256): 1.3 s/batch -> ~670 s/epoch (514 batches); the cost is the all-item softmax for
-  all 10 mask slots of every prefix.
-Sports (~189k prefixes, 18k items) scales this by ~1.65x: ~4.3 min per SASRec epoch, ~20 min per BERT4Rec epoch
-on one core. Defaults therefore cap SASRec at 6 epochs with patience 2 (about 20-25 minutes on Sports on 2 CPU
-cores) and BERT4Rec at 5 epochs with patience 2 (CPU-heavy: expect 1-2 hours on Sports without a GPU). Longer
-schedules (the papers train for hundreds of epochs) are one ``--set epochs=200 stopping_step=10`` away; early
-stopping then decides.
+Budget: SASRec defaults to 6 epochs with patience 2 and BERT4Rec to 5 epochs with patience 2 (CPU-sized caps;
+the papers train for hundreds of epochs, one ``--set epochs=200 stopping_step=10`` away, or ``bench tune``). The
+measured cost per epoch on real Amazon data, and what the caps leave on the table, are in docs/results.md ("RecBole
+training budgets").
 """
 
 from __future__ import annotations
