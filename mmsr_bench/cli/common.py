@@ -134,15 +134,15 @@ SEED_HELP = "One or more seeds: --seed 0 1 2 stores one run per seed (integers i
 def parse_seeds(values: list[str], option: str = "--seed") -> list[int]:
     """Seeds as plain decimal integers in [0, 2**32 - 1], each once: ``1_0``, ``+3``, ``0x10`` and ``abc`` are
     refused with one error line (Python's ``int`` would read the first three)."""
+    from mmsr_bench.evaluation.scoring import check_seeds
+
     out: list[int] = []
     for raw in values:
         text = str(raw).strip()
-        if not text.isascii() or not text.isdigit() or len(text) > 10 or int(text) >= 2 ** 32:
+        if not text.isascii() or not text.isdigit() or len(text) > 10:  # the text form; the range is the shared rule
             raise BenchError(f"{option} {text[:40]!r}: seeds must be integers in [0, 2**32 - 1]")
-        if int(text) in out:
-            raise BenchError(f"{option}: seed {int(text)} is given twice")
         out.append(int(text))
-    return out
+    return check_seeds(out, option, at_least_one=False)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -76,6 +76,25 @@ def numerics_record() -> dict:
     return info
 
 
+#: Seeds are integers in [0, SEED_LIMIT): what numpy's and torch's generators take.
+SEED_LIMIT = 2 ** 32
+
+
+def check_seeds(seeds, option: str = "--seed", *, at_least_one: bool = True) -> list[int]:
+    """The one seed rule (run, sweep, study, tune): integers in [0, 2**32 - 1], each once, and at least one unless
+    ``at_least_one`` is False; otherwise one error line naming ``option``."""
+    seeds = list(seeds or [])
+    if at_least_one and not seeds:
+        raise BenchError(f"{option}: give one or more seeds")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < SEED_LIMIT:
+            raise BenchError(f"{option} {str(s)[:40]}: seeds must be integers in [0, 2**32 - 1]")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise BenchError(f"{option}: seed {twice[0]} is given twice")
+    return seeds
+
+
 def seed_everything(seed: int, torch_too: bool = True) -> dict:
     """Seed every generator and ask torch for deterministic kernels; returns what a run must record to be
     repeatable: the same seed gives the same numbers at the same torch thread count (CPU reductions are split by

@@ -166,12 +166,9 @@ def validate(suite: str, *, datasets=None, seeds=(0,), models=None, rqs=None, bu
             raise BenchError(f"--models {m!r}: not in the study grid of {', '.join(rq_keys)} "
                              f"({', '.join(grid_models(rq_keys))})")
     chosen = [m for m in grid_models(rq_keys) if wanted is None or m in wanted]
-    seeds = list(dict.fromkeys(int(s) for s in seeds)) if seeds else []
-    if not seeds:
-        raise BenchError("--seed: give one or more seeds")
-    for s in seeds:
-        if not 0 <= s < 2 ** 32:
-            raise BenchError(f"--seed {s}: seeds must be integers in [0, 2**32 - 1]")
+    from mmsr_bench.evaluation.scoring import check_seeds
+
+    seeds = check_seeds(list(dict.fromkeys(seeds or [])))
     spec = suites.load_suite(suite)
     wanted_ds = parse_names(datasets, "--dataset")
     try:

@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from mmsr_bench import progress
 from mmsr_bench.errors import BenchError, MissingModality
 from mmsr_bench.evaluation import metrics
-from mmsr_bench.evaluation.scoring import score_split, seed_everything
+from mmsr_bench.evaluation.scoring import check_seeds, score_split, seed_everything
 from mmsr_bench.evaluation.training import time_limit
 from mmsr_bench.models import adapter as adapter_mod
 from mmsr_bench.models.adapter import check_needs
@@ -275,9 +275,7 @@ def perturbed(data: SuiteData, spec: str) -> SuiteData:
 
 def execute(req: RunRequest, *, on_result=None) -> list[Run]:
     """Run a model on the requested datasets and seeds. Every dataset is verified before any fitting starts."""
-    bad = [s for s in req.seeds if not isinstance(s, int) or not 0 <= s < 2 ** 32]
-    if bad or not req.seeds:
-        raise BenchError(f"seeds {bad or '[]'}: give one or more integers in [0, 2**32 - 1]")
+    check_seeds(req.seeds, "seeds")
     check_device(req.device)
     check_store(req.db_url)  # a bad --db fails here, and no store file is created by a rejected run
     reg = adapter_mod.get(req.model)  # unknown model -> error before any work

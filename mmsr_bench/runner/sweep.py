@@ -89,11 +89,9 @@ def validate(req: SweepRequest) -> None:
     """Every argument checked before any work; nothing reaches the store on bad input."""
     if not req.models:
         raise BenchError("--model: give one or more model names")
-    if not req.seeds:
-        raise BenchError("--seed: give one or more seeds")
-    for s in req.seeds:
-        if not isinstance(s, int) or not 0 <= s < 2 ** 32:
-            raise BenchError(f"--seed {s}: seeds must be integers in [0, 2**32 - 1]")
+    from mmsr_bench.evaluation.scoring import check_seeds
+
+    check_seeds(req.seeds)
     if req.executor not in ("local", "ray"):
         raise BenchError(f"--executor {req.executor!r}: choose local or ray")
     if req.address and req.executor != "ray":

@@ -112,11 +112,10 @@ def validate(req: TuneRequest) -> None:
         raise BenchError(f"--workers {req.workers}: give 1 to 256")
     if not 0 <= req.threads <= 256:
         raise BenchError(f"--threads {req.threads}: give 0 (torch's default) to 256")
-    if not 0 <= req.seed < 2 ** 32:
-        raise BenchError(f"--seed {req.seed}: give an integer in [0, 2**32 - 1]")
-    bad = [s for s in req.test_seeds if not 0 <= s < 2 ** 32]
-    if bad:
-        raise BenchError(f"--seeds {bad}: give integers in [0, 2**32 - 1]")
+    from mmsr_bench.evaluation.scoring import check_seeds
+
+    check_seeds([req.seed])
+    check_seeds(req.test_seeds, "--seeds", at_least_one=False)
     if not req.models:
         raise BenchError("--model: give one or more model names")
 
