@@ -75,6 +75,22 @@ def test_bad_set_override():
 def test_argv_seed_expansion():
     assert _normalize_argv(["run", "--seed", "0", "1", "2", "--model", "x"]) == [
         "run", "--seed", "0", "--seed", "1", "--seed", "2", "--model", "x"]
+    assert _normalize_argv(["tune", "--seed", "3", "--seeds", "0", "1"]) == [
+        "tune", "--seed", "3", "--seeds", "0", "--seeds", "1"]
+
+
+def test_one_set_grammar_for_every_command():
+    """--set key=value reaches each model with the field; GLOB:key=value only the models it matches; a pair that
+    reaches no model is one error (run, sweep, study and tune share adapter.resolve_sets)."""
+    per = adapter.resolve_sets(["sasrec", "bert4rec", "pop"], {"mask_ratio": "0.3", "sas*:epochs": "2",
+                                                               "epochs": "4"})
+    assert per == {"sasrec": {"epochs": "2"}, "bert4rec": {"mask_ratio": "0.3", "epochs": "4"}, "pop": {}}
+    with pytest.raises(BenchError, match="none of sasrec, pop has a field 'epohcs'. Did you mean: epochs"):
+        adapter.resolve_sets(["sasrec", "pop"], {"epohcs": "2"})
+    with pytest.raises(BenchError, match="'gpt\\*' matches none of the models"):
+        adapter.resolve_sets(["sasrec"], {"gpt*:lr": "0.1"})
+    with pytest.raises(BenchError, match="names no model"):
+        adapter.resolve_sets(["sasrec"], {" :lr": "0.1"})
 
 
 @pytest.mark.parametrize("args, message", [

@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mmsr_bench.cli.main import app
-from mmsr_bench.models import conformance
+from mmsr_bench.models import adapter, conformance
 from mmsr_bench.results import significance, study
 from mmsr_bench.results.store import Run, Store
 from mmsr_bench.runner import study as study_runner
@@ -158,8 +158,8 @@ def test_a_scoped_set_reaches_only_the_models_it_names(kit):
     plain = (("train_batch_size", "8"),)
     assert study.expected_config_hash(study.FULL, "tiny", scoped.sets) == \
         study.expected_config_hash(study.FULL, "tiny", plain)  # the same run as `bench run --set train_batch_size=8`
-    assert study.split_set_key("mllm-srec*:max_pairs") == ("mllm-srec*", "max_pairs")
-    assert study.split_set_key("backbone") == (None, "backbone")
+    assert adapter.split_set_key("mllm-srec*:max_pairs") == ("mllm-srec*", "max_pairs")
+    assert adapter.split_set_key("backbone") == (None, "backbone")
 
 
 def test_unknown_suite_fails_with_one_line(tmp_path):

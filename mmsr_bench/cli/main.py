@@ -38,7 +38,8 @@ def run(
     model: str = typer.Option(..., "--model", "-m", help="Model name(s), comma-separated (see `bench models`)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Comma-separated datasets (default: all)."),
     seed_text: list[str] = typer.Option(["0"], "--seed", help=SEED_HELP),
-    set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="Config override key=value for every model with the field, or "
+                                   "'GLOB:key=value' for the models it matches (repeatable)."),
     db: Optional[str] = DB_OPTION,
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: CUDA if present)."),
     also: Optional[str] = typer.Option(None, "--also", help="Also score the fitted model on these suites "
@@ -78,8 +79,12 @@ def run(
         seed = parse_seeds(seed_text)
         spec = suites.load_suite(suite)
         names = [d.name for d in spec.select(_names_option(dataset, "--dataset"))]
-        overrides = adapter.parse_set_options(set_)
         model_names = _names_option(model, "--model")
+        for m in model_names:
+            adapter.get(m)  # an unknown model first, with its suggestions
+        # the one --set grammar (run, sweep, study, tune): key=value reaches every model with the field,
+        # 'GLOB:key=value' only the models it matches; a pair that reaches no model is an error
+        per_model = adapter.resolve_sets(model_names, adapter.parse_set_options(set_))
         also_specs = tuple(suites.load_suite(a) for a in _names_option(also, "--also") or ())
         if perturb:
             from mmsr_bench.data import perturb as perturb_mod
@@ -90,10 +95,10 @@ def run(
             raise BenchError(f"--time-limit {time_limit}: give minutes above 0 (at most 1,000,000)")
         shard_at = parse_shard(shard) if shard is not None else None
         for m in model_names:  # every name and every configuration is checked before any work starts
-            adapter.build(m, overrides, device="cpu")
+            adapter.build(m, per_model[m], device="cpu")
         check_store(db)  # dialect, driver, file and schema, without creating anything
         for m in model_names:
-            req = runner.RunRequest(spec, m, names, seed, overrides, db, device, perturb=perturb,
+            req = runner.RunRequest(spec, m, names, seed, per_model[m], db, device, perturb=perturb,
                                     also=also_specs, resume=resume,
                                     time_limit_s=time_limit * 60 if time_limit else None, shard=shard_at)
             done += runner.execute(req, on_result=lambda r: err_console.print(

@@ -40,19 +40,14 @@ def tune_command(
     from mmsr_bench.cli.common import _names_option, _print_table, _setup, err_console, fail, parse_seeds
     from mmsr_bench.errors import BenchError
     from mmsr_bench.models import adapter
-    from mmsr_bench.results.study import overrides_for, split_set_key
     from mmsr_bench.runner import tune
 
     _setup(verbose)
     try:
         models = tuple(_names_option(model, "--model") or ())
-        pairs = adapter.parse_set_options(set_)
-        fixed = {m: overrides_for(m, "default", tuple(pairs.items())) for m in models}
-        for key in pairs:
-            pattern, field = split_set_key(key)
-            if not any(field in fixed[m] for m in models):
-                raise BenchError(f"--set {key}: none of {', '.join(models)} has a field {field!r}"
-                                 + (f" (or none matches {pattern!r})" if pattern else ""))
+        for m in models:
+            adapter.get(m)  # an unknown name first, with its suggestions
+        fixed = adapter.resolve_sets(list(models), adapter.parse_set_options(set_))
         req = tune.TuneRequest(suite, models, dataset, trials, minutes, seed, sampler, pruner, workers, executor,
                                address, db, fixed, space, threads, device,
                                tuple(parse_seeds(seeds_text, "--seeds")) if seeds_text else ())

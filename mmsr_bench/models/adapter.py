@@ -330,6 +330,56 @@ def parse_set_options(items: list[str]) -> dict[str, str]:
     return out
 
 
+def split_set_key(key: str) -> tuple[str | None, str]:
+    """``"mllm-srec*:max_pairs"`` -> ``("mllm-srec*", "max_pairs")``: a ``--set`` key may name the models it is for
+    (a glob on the model name), so that one command gives the LLM models a budget without touching SASRec's
+    ``train_batch_size``; ``"backbone"`` -> ``(None, "backbone")``."""
+    pattern, sep, field_name = key.rpartition(":")
+    return (pattern, field_name) if sep else (None, key)
+
+
+def config_fields(model: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(get(model).cls.config_cls)}
+
+
+def scoped_overrides(model: str, pairs: Mapping[str, str]) -> dict[str, str]:
+    """The ``--set`` pairs that reach ``model``: an unscoped ``key=value`` when its configuration has the field, a
+    scoped ``GLOB:key=value`` when the glob matches its name (a scoped pair wins over an unscoped one of the same
+    field). The one ``--set`` grammar of run, sweep, study and tune."""
+    import fnmatch
+
+    fields = config_fields(model)
+    out: dict[str, str] = {}
+    scoped = [(split_set_key(k), v) for k, v in pairs.items()]
+    for (pattern, key), v in sorted(scoped, key=lambda item: item[0][0] is not None):
+        if key in fields and (pattern is None or fnmatch.fnmatchcase(model, pattern)):
+            out[key] = v
+    return out
+
+
+def resolve_sets(models: list[str], pairs: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Every model's overrides from one command's ``--set`` pairs (:func:`scoped_overrides`); a pair that reaches
+    no model is one error line (a typo is never silently dropped)."""
+    import fnmatch
+
+    out = {m: scoped_overrides(m, pairs) for m in models}
+    for key in pairs:
+        pattern, field_name = split_set_key(key)
+        if pattern is not None and not pattern.strip():
+            raise BenchError(f"--set {key}: the part before ':' names no model (give a model name or a glob such as "
+                             "mllm-srec*)")
+        scope = [m for m in models if pattern is None or fnmatch.fnmatchcase(m, pattern)]
+        if not scope:
+            raise BenchError(f"--set {key}: {pattern!r} matches none of the models ({', '.join(models)})")
+        if not any(field_name in config_fields(m) for m in scope):
+            fields = sorted(set().union(*(config_fields(m) for m in scope)))
+            close = difflib.get_close_matches(field_name, fields, n=3)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise BenchError(f"--set {key}: none of {', '.join(scope)} has a field {field_name!r}.{hint} "
+                             "(`bench models NAME` lists the fields)")
+    return out
+
+
 def build(name: str, overrides: Mapping[str, str] | None = None, *, seed: int = 0, device: str = "cpu",
           cache_dir: str = "") -> Adapter:
     """Instantiate a registered adapter (or variant) with its defaults, variant overrides and user overrides."""

@@ -26,7 +26,6 @@ Library code: no printing; :mod:`mmsr_bench.cli.study` and ``mmsr_bench/dashboar
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
 import logging
 import math
@@ -180,17 +179,9 @@ def validate(suite: str, *, datasets=None, seeds=(0,), models=None, rqs=None, bu
 
         check_device(device)
     pairs = tuple(sorted((sets or {}).items()))
-    for key, _ in pairs:
-        pattern, field_name = split_set_key(key)
-        if pattern is not None and not pattern.strip():
-            raise BenchError(f"--set {key}: the part before ':' names no model (give a model name or a glob such "
-                             f"as mllm-srec*)")
-        scope = [m for m in chosen if pattern is None or fnmatch.fnmatchcase(m, pattern)]
-        if not scope:
-            raise BenchError(f"--set {key}: {pattern!r} matches no model of this study grid ({', '.join(chosen)})")
-        if not any(field_name in _config_fields(m) for m in scope):
-            raise BenchError(f"--set {key}: no model {'of this study grid' if pattern is None else 'it matches'} "
-                             f"({', '.join(scope)}) has the field {field_name!r} (see `bench models NAME`)")
+    from mmsr_bench.models.adapter import resolve_sets
+
+    resolve_sets(chosen, dict(pairs))  # a pair that reaches no grid model fails here
     for m in chosen:  # an unknown name, a bad --set value or a configuration the budget cannot build fails here
         if pairs:  # builds the configuration once; plan and report reuse its cached hash
             expected_config_hash(m, budget, pairs)
@@ -205,35 +196,18 @@ def validate(suite: str, *, datasets=None, seeds=(0,), models=None, rqs=None, bu
 
 def overrides_for(model: str, budget: str, sets: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
     """The configuration overrides of a study cell: the budget's (none by default, the conformance kit's tiny
-    ones), then the ``--set`` pairs whose field the model's configuration has (``backbone`` reaches the LLM
-    recommenders and leaves SASRec alone)."""
+    ones), then the ``--set`` pairs that reach the model (:func:`mmsr_bench.models.adapter.scoped_overrides`:
+    ``backbone`` reaches the LLM recommenders and leaves SASRec alone)."""
+    from mmsr_bench.models.adapter import scoped_overrides
+
     out: dict[str, str] = {}
     if budget == "tiny":
         from mmsr_bench.models.conformance import tiny_overrides
 
         out.update(tiny_overrides(model))
     if sets:
-        fields = _config_fields(model)
-        scoped = [(split_set_key(k), v) for k, v in sets]
-        # unscoped pairs first, so that a scoped pair (more specific) wins over an unscoped one of the same field
-        for (pattern, key), v in sorted(scoped, key=lambda item: item[0][0] is not None):
-            if key in fields and (pattern is None or fnmatch.fnmatchcase(model, pattern)):
-                out[key] = v
+        out.update(scoped_overrides(model, dict(sets)))
     return out
-
-
-def split_set_key(key: str) -> tuple[str | None, str]:
-    """``"mllm-srec*:max_pairs"`` -> ``("mllm-srec*", "max_pairs")``: a ``--set`` key may name the models it is for
-    (a glob on the model name), so that one study gives the LLM models a budget without touching SASRec's
-    ``train_batch_size``; ``"backbone"`` -> ``(None, "backbone")``."""
-    pattern, sep, field_name = key.rpartition(":")
-    return (pattern, field_name) if sep else (None, key)
-
-
-def _config_fields(model: str) -> set[str]:
-    from mmsr_bench.models import adapter
-
-    return {f.name for f in dataclasses.fields(adapter.get(model).cls.config_cls)}
 
 
 _PROBES: dict[tuple[str, str, tuple], tuple[str, object]] = {}

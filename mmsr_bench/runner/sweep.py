@@ -118,7 +118,10 @@ def plan(req: SweepRequest) -> list[Cell]:
     check_device(req.device)
     spec = suites.load_suite(req.suite)
     names = [d.name for d in spec.select(req.datasets)]
-    probes = {m: adapter_mod.build(m, req.overrides, device="cpu") for m in req.models}  # bad model / --set fail here
+    for m in req.models:
+        adapter_mod.get(m)  # an unknown model first, with its suggestions
+    per_model = adapter_mod.resolve_sets(list(req.models), req.overrides)  # the one --set grammar (scoped pairs)
+    probes = {m: adapter_mod.build(m, per_model[m], device="cpu") for m in req.models}  # a bad value fails here
     check_store(req.db_url)
     if req.executor == "ray":
         import_ray()  # before any store is opened
@@ -129,7 +132,7 @@ def plan(req: SweepRequest) -> list[Cell]:
         gpu = req.num_gpus if req.num_gpus is not None else (1.0 if wants_gpu(m) else 0.0)
         for name in names:
             for seed in seeds:
-                cells.append(Cell(req.suite, spec.name, fps[name], name, m, tuple(sorted(req.overrides.items())),
+                cells.append(Cell(req.suite, spec.name, fps[name], name, m, tuple(sorted(per_model[m].items())),
                                   runner.config_hash(probes[m]), seed, "", req.num_cpus or 1.0, gpu, req.device))
     return cells
 
