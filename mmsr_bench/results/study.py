@@ -320,6 +320,8 @@ class StudyTable:
     significance: str
     #: (model, group index) -> why the model cannot run on that dataset (printed n/a, not missing)
     unrunnable: dict = field(default_factory=dict)
+    #: models with a shown run that stopped at its budget still improving on validation (marked in the table)
+    not_converged: tuple[str, ...] = ()
 
     def footer(self) -> str:
         def ref(i: int) -> str:
@@ -336,7 +338,11 @@ class StudyTable:
                 why[reason].append(m)
         na = "".join(f" {NOT_APPLICABLE}: cannot run on the dataset ({', '.join(ms)}: {reason})."
                      for reason, ms in why.items())
-        return (f"Reference per dataset: {refs}. {self.significance}{na} "
+        from mmsr_bench.results.selection import NOT_CONVERGED_MARK
+
+        nc = (f" {NOT_CONVERGED_MARK}: not converged ({', '.join(self.not_converged)}): a shown run stopped at its "
+              "training budget while validation was still improving." if self.not_converged else "")
+        return (f"Reference per dataset: {refs}. {self.significance}{na}{nc} "
                 f"suite_hash: {'; '.join(self.suite_hashes) or 'none'}; code version: "
                 f"{', '.join(self.code_versions) or 'none'}; runs: {', '.join(map(str, self.run_ids)) or 'none'}.")
 
@@ -501,13 +507,18 @@ def build_report(store, opts: StudyOptions, *, also: tuple = (), metrics: list[s
                 if show_improv and mean is not None and ref_mean:
                     improv[(m, gi)] = (mean - ref_mean) / ref_mean
         picked = [r for (m, gi), rs in runs.items() if m in models for r in rs if r.id in used]
+        from mmsr_bench.results.selection import convergence_of
+
+        unconverged = tuple(m for m in models if any(
+            (sel := convergence_of(r)) is not None and sel.converged is False
+            for gi in range(len(groups)) for r in runs[(m, gi)]))
         tables.append(StudyTable(
             key, rq.title, tuple(models),
             tuple(_label(rq, m, [r for gi in range(len(groups)) for r in runs[(m, gi)]]) for m in models),
             tuple(groups), cells, improv,
             "%Improv." if rq.against_baseline else "%Diff. vs full", refs, tuple(sorted(used)),
             _suite_hashes(groups, picked), _versions(picked),
-            _significance_text(test, correction, alpha), unrunnable))
+            _significance_text(test, correction, alpha), unrunnable, unconverged))
     hal = hallucination_table(store, opts, hashes)
     notes = tuple(f"{g.label}: suite {g.spec.name} is neither frozen nor built here; runs of any fingerprint "
                   "are shown" for g in groups if g.fingerprint is None)
@@ -610,8 +621,10 @@ def to_table(t: StudyTable):
         header.append(t.improv_header)
         groups.append((g.label, len(g.metrics) + 1))
     rows = []
+    from mmsr_bench.results.selection import NOT_CONVERGED_MARK
+
     for m, label in zip(t.rows, t.labels):
-        row: list = [label]
+        row: list = [label + (NOT_CONVERGED_MARK if m in t.not_converged else "")]
         for gi, g in enumerate(t.groups):
             for met in g.metrics:
                 c = t.cells[(m, gi, met)]
