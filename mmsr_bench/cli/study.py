@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
             raise BenchError(f"--tuned and --set both set {', '.join(clash)}; drop the --set")
         merged = study.validate(suite, datasets=list(opts.datasets), seeds=opts.seeds,
                                 models=list(opts.models), rqs=list(opts.rqs), budget=opts.budget, db=opts.db,
-                                device=opts.device, sets={**sets, **pairs})
+                                device=opts.device, sets={**sets, **pairs}, study=opts.study.path or None)
         return dataclasses.replace(merged, tuned_from=tuple(sorted((m, _json.dumps(r)) for m, r in records.items())))
 
     @app.command("study")
@@ -111,6 +111,9 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option([], "--set", help="key=value for every grid model whose configuration has the "
                                        "field (repeatable), e.g. --set backbone=smollm2-135m; 'GLOB:key=value' "
                                        "only for the models it matches, e.g. --set 'mllm-srec*:max_pairs=1200'."),
+        study_name: Optional[str] = typer.Option(None, "--study", help="A study file (TOML, the shape of "
+                                                 "mmsr_bench/results/studies/mllm-srec.toml) or a shipped study's "
+                                                 "name (default: mllm-srec)."),
         tuned: bool = typer.Option(False, "--tuned", help="Each grid model that `bench tune` tuned on this suite "
                                    "and --dataset (one) runs its best configuration (recorded in its runs); the "
                                    "others keep their defaults."),
@@ -136,8 +139,8 @@ def register(app: typer.Typer) -> None:
             from mmsr_bench.cli.common import parse_seeds
 
             sets = parse_set_options(set_)
-            opts = study.validate(suite, datasets=dataset, seeds=parse_seeds(seed_text, "--seeds"), models=models, rqs=rq, budget=budget, db=db,
-                                  device=device, sets=sets)
+            opts = study.validate(suite, datasets=dataset, seeds=parse_seeds(seed_text, "--seeds"), models=models,
+                                  rqs=rq, budget=budget, db=db, device=device, sets=sets, study=study_name)
             if tuned:
                 opts = with_tuned(opts, sets, suite)
             p = study_runner.plan(opts)
@@ -178,6 +181,9 @@ def register(app: typer.Typer) -> None:
         metric: Optional[str] = typer.Option(None, "--metric", help="Comma-separated metrics (default: HR, Recall, "
                                              "NDCG at the suite's cutoffs >= 5, and AUC)."),
         rq: Optional[str] = typer.Option(None, "--rq", help="Only these research questions: rq1,rq2,rq3,rq4."),
+        study_name: Optional[str] = typer.Option(None, "--study", help="A study file (TOML, the shape of "
+                                                 "mmsr_bench/results/studies/mllm-srec.toml) or a shipped study's "
+                                                 "name (default: mllm-srec)."),
         test: str = typer.Option("t", "--test", help="t | wilcoxon | perm | bootstrap"),
         correction: str = typer.Option("holm", "--correction", help="holm | fdr_bh | bonferroni | none"),
         alpha: float = typer.Option(0.05, "--alpha"),
@@ -201,7 +207,7 @@ def register(app: typer.Typer) -> None:
                 raise BenchError(f"--format {format!r}: choose one of {', '.join(study.FORMATS)}")
             significance.check_options(test, correction, alpha)
             opts = study.validate(suite, datasets=dataset, rqs=rq, budget=budget, db=db, check_db=False,
-                                  sets=parse_set_options(set_))
+                                  sets=parse_set_options(set_), study=study_name)
             also_specs = tuple(suites.load_suite(a) for a in study.parse_names(also, "--also") or ())
             metrics = study.parse_names(metric, "--metric")
             for s in (opts.spec, *also_specs):

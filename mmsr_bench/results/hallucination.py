@@ -33,6 +33,7 @@ from mmsr_bench.models.toolkits.tiny_clip import ClipTrainSpec, embed, register_
 
 log = logging.getLogger(__name__)
 
+
 def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise 1 - cosine similarity (0 for identical directions, 1 orthogonal, 2 opposite)."""
     a = np.asarray(a, dtype=np.float64)

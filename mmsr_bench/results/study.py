@@ -1,7 +1,7 @@
-"""The MLLM-SRec study's definition and its tables: the research questions' grids, the validated options, and the
-tables built from stored runs (planning and running the missing cells is :mod:`mmsr_bench.runner.study`).
+"""A study's tables: the validated options and the tables built from stored runs (planning and running the missing
+cells is :mod:`mmsr_bench.runner.study`; the study itself is data, :mod:`mmsr_bench.results.study_spec`).
 
-Research questions (:data:`RQS`):
+The shipped MLLM-SRec study (``mmsr_bench/results/studies/mllm-srec.toml``, :data:`RQS`):
 
 * RQ1, overall performance: the full model ``mllm-srec-qlora`` against ID, multimodal and LLM baselines;
   significance and ``%Improv.`` against the strongest baseline per dataset (the best non-MLLM-SRec model by the
@@ -36,10 +36,10 @@ from typing import Mapping
 import numpy as np
 
 from mmsr_bench.errors import BenchError
+from mmsr_bench.results.study_spec import RQ, StudySpec, load_study
 
 log = logging.getLogger(__name__)
 
-FULL = "mllm-srec-qlora"
 BUDGETS = ("default", "tiny")
 FORMATS = ("markdown", "latex", "html")
 NOT_APPLICABLE = "n/a"  # a cell whose model cannot run on the dataset (its footer says why); missing = not run yet
@@ -48,43 +48,19 @@ MARK_BETTER, MARK_WORSE = "+", "-"  # mmsr_bench.results.significance's codes; m
 TABLE_FAMILIES = ("hr", "recall", "ndcg")
 
 
-@dataclass(frozen=True)
-class RQ:
-    key: str
-    title: str
-    models: tuple[str, ...]
-    labels: dict = field(default_factory=dict)  # model -> what the row stands for in the study
-
-    @property
-    def against_baseline(self) -> bool:
-        return self.key == "rq1"
-
-
-RQS: dict[str, RQ] = {r.key: r for r in (
-    RQ("rq1", "RQ1: overall performance",
-       ("pop", "random", "sasrec", "bert4rec", "gptrec", "tallrec", "mmgcn", "mmsr", FULL),
-       {FULL: "full model"}),
-    RQ("rq2", "RQ2: modalities", ("mllm-srec-text", "mllm-srec-image", FULL),
-       {"mllm-srec-text": "text only", "mllm-srec-image": "image only", FULL: "text + image, full"}),
-    RQ("rq3", "RQ3: components", ("mllm-srec-base", "mllm-srec-sv", "mllm-srec-svi", FULL),
-       {"mllm-srec-base": "base", "mllm-srec-sv": "w/o captioning", "mllm-srec-svi": "w/o window preference",
-        FULL: "full"}),
-    RQ("rq4", "RQ4: fine-tuning", ("mllm-srec-lora", FULL, "mllm-srec-lora-cot", "mllm-srec-qlora-cot"),
-       {"mllm-srec-lora": "LoRA", FULL: "QLoRA (full)", "mllm-srec-lora-cot": "LoRA + CoT",
-        "mllm-srec-qlora-cot": "QLoRA + CoT"}),
-)}
+#: The shipped MLLM-SRec study (mmsr_bench/results/studies/mllm-srec.toml): its research questions and full model.
+DEFAULT = load_study()
+RQS: dict[str, RQ] = DEFAULT.rqs
+FULL = DEFAULT.full
 
 
 def is_mllm_srec(model: str) -> bool:
-    return model.startswith("mllm-srec")
+    return DEFAULT.is_proposed(model)
 
 
-def grid_models(rqs: list[str] | None = None) -> list[str]:
+def grid_models(rqs: list[str] | None = None, study: StudySpec = DEFAULT) -> list[str]:
     """The study's models, in first-appearance order over the research questions."""
-    out: list[str] = []
-    for key in rqs or list(RQS):
-        out += [m for m in RQS[key].models if m not in out]
-    return out
+    return study.grid_models(rqs)
 
 
 # --------------------------------------------------------------------------------------------------- options
@@ -105,6 +81,8 @@ class StudyOptions:
     #: ``--tuned``: model -> the ``tuned_from`` record of its tuning study, whose best configuration ``sets`` holds
     #: as ``model:field`` pairs; the runs record it.
     tuned_from: tuple[tuple[str, str], ...] = ()
+    #: The study's definition (``--study``; default the shipped MLLM-SRec study)
+    study: StudySpec = DEFAULT
 
 
 def tuned_sets(store, spec, dataset: str, models: list[str]) -> tuple[dict[str, str], dict[str, dict]]:
@@ -144,27 +122,28 @@ def parse_names(value: str | list[str] | tuple[str, ...] | None, option: str) ->
 
 def validate(suite: str, *, datasets=None, seeds=(0,), models=None, rqs=None, budget: str = "default",
              db: str | None = None, device: str | None = None, check_db: bool = True,
-             sets: Mapping[str, str] | None = None) -> StudyOptions:
+             sets: Mapping[str, str] | None = None, study: str | None = None) -> StudyOptions:
     """Check every argument before any work (each error names its option); nothing is created or written."""
     from mmsr_bench.models import adapter
     from mmsr_bench.suites import spec as suites
 
     if budget not in BUDGETS:
         raise BenchError(f"--budget {budget!r}: choose one of {', '.join(BUDGETS)}")
+    spec_of_study = load_study(study)
     rq_keys = parse_names(rqs, "--rq")
     for key in rq_keys or []:
-        if key.lower() not in RQS:
-            raise BenchError(f"--rq {key!r}: choose among {', '.join(RQS)}")
-    rq_keys = [k.lower() for k in rq_keys] if rq_keys else list(RQS)
+        if key.lower() not in spec_of_study.rqs:
+            raise BenchError(f"--rq {key!r}: choose among {', '.join(spec_of_study.rqs)}")
+    rq_keys = [k.lower() for k in rq_keys] if rq_keys else list(spec_of_study.rqs)
     wanted = parse_names(models, "--models")
     known = adapter.catalog()
     for m in wanted or []:
         if m not in known:
             raise BenchError(f"--models {m!r}: unknown model (see `bench models`)")
-        if m not in grid_models(rq_keys):
+        if m not in spec_of_study.grid_models(rq_keys):
             raise BenchError(f"--models {m!r}: not in the study grid of {', '.join(rq_keys)} "
-                             f"({', '.join(grid_models(rq_keys))})")
-    chosen = [m for m in grid_models(rq_keys) if wanted is None or m in wanted]
+                             f"({', '.join(spec_of_study.grid_models(rq_keys))})")
+    chosen = [m for m in spec_of_study.grid_models(rq_keys) if wanted is None or m in wanted]
     from mmsr_bench.evaluation.scoring import check_seeds
 
     seeds = check_seeds(list(dict.fromkeys(seeds or [])))
@@ -191,7 +170,8 @@ def validate(suite: str, *, datasets=None, seeds=(0,), models=None, rqs=None, bu
         from mmsr_bench.results.store import check_store
 
         check_store(db)
-    return StudyOptions(spec, tuple(names), tuple(seeds), tuple(chosen), tuple(rq_keys), budget, db, device, pairs)
+    return StudyOptions(spec, tuple(names), tuple(seeds), tuple(chosen), tuple(rq_keys), budget, db, device, pairs,
+                        study=spec_of_study)
 
 
 def overrides_for(model: str, budget: str, sets: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
@@ -322,12 +302,14 @@ class StudyTable:
     unrunnable: dict = field(default_factory=dict)
     #: models with a shown run that stopped at its budget still improving on validation (marked in the table)
     not_converged: tuple[str, ...] = ()
+    against_baseline: bool = False  # the reference is the best baseline per dataset (else the full model)
+    full: str = ""
 
     def footer(self) -> str:
         def ref(i: int) -> str:
             if self.references.get(i):
                 return self.references[i]
-            if self.key != "rq1" and (FULL, i) in self.unrunnable:
+            if not self.against_baseline and (self.full, i) in self.unrunnable:
                 return f"{NOT_APPLICABLE} (the full model cannot run)"
             return "missing"
 
@@ -456,14 +438,15 @@ def build_report(store, opts: StudyOptions, *, also: tuple = (), metrics: list[s
     groups = _groups(opts, also, metrics)
     # the test statistic of t and wilcoxon does not depend on resamples: keep the bootstrap CI cheap there
     n_res = resamples if test in ("perm", "bootstrap") else min(resamples, 1000)
-    hashes = {m: expected_config_hash(m, opts.budget, opts.sets) for m in grid_models(list(opts.rqs))}
+    hashes = {m: expected_config_hash(m, opts.budget, opts.sets) for m in opts.study.grid_models(list(opts.rqs))}
+    full = opts.study.full
     runs: dict[tuple[str, int], list] = {}
     for gi, g in enumerate(groups):
         for m in hashes:
             runs[(m, gi)] = study_runs(store, g.spec, g.dataset, m, hashes[m], g.fingerprint)
     tables = []
     for key in opts.rqs:
-        rq = RQS[key]
+        rq = opts.study.rqs[key]
         models = [m for m in rq.models if m in hashes]
         cells, improv, refs, unrunnable = {}, {}, {}, {}
         used: set = set()
@@ -481,10 +464,10 @@ def build_report(store, opts: StudyOptions, *, also: tuple = (), metrics: list[s
                     else:
                         cells[(m, gi, met)] = StatCell(None)
             if rq.against_baseline:
-                base = [m for m in models if not is_mllm_srec(m) and cells[(m, gi, primary)].mean is not None]
+                base = [m for m in models if not opts.study.is_proposed(m) and cells[(m, gi, primary)].mean is not None]
                 ref = max(base, key=lambda m: cells[(m, gi, primary)].mean) if base else None
             else:
-                ref = FULL if FULL in models and runs[(FULL, gi)] else None
+                ref = full if full in models and runs[(full, gi)] else None
             refs[gi] = ref
             for m in models:
                 if runs[(m, gi)]:
@@ -502,7 +485,7 @@ def build_report(store, opts: StudyOptions, *, also: tuple = (), metrics: list[s
                         c = cells[(m, gi, row.metric)]
                         cells[(m, gi, row.metric)] = dataclasses.replace(
                             c, marker=MARK_BETTER if row.diff > 0 else MARK_WORSE)
-                show_improv = (m == FULL) if rq.against_baseline else True
+                show_improv = (m == full) if rq.against_baseline else True
                 mean = cells[(m, gi, primary)].mean
                 if show_improv and mean is not None and ref_mean:
                     improv[(m, gi)] = (mean - ref_mean) / ref_mean
@@ -518,7 +501,7 @@ def build_report(store, opts: StudyOptions, *, also: tuple = (), metrics: list[s
             tuple(groups), cells, improv,
             "%Improv." if rq.against_baseline else "%Diff. vs full", refs, tuple(sorted(used)),
             _suite_hashes(groups, picked), _versions(picked),
-            _significance_text(test, correction, alpha), unrunnable, unconverged))
+            _significance_text(test, correction, alpha), unrunnable, unconverged, rq.against_baseline, full))
     hal = hallucination_table(store, opts, hashes)
     notes = tuple(f"{g.label}: suite {g.spec.name} is neither frozen nor built here; runs of any fingerprint "
                   "are shown" for g in groups if g.fingerprint is None)
@@ -557,7 +540,7 @@ def hallucination_table(store, opts: StudyOptions, hashes: dict[str, str]) -> Ha
     under each ``--perturb`` tag, for the study's MLLM-SRec models (the full model always has a row)."""
     spec = opts.spec
     primary = spec.evaluation.primary
-    mllm = [m for m in hashes if is_mllm_srec(m)]
+    mllm = [m for m in hashes if opts.study.is_proposed(m)]
     arts = {}
     for a in store.artifacts(kind="hallucination"):
         if a.model in mllm and a.dataset in opts.datasets and _artifact_suite_matches(a.suite, spec):
@@ -565,7 +548,7 @@ def hallucination_table(store, opts: StudyOptions, hashes: dict[str, str]) -> Ha
     tagged = [r for r in store.runs(suite=spec.name) if r.variant and r.model in mllm and r.dataset in opts.datasets
               and r.config_hash == hashes[r.model]]
     tags = tuple(sorted({r.variant for r in tagged}))
-    models = [m for m in mllm if m == FULL or any(k[0] == m for k in arts) or any(r.model == m for r in tagged)]
+    models = [m for m in mllm if m == opts.study.full or any(k[0] == m for k in arts) or any(r.model == m for r in tagged)]
     cells: dict = {}
     used: list = []
     fps = {d: current_fingerprint(spec, d) for d in opts.datasets}

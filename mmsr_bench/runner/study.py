@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmsr_bench.results.study import (RQS, StudyOptions, cannot_run, current_fingerprint, expected_config_hash,
+from mmsr_bench.results.study import (StudyOptions, cannot_run, current_fingerprint, expected_config_hash,
                                       open_for_reading, overrides_for)
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def plan(opts: StudyOptions) -> Plan:
         cfg = expected_config_hash(m, opts.budget, opts.sets)
         req = runner.RunRequest(spec, m, list(opts.datasets), list(opts.seeds),
                                 overrides_for(m, opts.budget, opts.sets), opts.db)
-        rqs = tuple(k for k in opts.rqs if m in RQS[k].models)
+        rqs = tuple(k for k in opts.rqs if m in opts.study.rqs[k].models)
         for d in opts.datasets:
             why = cannot_run(m, opts.budget, opts.sets, spec, d)
             for s in opts.seeds:
