@@ -175,7 +175,7 @@ def test_two_workers_share_one_postgres_study_without_duplicates(frozen_tiny, tm
 
 # ------------------------------------------------------------------------------------------------ spaces
 def test_declared_spaces_are_fields_of_their_configs():
-    for name in ("sasrec", "bert4rec", "gptrec", "mmsr", "mmgcn"):
+    for name in ("sasrec", "bert4rec", "gptrec", "mmsr", "mmgcn", "tallrec", "mllm-srec-qlora"):
         cls = adapter.get(name).cls.config_cls
         space = declared_space(cls)
         assert space, name
@@ -326,3 +326,21 @@ def test_a_damaged_tuning_file_is_refused(frozen_tiny, tmp_path):
     path.write_text(json.dumps(doc))
     res = CliRunner().invoke(app, ["store", "import", str(folder), "--db", f"sqlite:///{tmp_path / 'b.db'}"])
     assert res.exit_code == 1 and "field state 'glorious'" in res.output and path.name in res.output
+
+
+def test_an_llm_recommender_tunes_through_its_fine_tuning_loop(frozen_tiny, tmp_path):
+    """TALLRec (tiny backbone, the kit's budget) tuned over its declared space: every trial's curve comes from the
+    LoRA loop's validations (report_validation), and the best configuration is an ordinary run."""
+    from mmsr_bench.models.conformance import tiny_overrides
+
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    fixed = {**tiny_overrides("tallrec"), "eval_every": "1", "max_pairs": "8"}
+    req = tune.TuneRequest(str(frozen_tiny), ("tallrec",), "seq", trials=2, db_url=db, pruner="none",
+                           fixed={"tallrec": fixed}, sampler="random", test_seeds=(0,))
+    [out] = tune.tune(req)
+    trials = _trials(db)
+    assert len(trials) == 2 and all(t.state == "complete" for t in trials)
+    for t in trials:
+        assert json.loads(t.curve_json) and set(json.loads(t.params_json)) == {"lr", "lora_rank", "decision_loss"}
+        assert json.loads(t.selection_json)["unit"] == "step"
+    assert out.runs[0].run_info["tuned_from"]["best_trial"] == out.best_trial

@@ -67,7 +67,7 @@ import copy
 import logging
 import time
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Any, ClassVar, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -76,6 +76,7 @@ from mmsr_bench.errors import BenchError, MissingModality
 from mmsr_bench.evaluation.metrics import aggregate, evaluate_scores
 from mmsr_bench.evaluation.training import balanced_subsample, pointwise_validation_set
 from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, config_hash, later_field, register
+from mmsr_bench.models.search_space import Choice, Range
 from mmsr_bench.models.toolkits.llm_scoring import PromptWrap
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,15 @@ class MLLMSRecConfig(AdapterConfig):
     summary_tokens: int = later_field(40)  # new tokens per item summary and per preference summary (summary_mode=llm)
     vlm_dtype: str = later_field("auto")  # auto (transformers' default) | float32 | bfloat16 | float16
     vlm_quantization: Literal["none", "4bit"] = later_field("none")  # 4bit: NF4 weights through bitsandbytes
+
+    #: Where ``bench tune`` searches (on a GPU machine: a trial is a whole LoRA fit): TALLRec's own setting is LoRA
+    #: r=8 with lr 1e-4 (Bao et al. 2023), the CPU budget here lr 1e-3; searched 1e-4 to 3e-3, ranks 4-16, and the
+    #: two-way Yes/No decision loss off or on (weight 1).
+    search_space: ClassVar[Mapping[str, Any]] = {
+        "lr": Choice((1e-4, 3e-4, 1e-3, 3e-3)),
+        "lora_rank": Choice((4, 8, 16)),
+        "decision_loss": Choice((0.0, 1.0)),
+    }
 
 
 def build_prefix(user: str, profile: str, history_block: str) -> str:

@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Any, ClassVar, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -49,6 +49,7 @@ from mmsr_bench.errors import BenchError, MissingModality
 from mmsr_bench.evaluation.metrics import aggregate, evaluate_scores
 from mmsr_bench.evaluation.training import balanced_subsample, pointwise_validation_set
 from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, config_hash, later_field, register
+from mmsr_bench.models.search_space import Choice, Range
 from mmsr_bench.models.toolkits.llm_scoring import PromptWrap
 from mmsr_bench.models.toolkits.trainable import is_tiny, prepare_trainable, resolve_train_mode
 
@@ -126,6 +127,15 @@ class TALLRecConfig(AdapterConfig):
     gradient_checkpointing: bool = later_field(False)
     #: "" = the whole backbone on --device; "auto" = accelerate spreads an unquantized checkpoint over the devices
     device_map: str = later_field("")
+
+    #: Where ``bench tune`` searches (on a GPU machine: a trial is a whole LoRA fit): TALLRec's own setting is LoRA
+    #: r=8 with lr 1e-4 (Bao et al. 2023), the CPU budget here lr 1e-3; searched 1e-4 to 3e-3, ranks 4-16, and the
+    #: two-way Yes/No decision loss off or on (weight 1).
+    search_space: ClassVar[Mapping[str, Any]] = {
+        "lr": Choice((1e-4, 3e-4, 1e-3, 3e-3)),
+        "lora_rank": Choice((4, 8, 16)),
+        "decision_loss": Choice((0.0, 1.0)),
+    }
 
 
 @register()
