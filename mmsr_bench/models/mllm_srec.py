@@ -73,9 +73,8 @@ import numpy as np
 
 from mmsr_bench.data.splits import EvalSplit, ItemTable, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError, MissingModality
-from mmsr_bench.evaluation.metrics import aggregate, evaluate_scores
 from mmsr_bench.evaluation.training import balanced_subsample, pointwise_validation_set
-from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, config_hash, later_field, register
+from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, later_field, register
 from mmsr_bench.models.search_space import Choice, Range
 from mmsr_bench.models.toolkits.llm_scoring import PromptWrap
 
@@ -375,11 +374,11 @@ class MLLMSRec(Adapter):
         import torch
 
         from mmsr_bench.models.toolkits.backbones import PretrainSpec, checkpoint_tokenizer, load_backbone
-        from mmsr_bench.models.toolkits.finetune import LoraSettings, SFTConfig, SFTExample, sft_train, split_digest
+        from mmsr_bench.models.toolkits.finetune import SFTExample
+        from mmsr_bench.models.toolkits.yes_no_recipe import fine_tune, make_trainable
         from mmsr_bench.models.toolkits.llm_scoring import chat_wrap, check_split_tokenisation
         from mmsr_bench.models.toolkits.summaries import KeywordPreference, item_summaries, llm_preference_step
-        from mmsr_bench.models.toolkits.trainable import prepare_trainable, resolve_train_mode
-        from mmsr_bench.paths import cache_dir
+        from mmsr_bench.models.toolkits.trainable import resolve_train_mode
 
         c = self.config
         if c.threads:
@@ -420,15 +419,7 @@ class MLLMSRec(Adapter):
             writer = bb.model if mode == "lora" else copy.deepcopy(bb.model).eval()
             self.pref_step = llm_preference_step(writer, bb.tokenizer, cache_key=bb.weights_sha256, wrap=self._wrap,
                                                  batch_size=c.summary_batch_size, max_new_tokens=c.summary_tokens)
-        default_targets = tuple(c.target_modules) == MLLMSRecConfig.target_modules  # the class default, not the user's
-        settings = LoraSettings(rank=c.lora_rank, alpha=c.lora_alpha, dropout=c.lora_dropout,
-                                target_modules=tuple(c.target_modules), fallback="all-linear" if default_targets else "",
-                                gradient_checkpointing=c.gradient_checkpointing)
-        torch.manual_seed(self.seed)
-        self.model = prepare_trainable(bb.model, mode, settings, bb.quantized is not None)
-        if hasattr(self.model, "peft_config"):  # the targets this architecture got (see LoraSettings.fallback)
-            targets = self.model.peft_config["default"].target_modules
-            self.run_info["lora_target_modules"] = targets if isinstance(targets, str) else sorted(targets)
+        self.model = make_trainable(self, bb, mode, fallback="all-linear")
 
         pairs = train.pointwise_pairs(negatives_per_positive=1, seed=self.seed,
                                       max_history=max(1, c.pref_history, c.max_history))
@@ -446,30 +437,13 @@ class MLLMSRec(Adapter):
                 examples.append(SFTExample(self.prefix(pair.user, hist), self.suffix(hist, pair.item), answer))
         t_prompts = time.perf_counter() - t0 - t_items
 
-        vsplit, vcands = self._validation_set(valid)
-
-        def validate() -> float:
-            scores = np.stack(self._score_lists(vsplit.users, vsplit.histories, vcands))
-            return aggregate(evaluate_scores(scores, ["auc"]))["auc"]
-
-        sft = SFTConfig(lr=c.lr, epochs=c.epochs, batch_size=c.train_batch_size, grad_accum=c.grad_accum,
-                        max_prefix_tokens=c.max_prefix_tokens,
-                        eval_every=c.eval_every, patience=c.patience, seed=self.seed, decision_words=("Yes", "No"),
-                        decision_weight=c.decision_loss)
         name = self.registered_name
-        ckpt = cache_dir("checkpoints", name, f"{train.dataset}-{bb.weights_sha256[:12]}-s{self.seed}")
-        result = sft_train(self.model, self.tokenizer, examples, sft, validate=validate, checkpoint_dir=ckpt,
-                           description=f"{name} tuning", identity=f"{config_hash(self)}:{split_digest(vsplit, vcands)}")
-        self.run_info.update(bb.run_info())
-        self.run_info.update(self._wrap.info())
+        result = fine_tune(self, bb, examples, self._validation_set(valid), lambda split, cands: self._score_lists(
+                               split.users, split.histories, cands), lr=c.lr, mode=mode,
+                           decision_words=("Yes", "No"), checkpoint_name=name, dataset=train.dataset,
+                           description=f"{name} tuning")
         self.run_info.update({
-            "variant": name, "train_mode": mode, "lr": c.lr,
-            "n_trainable_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
-            "early_stopping_split": "valid", "valid_metric": "auc", "valid_users": len(vsplit),
-            "best_valid_auc": result.best_auc, "best_step": result.best_step, "steps": result.steps,
-            "epochs_run": result.epochs_run, "n_train_pairs": len(examples), "n_available_pairs": len(pairs),
-            "history": result.history, "adapter_checkpoint": result.checkpoint, "loss_scaling": result.loss_scaling,
-            "fit_reused_from": result.reused_from, "fitted_sha256": result.fitted_sha256,
+            "variant": name, "n_available_pairs": len(pairs),
             "item_seconds": t_items,
             "prompt_seconds": t_prompts, "sft_seconds": result.seconds, "fit_seconds": time.perf_counter() - t0,
             "cot_scoring": "forced reasoning prefix from the summaries, score at the answer token" if c.cot else None,

@@ -46,12 +46,11 @@ import numpy as np
 
 from mmsr_bench.data.splits import EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError, MissingModality
-from mmsr_bench.evaluation.metrics import aggregate, evaluate_scores
 from mmsr_bench.evaluation.training import balanced_subsample, pointwise_validation_set
-from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, config_hash, later_field, register
+from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, later_field, register
 from mmsr_bench.models.search_space import Choice, Range
 from mmsr_bench.models.toolkits.llm_scoring import PromptWrap
-from mmsr_bench.models.toolkits.trainable import is_tiny, prepare_trainable, resolve_train_mode
+from mmsr_bench.models.toolkits.trainable import is_tiny, resolve_train_mode
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +182,9 @@ class TALLRec(Adapter):
         import torch
 
         from mmsr_bench.models.toolkits.backbones import PretrainSpec, load_backbone
-        from mmsr_bench.models.toolkits.finetune import LoraSettings, SFTConfig, SFTExample, sft_train, split_digest
+        from mmsr_bench.models.toolkits.finetune import SFTExample
+        from mmsr_bench.models.toolkits.yes_no_recipe import fine_tune, make_trainable
         from mmsr_bench.models.toolkits.llm_scoring import answer_token_id, chat_wrap, check_split_tokenisation
-        from mmsr_bench.paths import cache_dir
 
         c = self.config
         if c.threads:
@@ -213,15 +212,7 @@ class TALLRec(Adapter):
             if self.tokenizer.encode(answer, add_special_tokens=False)[:1] != [answer_token_id(self.tokenizer, word)]:
                 raise BenchError(f"tallrec: the answer {answer!r} does not start with the token {word!r} for the "
                                  f"{c.backbone} tokenizer")
-        default_targets = tuple(c.target_modules) == TALLRecConfig.target_modules  # the class default, not the user's
-        settings = LoraSettings(rank=c.lora_rank, alpha=c.lora_alpha, dropout=c.lora_dropout,
-                                target_modules=tuple(c.target_modules), fallback="attention" if default_targets else "",
-                                gradient_checkpointing=c.gradient_checkpointing)
-        torch.manual_seed(self.seed)
-        self.model = prepare_trainable(bb.model, mode, settings, bb.quantized is not None)
-        if hasattr(self.model, "peft_config"):  # the targets this architecture got (see LoraSettings.fallback)
-            targets = self.model.peft_config["default"].target_modules
-            self.run_info["lora_target_modules"] = targets if isinstance(targets, str) else sorted(targets)
+        self.model = make_trainable(self, bb, mode, fallback="attention")
 
         pairs = train.pointwise_pairs(negatives_per_positive=1, seed=self.seed, max_history=max(1, c.max_history))
         examples = []
@@ -229,30 +220,10 @@ class TALLRec(Adapter):
             examples.append(SFTExample(self._prefix(hist), self._suffix_cache[pair.item],
                                        answers[pair.label]))
 
-        vsplit, vcands = self._validation_set(valid)
-
-        def validate() -> float:
-            scores = np.stack(self._score_lists(vsplit.histories, vcands))
-            return aggregate(evaluate_scores(scores, ["auc"]))["auc"]
-
-        sft = SFTConfig(lr=lr, epochs=c.epochs, batch_size=c.train_batch_size, grad_accum=c.grad_accum,
-                        max_prefix_tokens=c.max_prefix_tokens, eval_every=c.eval_every, patience=c.patience,
-                        seed=self.seed, decision_weight=c.decision_loss, decision_words=(c.yes, c.no))
-        ckpt = cache_dir("checkpoints", "tallrec", f"{train.dataset}-{bb.weights_sha256[:12]}-s{self.seed}")
-        result = sft_train(self.model, self.tokenizer, examples, sft, validate=validate, checkpoint_dir=ckpt,
-                           description=f"tallrec {mode} tuning",
-                           identity=f"{config_hash(self)}:{split_digest(vsplit, vcands)}")
-        self.run_info.update(bb.run_info())
-        self.run_info.update(self._wrap.info())
-        self.run_info.update({"train_mode": mode, "lr": lr, "n_trainable_parameters": sum(
-            p.numel() for p in self.model.parameters() if p.requires_grad)})
-        self.run_info.update({"early_stopping_split": "valid", "valid_metric": "auc", "valid_users": len(vsplit),
-                              "best_valid_auc": result.best_auc, "best_step": result.best_step,
-                              "steps": result.steps, "epochs_run": result.epochs_run, "n_train_pairs": len(examples),
-                              "n_available_pairs": len(pairs), "history": result.history,
-                              "adapter_checkpoint": result.checkpoint, "loss_scaling": result.loss_scaling,
-                              "fit_reused_from": result.reused_from, "fitted_sha256": result.fitted_sha256,
-                              "fit_seconds": time.perf_counter() - t0})
+        fine_tune(self, bb, examples, self._validation_set(valid), lambda split, cands: self._score_lists(
+                      split.histories, cands), lr=lr, mode=mode, decision_words=(c.yes, c.no),
+                  checkpoint_name="tallrec", dataset=train.dataset, description=f"tallrec {mode} tuning")
+        self.run_info.update({"n_available_pairs": len(pairs), "fit_seconds": time.perf_counter() - t0})
         return self
 
     def _validation_set(self, valid: EvalSplit) -> tuple[EvalSplit, np.ndarray]:
