@@ -82,6 +82,16 @@ def test_leaderboard_says_which_rows_are_tuned(frozen_tiny, tmp_path):
     assert res.exit_code == 0, res.output
     assert "| config |" in res.output.replace("config|", "config |")
     assert "tuned (2 trials" in res.output and "default" in res.output
+    # a newer default-configuration run of the tuned model does not mix into its row
+    res = CliRunner().invoke(app, ["run", "--suite", str(frozen_tiny), "--model", "sasrec", "--seed", "1",
+                                   "--set", "epochs=1", "--db", db])
+    assert res.exit_code == 0, res.output
+    from mmsr_bench.results.leaderboard import build_board
+
+    board = build_board(Store.for_reading(db), "tiny")
+    tuned_ids = {r.id for r in Store.for_reading(db).runs(model="sasrec") if "tuned_from" in r.run_info}
+    assert set(board.cells[("sasrec", "seq", "ndcg@10")].run_ids) == tuned_ids
+    assert any("other configurations" in n for n in board.notes)
 
 
 def test_same_seed_same_trajectory_whatever_the_test_targets(frozen_tiny, tmp_path):

@@ -68,7 +68,7 @@ def _per_user(rng: np.random.Generator, skill: float, user_ease: np.ndarray) -> 
 
 def _run_row(spec: FixtureSpec, model: str, dataset: str, seed: int, variant: str, vecs: dict[str, np.ndarray],
              idx: int, status: str = "completed") -> Run:
-    config = {"model": model, "lr": 1e-3 if "mllm" not in model else 2e-4, "epochs": 20 + 5 * seed % 3,
+    config = {"model": model, "lr": 1e-3 if "mllm" not in model else 2e-4, "epochs": 20,
               "hidden": 64, "lora": {"r": 8, "alpha": 16} if "qlora" in model else None, "variant": variant}
     text = json.dumps(config, sort_keys=True)
     started = datetime(2025, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=7 * idx)

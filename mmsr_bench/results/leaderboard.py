@@ -72,22 +72,35 @@ def summarize_seeds(values: list[float]) -> tuple[float, float]:
 
 
 def latest_runs(runs: list[Run]) -> tuple[list[Run], list[str]]:
-    """Per (model, dataset, seed, variant) keep the newest run on the newest protocol fingerprint of that dataset;
-    say how many stale runs (older fingerprint) were left out."""
+    """The runs a row shows. Per dataset only the newest protocol fingerprint counts; per (model, dataset, variant)
+    one configuration: the tuned one (``bench tune``, ``run_info.tuned_from``) when the model was tuned there, else
+    the configuration of its newest run, so a row never averages seeds of different configurations; per seed the
+    newest run of it. Notes say how many runs each rule left out."""
     newest_hash: dict[str, tuple[int, str]] = {}
     for r in runs:
         if r.dataset not in newest_hash or r.id > newest_hash[r.dataset][0]:
             newest_hash[r.dataset] = (r.id, r.suite_hash)
+    stale = [r for r in runs if r.suite_hash != newest_hash[r.dataset][1]]
+    current = [r for r in runs if r.suite_hash == newest_hash[r.dataset][1]]
+    cells: dict[tuple, list[Run]] = {}
+    for r in current:
+        cells.setdefault((r.model, r.dataset, r.variant), []).append(r)
     keep: dict[tuple, Run] = {}
-    stale = 0
-    for r in runs:
-        if r.suite_hash != newest_hash[r.dataset][1]:
-            stale += 1
-            continue
-        key = (r.model, r.dataset, r.seed, r.variant)
-        if key not in keep or r.id > keep[key].id:
-            keep[key] = r
-    notes = [f"{stale} run(s) on an older version of the suite's artifacts were left out"] if stale else []
+    other_configs = 0
+    for rs in cells.values():
+        tuned = [r for r in rs if isinstance(r.run_info.get("tuned_from"), dict)]
+        chosen = max(tuned or rs, key=lambda r: r.id).config_hash
+        for r in rs:
+            if r.config_hash != chosen:
+                other_configs += 1
+                continue
+            key = (r.model, r.dataset, r.seed, r.variant)
+            if key not in keep or r.id > keep[key].id:
+                keep[key] = r
+    notes = [f"{len(stale)} run(s) on an older version of the suite's artifacts were left out"] if stale else []
+    if other_configs:
+        notes.append(f"{other_configs} run(s) of other configurations of a shown model were left out (a row shows one "
+                     "configuration: the tuned one where `bench tune` tuned the model, else its newest)")
     for w in sorted({w for r in keep.values() for w in r.run_info.get("data_quality_warnings", [])}):
         notes.append(f"data quality: {w}")
     return list(keep.values()), notes
