@@ -597,14 +597,18 @@ class Store:
             s.expunge(run)
         return run
 
-    def add_artifact(self, artifact: Artifact) -> Artifact:
+    def _insert(self, row):
+        """One row in its own transaction, returned detached with its new id."""
         self._writable()
         with Session(self.engine) as s:
             with s.begin():
-                s.add(artifact)
-            s.refresh(artifact)
-            s.expunge(artifact)
-        return artifact
+                s.add(row)
+            s.refresh(row)
+            s.expunge(row)
+        return row
+
+    def add_artifact(self, artifact: Artifact) -> Artifact:
+        return self._insert(artifact)
 
     # -------------------------------------------------------------------------------------------- tuning
     def tuning_for(self, template: Tuning) -> Tuning:
@@ -618,12 +622,7 @@ class Store:
                     s.expunge(found)
                     return found
             try:
-                with Session(self.engine) as s:
-                    with s.begin():
-                        s.add(template)
-                    s.refresh(template)
-                    s.expunge(template)
-                return template
+                return self._insert(template)
             except IntegrityError:
                 if attempt:
                     raise
@@ -639,13 +638,7 @@ class Store:
 
     def add_trial(self, trial: TuningTrial) -> TuningTrial:
         """Store one finished trial (its own transaction); a trial number stored twice is refused by the table."""
-        self._writable()
-        with Session(self.engine) as s:
-            with s.begin():
-                s.add(trial)
-            s.refresh(trial)
-            s.expunge(trial)
-        return trial
+        return self._insert(trial)
 
     def _has_table(self, name: str) -> bool:
         from sqlalchemy import inspect

@@ -27,8 +27,11 @@ TINY_CLIP_CONFIG = {
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
 }
 
+
 @dataclass(frozen=True)
 class ClipTrainSpec:
+    """Contrastive training of the tiny CLIP: steps, batch, AdamW lr, seed (all part of the cached weights' key)."""
+
     steps: int = 200
     batch_size: int = 32
     lr: float = 1e-3
