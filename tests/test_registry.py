@@ -24,6 +24,16 @@ def test_catalog_matches_the_registry():
         assert entry.description == (r.description or "").split("\n")[0], name
 
 
+def test_catalog_is_generated_from_the_classes():
+    """registry.toml is exactly what `bench adapter catalog --write` writes from the registered classes."""
+    from pathlib import Path
+
+    path = Path(adapter.__file__).with_name("registry.toml")
+    assert path.read_text(encoding="utf-8") == adapter.catalog_text()
+    res = CliRunner().invoke(app, ["adapter", "catalog"])
+    assert res.exit_code == 0 and '[models."sasrec"]' in res.output
+
+
 def _torch_imported(code: str) -> bool:
     out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print('torch' in sys.modules)"],
                          capture_output=True, text=True, check=True)

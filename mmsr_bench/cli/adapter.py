@@ -83,5 +83,30 @@ def adapter_new(
                   f"catalog entry), then `bench adapter check {name}` and `pytest -q {made.test}`", highlight=False)
 
 
+@adapter_app.command("catalog")
+def adapter_catalog(
+    write: bool = typer.Option(False, "--write", help="Write mmsr_bench/models/registry.toml from the classes."),
+) -> None:
+    """The model catalog (registry.toml) as the registered classes say it should read: print it, or --write it.
+    Exit 1 when the file differs and --write was not given (what tests/test_registry.py checks)."""
+    from pathlib import Path
+
+    from mmsr_bench.cli.common import _setup, err_console
+    from mmsr_bench.models import adapter
+
+    _setup()
+    path = Path(adapter.__file__).with_name("registry.toml")
+    text = adapter.catalog_text()
+    if write:
+        path.write_text(text, encoding="utf-8")
+        err_console.print(f"wrote {path}", highlight=False)
+        return
+    print(text, end="")
+    if path.read_text(encoding="utf-8") != text:
+        err_console.print(f"[yellow]{path} differs from the classes; `bench adapter catalog --write` regenerates "
+                          "it[/yellow]", highlight=False)
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(adapter_app, name="adapter")

@@ -225,6 +225,32 @@ def catalog() -> dict[str, CatalogEntry]:
             for n, e in sorted(raw.items())}
 
 
+CATALOG_HEADER = """\
+# Built-in models: name -> the module that registers it, what it consumes, a one-line description.
+# Read by mmsr_bench.models.adapter so that listing models or running one imports only that model's module
+# (torch, RecBole and transformers stay unimported for pop, random and the listing). Generated from the
+# registered classes by `bench adapter catalog --write` (their name, module, needs and description) and checked
+# against them by tests/test_registry.py: edit the class, then regenerate.
+"""
+
+
+def catalog_text() -> str:
+    """``registry.toml`` as the registered built-in classes say it should read (imports every built-in module)."""
+    import tomlkit
+
+    lines = [CATALOG_HEADER]
+    for name, reg in registry().items():
+        if not reg.cls.__module__.startswith("mmsr_bench.models."):
+            continue  # third-party entry points are not part of the catalog
+        need = effective_needs(build(name))
+        needs = [k for k, v in (("text", need.text), ("images", need.images)) if v]
+        description = (reg.description or "").split("\n")[0]
+        lines.append(f"[models.{tomlkit.string(name).as_string()}]\nmodule = {tomlkit.string(reg.cls.__module__).as_string()}\n"
+                     f"needs = [{', '.join(tomlkit.string(n).as_string() for n in needs)}]\n"
+                     f"description = {tomlkit.string(description).as_string()}\n")
+    return "\n".join(lines)
+
+
 def registry() -> dict[str, Registration]:
     load_builtin_adapters()
     return dict(sorted(_REGISTRY.items()))
