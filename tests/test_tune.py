@@ -354,3 +354,22 @@ def test_an_llm_recommender_tunes_through_its_fine_tuning_loop(frozen_tiny, tmp_
         assert json.loads(t.curve_json) and set(json.loads(t.params_json)) == {"lr", "lora_rank", "decision_loss"}
         assert json.loads(t.selection_json)["unit"] == "step"
     assert out.runs[0].run_info["tuned_from"]["best_trial"] == out.best_trial
+
+
+def test_the_llm_loop_stops_at_its_deadline_and_says_so(frozen_tiny):
+    """The LLM fine-tuning loop has the deadline the epoch loop has (max_train_minutes): it validates once more,
+    keeps the best state and records stopped_by = deadline, which the selection record reads."""
+    from mmsr_bench.models.conformance import tiny_overrides
+    from mmsr_bench.suites import build
+    from mmsr_bench.suites.spec import load_suite
+
+    data = build.load(load_suite(str(frozen_tiny)), "seq")
+    model = adapter.build("tallrec", {**tiny_overrides("tallrec"), "max_pairs": "64", "epochs": "3",
+                                      "max_train_minutes": "0.00001"})
+    model.fit(data.train, data.valid)
+    info = model.run_info
+    assert info["stopped_by"] == "deadline" and info["steps"] == 1 and len(info["history"]) == 1
+    sel = selection(info, adapter.config_dict(model))
+    assert (sel.stopped_by, sel.chosen, sel.last) == ("deadline", 1, 1)
+    default = adapter.build("tallrec", tiny_overrides("tallrec"))
+    assert "max_train_minutes" not in adapter.config_dict(default)  # at its default, the identity is unchanged

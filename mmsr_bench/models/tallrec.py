@@ -126,6 +126,9 @@ class TALLRecConfig(AdapterConfig):
     gradient_checkpointing: bool = later_field(False)
     #: "" = the whole backbone on --device; "auto" = accelerate spreads an unquantized checkpoint over the devices
     device_map: str = later_field("")
+    #: stop training after this many minutes (validating once more if none ran yet; run_info["stopped_by"] =
+    #: "deadline"); 0 = no limit, which keeps runs reproducible across machines
+    max_train_minutes: float = later_field(0.0)
 
     #: Where ``bench tune`` searches (on a GPU machine: a trial is a whole LoRA fit): TALLRec's own setting is LoRA
     #: r=8 with lr 1e-4 (Bao et al. 2023), the CPU budget here lr 1e-3; searched 1e-4 to 3e-3, ranks 4-16, and the

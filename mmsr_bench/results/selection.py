@@ -90,7 +90,7 @@ def selection(run_info: Mapping[str, Any], config: Mapping[str, Any] | None = No
             chosen_at = int(best)
         after = sum(1 for h in hist if best is not None and h.get("step", 0) > best)
         patience = int(cfg.get("patience") or 0)
-        stopped = "patience" if patience and after >= patience else "budget"
+        stopped = _STOPPED.get(info.get("stopped_by"), "patience" if patience and after >= patience else "budget")
         return Selection(split, str(info.get("valid_metric") or "auc"), _finite(info.get("best_valid_auc")), "step",
                          chosen_at, int(hist[-1]["step"]) if hist else None, stopped, len(hist))
     if "best_epoch" in info and "epochs_run" in info:  # harness loop (GPTRec, MMSR, MMGCN): 1-based epochs

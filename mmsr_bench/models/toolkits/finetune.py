@@ -75,6 +75,9 @@ class SFTConfig:
     seed: int = 0
     decision_words: tuple[str, str] | None = None  # (yes, no) answer words, each one token
     decision_weight: float = 0.0
+    #: Stop after this many minutes of training (validating once more if none ran yet); 0 = no limit. Left out
+    #: of the resume fingerprint at 0, so earlier resume points and kept fits stay valid.
+    max_minutes: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class SFTResult:
     loss_scaling: str = "none"
     reused_from: str | None = None  # the folder of an earlier completed fit that was loaded instead of training
     fitted_sha256: str | None = None  # of the fitted trainable weights (what the shards of one cell must share)
+    stopped_by: str = "budget"  # budget (the epochs ran out) | patience | deadline (max_minutes)
 
 
 def apply_lora(model: Any, settings: LoraSettings = LoraSettings(), *, quantized: bool = False) -> Any:
@@ -248,7 +252,8 @@ def _fingerprint(config: SFTConfig, encoded: list[tuple[list[int], int]], model:
     trainable parameters' names and shapes."""
     import hashlib
 
-    h = hashlib.sha256(json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k != "epochs"},
+    h = hashlib.sha256(json.dumps({k: v for k, v in dataclasses.asdict(config).items()
+                                   if k != "epochs" and not (k == "max_minutes" and not v)},
                                   sort_keys=True, default=str).encode())
     for ids, n_prompt in encoded:
         h.update(np.asarray(ids + [n_prompt], dtype=np.int64).tobytes())
@@ -454,6 +459,7 @@ def _train_loop(model: Any, tokenizer: Any, encoded: list, config: SFTConfig, pa
     # Strict improvement of the validation AUC; the kept state is the trainable tensors only (LoRA or all).
     stopper = EarlyStopping(config.patience, lambda: _trainable_state(model), lambda s: _load_trainable(model, s))
     t0 = time.perf_counter()
+    deadline = t0 + 60.0 * config.max_minutes if config.max_minutes else None
     stop = False
     resume = (_ResumePoint(Path(checkpoint_dir) / "resume", fingerprint)
               if checkpoint_dir is not None else None)
@@ -530,13 +536,19 @@ def _train_loop(model: Any, tokenizer: Any, encoded: list, config: SFTConfig, pa
                 task.advance(1)
                 if validate is not None and config.eval_every and result.steps % config.eval_every == 0:
                     if run_validation():
-                        stop = True
+                        stop, result.stopped_by = True, "patience"
                         break
                     save_point(epoch, k + config.grad_accum)
+                if deadline is not None and time.perf_counter() > deadline:
+                    stop, result.stopped_by = True, "deadline"
+                    if validate is not None and (not result.history or result.history[-1]["step"] != result.steps):
+                        run_validation()  # the state at the deadline is a candidate too
+                    break
             result.epochs_run = epoch + 1
             if stop:
                 break
             if validate is not None and not config.eval_every and run_validation():
+                result.stopped_by = "patience"
                 break
             save_point(epoch + 1, 0)
     if resume is not None:

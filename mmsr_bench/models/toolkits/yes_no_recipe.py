@@ -55,7 +55,8 @@ def fine_tune(adapter: Any, bb: Any, examples: Sequence[Any], valid: tuple[EvalS
 
     sft = SFTConfig(lr=lr, epochs=c.epochs, batch_size=c.train_batch_size, grad_accum=c.grad_accum,
                     max_prefix_tokens=c.max_prefix_tokens, eval_every=c.eval_every, patience=c.patience,
-                    seed=adapter.seed, decision_weight=c.decision_loss, decision_words=decision_words)
+                    seed=adapter.seed, decision_weight=c.decision_loss, decision_words=decision_words,
+                    max_minutes=c.max_train_minutes)
     ckpt = cache_dir("checkpoints", checkpoint_name, f"{dataset}-{bb.weights_sha256[:12]}-s{adapter.seed}")
     result = sft_train(adapter.model, adapter.tokenizer, list(examples), sft, validate=validate, checkpoint_dir=ckpt,
                        description=description, identity=f"{config_hash(adapter)}:{split_digest(vsplit, vcands)}")
@@ -68,5 +69,6 @@ def fine_tune(adapter: Any, bb: Any, examples: Sequence[Any], valid: tuple[EvalS
         "best_valid_auc": result.best_auc, "best_step": result.best_step, "steps": result.steps,
         "epochs_run": result.epochs_run, "n_train_pairs": len(examples), "history": result.history,
         "adapter_checkpoint": result.checkpoint, "loss_scaling": result.loss_scaling,
-        "fit_reused_from": result.reused_from, "fitted_sha256": result.fitted_sha256})
+        "fit_reused_from": result.reused_from, "fitted_sha256": result.fitted_sha256,
+        "stopped_by": result.stopped_by})
     return result
