@@ -139,16 +139,25 @@ def tuned_text(info: dict) -> str:
 
 def row_facts(runs: list[Run]) -> tuple[dict[str, str], dict[str, list[str]]]:
     """Per model: how its configuration was chosen (tuned rows only), and which of its runs did not converge."""
-    tuned: dict[str, set[str]] = {}
+    tuned: dict[str, dict[str, str]] = {}
+    datasets: dict[str, list[str]] = {}
     nc: dict[str, list[str]] = {}
     for r in sorted(runs, key=lambda r: (r.model, r.dataset, r.seed)):
+        datasets.setdefault(r.model, [])
+        if r.dataset not in datasets[r.model]:
+            datasets[r.model].append(r.dataset)
         info = r.run_info.get("tuned_from")
         if isinstance(info, dict):
-            tuned.setdefault(r.model, set()).add(f"{r.dataset}: {tuned_text(info)}")
+            tuned.setdefault(r.model, {})[r.dataset] = tuned_text(info)
         sel = convergence_of(r)
         if sel is not None and sel.converged is False:
             nc.setdefault(r.model, []).append(f"{r.dataset} seed {r.seed}")
-    return {m: "; ".join(sorted(v)) for m, v in tuned.items()}, nc
+    facts = {}
+    for m, by_ds in tuned.items():
+        parts = [f"{t} on {d}" for d, t in sorted(by_ds.items())]
+        rest = [d for d in datasets[m] if d not in by_ds]
+        facts[m] = "; ".join(parts + ([f"default on {', '.join(rest)}"] if rest else []))
+    return facts, nc
 
 
 def _ranked(suite: str, models: list[str], cells: dict, ds: list[str], ms: list[str]) -> list[str]:
