@@ -92,6 +92,10 @@ def test_leaderboard_says_which_rows_are_tuned(frozen_tiny, tmp_path):
     tuned_ids = {r.id for r in Store.for_reading(db).runs(model="sasrec") if "tuned_from" in r.run_info}
     assert set(board.cells[("sasrec", "seq", "ndcg@10")].run_ids) == tuned_ids
     assert any("other configurations" in n for n in board.notes)
+    default = build_board(Store.for_reading(db), "tiny", configs="default")
+    assert set(default.cells[("sasrec", "seq", "ndcg@10")].run_ids) == {
+        r.id for r in Store.for_reading(db).runs(model="sasrec") if "tuned_from" not in r.run_info}
+    assert not default.tuning
 
 
 def test_same_seed_same_trajectory_whatever_the_test_targets(frozen_tiny, tmp_path):

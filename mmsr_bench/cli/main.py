@@ -123,7 +123,8 @@ def run(
 
 # ------------------------------------------------------------------------------------------- leaderboard
 def _leaderboard(suite: str, datasets: list[str] | None, metric: Optional[str], fmt: str, db: Optional[str],
-                 against: Optional[str], alpha: float, test: str, correction: str, reference: bool = False) -> None:
+                 against: Optional[str], alpha: float, test: str, correction: str, reference: bool = False,
+                 configs: str = "tuned") -> None:
     from mmsr_bench.evaluation import metrics as mt
     from mmsr_bench.results import leaderboard as lb
     from mmsr_bench.results import significance
@@ -140,7 +141,7 @@ def _leaderboard(suite: str, datasets: list[str] | None, metric: Optional[str], 
     def side(store: Store) -> tuple[lb.Board | None, str]:
         """One store's board with its own significance marks (a reference run is never tested against a local
         one here: `bench compare` does that where the fingerprints agree)."""
-        board = lb.build_board(store, suite, datasets, metrics)
+        board = lb.build_board(store, suite, datasets, metrics, configs=configs)
         if not board.models:
             return None, ""
         if metrics is None:
@@ -210,6 +211,9 @@ def leaderboard(
     reference: bool = typer.Option(False, "--reference", help="Also show the reference runs committed with the "
                                    "project (reference-runs/ or $MMSR_BENCH_REFERENCE), marked as such; works "
                                    "without a local store."),
+    configs: str = typer.Option("tuned", "--configs", help="Which configuration a row shows: tuned (the one `bench "
+                                "tune` chose where it tuned the model, else the newest) or default (tuned runs "
+                                "left out)."),
 ) -> None:
     """Rank models on a suite: mean over seeds (± 95% CI where several seeds exist)."""
     _setup()
@@ -217,7 +221,7 @@ def leaderboard(
         fail(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
     try:
         _leaderboard(suite, [d.strip() for d in dataset.split(",")] if dataset else None, metric, format, db,
-                     against, alpha, test, correction, reference)
+                     against, alpha, test, correction, reference, configs)
     except BenchError as exc:
         fail(str(exc))
 

@@ -71,11 +71,21 @@ def summarize_seeds(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), math.nan
 
 
-def latest_runs(runs: list[Run]) -> tuple[list[Run], list[str]]:
+CONFIGS = ("tuned", "default")
+
+
+def latest_runs(runs: list[Run], configs: str = "tuned") -> tuple[list[Run], list[str]]:
     """The runs a row shows. Per dataset only the newest protocol fingerprint counts; per (model, dataset, variant)
     one configuration: the tuned one (``bench tune``, ``run_info.tuned_from``) when the model was tuned there, else
     the configuration of its newest run, so a row never averages seeds of different configurations; per seed the
-    newest run of it. Notes say how many runs each rule left out."""
+    newest run of it. ``configs="default"`` leaves tuned runs out (the rows as the models' defaults give them).
+    Notes say how many runs each rule left out."""
+    if configs not in CONFIGS:
+        from mmsr_bench.errors import BenchError
+
+        raise BenchError(f"--configs {configs!r}: choose tuned (a tuned configuration where there is one) or default")
+    if configs == "default":
+        runs = [r for r in runs if not isinstance(r.run_info.get("tuned_from"), dict)]
     newest_hash: dict[str, tuple[int, str]] = {}
     for r in runs:
         if r.dataset not in newest_hash or r.id > newest_hash[r.dataset][0]:
@@ -107,11 +117,11 @@ def latest_runs(runs: list[Run]) -> tuple[list[Run], list[str]]:
 
 
 def build_board(store: Store, suite: str, datasets: list[str] | None = None, metrics: list[str] | None = None,
-                variant: str = "") -> Board:
+                variant: str = "", configs: str = "tuned") -> Board:
     runs = [r for r in store.runs(suite=suite) if r.variant == variant]
     if datasets:
         runs = [r for r in runs if r.dataset in datasets]
-    runs, notes = latest_runs(runs)
+    runs, notes = latest_runs(runs, configs)
     present = {r.dataset for r in runs}
     ds = [d for d in (datasets or _suite_order(suite, present)) if d in present]
     all_metrics = sorted({m for r in runs for m in r.metrics}, key=_metric_order)
