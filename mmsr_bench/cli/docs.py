@@ -24,7 +24,8 @@ from typing import Optional
 import typer
 
 #: The commands a block may run: read-only reports over a store.
-ALLOWED = (("leaderboard",), ("compare",), ("report", "study"), ("report", "ablations"), ("runs", "list"))
+ALLOWED = (("leaderboard",), ("compare",), ("report", "study"), ("report", "ablations"), ("runs", "list"),
+           ("runs", "trials"))
 BLOCK = re.compile(r"<!-- bench: (?P<cmd>[^\n]+?) -->\n(?P<body>.*?)<!-- /bench -->", re.S)
 
 

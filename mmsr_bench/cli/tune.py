@@ -74,15 +74,26 @@ def trials_command(
     suite: Optional[str] = typer.Option(None, "--suite", "-s"),
     model: Optional[str] = typer.Option(None, "--model", "-m"),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
+    format: str = typer.Option("table", "--format", "-f", help="table | markdown"),
     db: Optional[str] = typer.Option(None, "--db", help="SQLAlchemy URL of the results store."),
 ) -> None:
     """List tuning studies (``bench tune``), or one study's trials with their state, value, kept epoch and time."""
     from mmsr_bench.cli.common import _print_table, _setup, fail, suite_name
     from mmsr_bench.errors import BenchError
+    from mmsr_bench.results import tables
     from mmsr_bench.results.store import Store
+
+    def show(header: list[str], rows: list[list[str]], title: str | None = None) -> None:
+        if format == "markdown":
+            print(tables.to_markdown(tables.Table(tuple(header), tuple(tuple(r) for r in rows), title=title or "",
+                                                  lead=len(header))), end="")
+        else:
+            _print_table(header, rows, title=title)
 
     _setup()
     try:
+        if format not in ("table", "markdown"):
+            raise BenchError(f"--format {format!r}: choose table or markdown")
         store = Store.for_reading(db)
         tunings = store.tunings(suite=suite_name(suite), model=model, dataset=dataset)
         if study is None:
@@ -99,8 +110,8 @@ def trials_command(
                              "" if t.best_value is None else f"{t.best_value:.4f} (#{t.best_trial})"])
             if not rows:
                 raise BenchError(f"no tuning studies in {store.url}; `bench tune` makes them")
-            _print_table(["study", "suite", "dataset", "model", "sampler", "pruner", "budget", "complete", "pruned",
-                          "failed", "minutes", f"best {tunings[0].metric}"], rows)
+            show(["study", "suite", "dataset", "model", "sampler", "pruner", "budget", "complete", "pruned",
+                  "failed", "minutes", f"best {tunings[0].metric}"], rows)
             return
         text = study.strip().lower()
         if len(text) < 8 or any(c not in "0123456789abcdef" for c in text):
@@ -116,8 +127,8 @@ def trials_command(
             rows.append([str(x.number), x.state, "" if x.value is None else f"{x.value:.4f}", kept,
                          sel.get("stopped_by", ""), f"{x.seconds:.1f}", x.config_hash[:10],
                          json.dumps(json.loads(x.params_json), sort_keys=True)[:100], x.error[:60]])
-        _print_table(["trial", "state", t.metric, "kept", "stopped by", "seconds", "config", "params", "error"], rows,
-                     title=f"{t.model} on {t.suite}/{t.dataset}: study {t.uuid[:10]}")
+        show(["trial", "state", t.metric, "kept", "stopped by", "seconds", "config", "params", "error"], rows,
+             title=f"{t.model} on {t.suite}/{t.dataset}: study {t.uuid[:10]}")
     except BenchError as exc:
         fail(str(exc))
 
