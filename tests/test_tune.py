@@ -377,3 +377,19 @@ def test_the_llm_loop_stops_at_its_deadline_and_says_so(frozen_tiny):
     assert (sel.stopped_by, sel.chosen, sel.last) == ("deadline", 1, 1)
     default = adapter.build("tallrec", tiny_overrides("tallrec"))
     assert "max_train_minutes" not in adapter.config_dict(default)  # at its default, the identity is unchanged
+
+
+def test_ray_workers_share_one_study(frozen_tiny, tmp_path):
+    """`--executor ray --workers 2`: two Ray tasks run the trials of one study, no trial twice."""
+    ray = pytest.importorskip("ray", reason="Ray 2.6.3 needs pkg_resources (setuptools<81)", exc_type=ImportError)
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    Store(db)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {k: os.environ[k] for k in ("MMSR_BENCH_HOME", "MMSR_BENCH_DATA")}})
+    try:
+        [out] = tune.tune(_req(frozen_tiny, tmp_path, db, trials=4, pruner="none", workers=2, executor="ray"))
+    finally:
+        ray.shutdown()
+    trials = _trials(db)
+    assert len(trials) == 4 and all(t.state == "complete" for t in trials) and out.trials == 4
+    assert len({t.number for t in trials}) == 4 and len({t.params_json for t in trials}) == 4
