@@ -654,26 +654,13 @@ class Store:
         with self._reading("the tuning studies"):
             if not self._has_table("tunings"):
                 return []
-            q = select(Tuning)
-            for col, val in ((Tuning.suite, suite), (Tuning.dataset, dataset), (Tuning.model, model)):
-                if val is not None:
-                    q = q.where(col == val)
-            with Session(self.engine) as s:
-                rows = list(s.exec(q.order_by(Tuning.id)))
-                for r in rows:
-                    s.expunge(r)
-            return rows
+            return self._select(Tuning, Tuning.id, suite=suite, dataset=dataset, model=model)
 
     def trials(self, tuning_id: int) -> list[TuningTrial]:
         with self._reading(f"the trials of tuning study {tuning_id}"):
             if not self._has_table("tuning_trials"):
                 return []
-            with Session(self.engine) as s:
-                rows = list(s.exec(select(TuningTrial).where(TuningTrial.tuning_id == tuning_id)
-                                   .order_by(TuningTrial.number)))
-                for r in rows:
-                    s.expunge(r)
-            return rows
+            return self._select(TuningTrial, TuningTrial.number, tuning_id=tuning_id)
 
     @contextmanager
     def _reading(self, what: str) -> Iterator[None]:
@@ -704,19 +691,22 @@ class Store:
         with self._reading("the runs"):
             return self._runs(suite=suite, dataset=dataset, model=model, status=status, variant=variant)
 
-    def _runs(self, *, suite, dataset, model, status, variant) -> list[Run]:
-        if not self.exists():
-            return []
-        q = select(Run)
-        for col, val in ((Run.suite, suite), (Run.dataset, dataset), (Run.model, model), (Run.status, status),
-                         (Run.variant, variant)):
+    def _select(self, cls, order, **equal) -> list:
+        """Rows of ``cls`` whose columns equal the given values (None: any), in ``order``, detached."""
+        q = select(cls)
+        for name, val in equal.items():
             if val is not None:
-                q = q.where(col == val)
+                q = q.where(getattr(cls, name) == val)
         with Session(self.engine) as s:
-            rows = list(s.exec(q.order_by(Run.id)))
+            rows = list(s.exec(q.order_by(order)))
             for r in rows:
                 s.expunge(r)
         return rows
+
+    def _runs(self, *, suite, dataset, model, status, variant) -> list[Run]:
+        if not self.exists():
+            return []
+        return self._select(Run, Run.id, suite=suite, dataset=dataset, model=model, status=status, variant=variant)
 
     def run(self, run_id: int) -> Run:
         if not 0 <= run_id < 2 ** 63:
@@ -746,15 +736,7 @@ class Store:
     def _artifacts(self, *, kind, suite, model) -> list[Artifact]:
         if not self.exists():
             return []
-        q = select(Artifact)
-        for col, val in ((Artifact.kind, kind), (Artifact.suite, suite), (Artifact.model, model)):
-            if val is not None:
-                q = q.where(col == val)
-        with Session(self.engine) as s:
-            rows = list(s.exec(q.order_by(Artifact.id)))
-            for r in rows:
-                s.expunge(r)
-        return rows
+        return self._select(Artifact, Artifact.id, kind=kind, suite=suite, model=model)
 
     def last_change(self) -> str:
         """A cheap token that changes whenever a run is added (for dashboard caching)."""
