@@ -228,7 +228,7 @@ def leaderboard(
 
 @app.command()
 def compare(
-    a: str = typer.Argument(..., help="Run id, or model name (its latest run per seed on --suite/--dataset)."),
+    a: str = typer.Argument(..., help="Run id or uuid, or model name (one configuration, the tuned one where there is one, else the newest: its latest run per seed on --suite/--dataset)."),
     b: str = typer.Argument(..., help="Run id or model name: the baseline."),
     suite: Optional[str] = typer.Option(None, "--suite", "-s"),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),

@@ -60,7 +60,8 @@ CORRECTION_NAMES = {"holm": "Holm-Bonferroni", "fdr_bh": "Benjamini-Hochberg", "
 
 def resolve(store: Store, ref: str, suite: str | None, dataset: str | None) -> list[Run]:
     """A run id ("12"), a run's uuid or its first 8+ hex digits (the same run in every store: what generated
-    docs cite), or a model name resolved to its latest run per seed on ``suite``/``dataset``."""
+    docs cite), or a model name resolved to one configuration (:func:`mmsr_bench.results.leaderboard.latest_runs`:
+    the tuned one where there is one, else the newest) and its latest run per seed on ``suite``/``dataset``."""
     if ref.isdigit():
         return [store.run(int(ref))]
     if re.fullmatch(r"[0-9a-f]{8,32}", ref):
