@@ -36,6 +36,7 @@ def main() -> None:
     from mmsr_bench.evaluation.scoring import cpu_model, seed_everything
     from mmsr_bench.evaluation.training import split_metric
     from mmsr_bench.models import adapter
+    from mmsr_bench.models.search_space import as_overrides
     from mmsr_bench.results.store import Store
     from mmsr_bench.runner import tune
     from mmsr_bench.suites import build
@@ -61,7 +62,7 @@ def main() -> None:
         trials = [t for tu in store.tunings() for t in store.trials(tu.id)]
         bare_s, diffs = 0.0, []
         for t in trials:  # the bare steps each trial made, timed alone
-            params = tune.as_overrides(json.loads(t.params_json))
+            params = as_overrides(json.loads(t.params_json))
             t1 = time.perf_counter()
             seed_everything(0, torch_too=True)
             model = adapter.build("sasrec", {**fixed, **params}, seed=0)

@@ -185,3 +185,8 @@ def space_json(space: Mapping[str, Param]) -> dict[str, dict]:
         out[key] = ({"choices": list(p.choices)} if isinstance(p, Choice)
                     else {"low": p.low, "high": p.high, "log": p.log, "step": p.step})
     return out
+
+
+def as_overrides(params: Mapping[str, Any]) -> dict[str, str]:
+    """Sampled or tuned values as ``--set`` strings (``repr`` of a float round-trips exactly)."""
+    return {k: (repr(v) if isinstance(v, float) else str(v)) for k, v in params.items()}

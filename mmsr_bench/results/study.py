@@ -98,8 +98,10 @@ def tuned_sets(store, spec, dataset: str, models: list[str]) -> tuple[dict[str, 
         t = max(studies, key=lambda t: (t.updated_at, t.id))
         trials = store.trials(t.id)
         best = json.loads(t.best_params_json or "{}")
-        for k, v in {**json.loads(t.fixed_json or "{}"), **best}.items():
-            pairs[f"{m}:{k}"] = repr(v) if isinstance(v, float) else str(v)
+        from mmsr_bench.models.search_space import as_overrides
+
+        for k, v in as_overrides({**json.loads(t.fixed_json or "{}"), **best}).items():
+            pairs[f"{m}:{k}"] = v
         budget = json.loads(t.budget_json or "{}")
         records[m] = {"tuning": t.uuid, "trials": sum(x.state == "complete" for x in trials),
                       "pruned": sum(x.state == "pruned" for x in trials),

@@ -248,11 +248,6 @@ def replay_history(study, trials: list, space: Mapping[str, spaces.Param], confi
     return len(by_number)
 
 
-def as_overrides(params: Mapping[str, Any]) -> dict[str, str]:
-    """Sampled values as ``--set`` strings (``repr`` of a float round-trips exactly)."""
-    return {k: (repr(v) if isinstance(v, float) else str(v)) for k, v in params.items()}
-
-
 # ------------------------------------------------------------------------------------------------ one worker
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -317,11 +312,10 @@ def run_worker(spec: WorkerSpec, data=None, *, on_trial: Callable[[Any], None] |
     device = auto_device(spec.device) if reg.cls.uses_torch else (spec.device or "cpu")
     store = Store(spec.db_url)
     storage = optuna_storage(spec.db_url)
-    existing = len(optuna.load_study(study_name=spec.study_name, storage=storage).trials)
-    sampler = make_sampler(spec.sampler, (spec.seed * 1_000_003 + spec.worker * 7919 + existing) % 2 ** 32,
-                           spec.space, reg.cls.config_cls)
-    study = optuna.load_study(study_name=spec.study_name, storage=storage, sampler=sampler,
-                              pruner=make_pruner(spec.pruner))
+    study = optuna.load_study(study_name=spec.study_name, storage=storage, pruner=make_pruner(spec.pruner))
+    existing = len(study.get_trials(deepcopy=False))
+    study.sampler = make_sampler(spec.sampler, (spec.seed * 1_000_003 + spec.worker * 7919 + existing) % 2 ** 32,
+                                 spec.space, reg.cls.config_cls)
     who = f"{platform.node()}:{os.getpid()}"
     S = optuna.trial.TrialState
 
@@ -334,7 +328,7 @@ def run_worker(spec: WorkerSpec, data=None, *, on_trial: Callable[[Any], None] |
             trial.set_user_attr("not_run", "the budget was taken by other workers' trials")
             raise _Surplus(f"trial {trial.number} is beyond the budget of {spec.trials} trials")
         params = suggest(trial, spec.space, reg.cls.config_cls)
-        overrides = {**spec.fixed, **as_overrides(params)}
+        overrides = {**spec.fixed, **spaces.as_overrides(params)}
         started, t0 = datetime.now(timezone.utc), time.perf_counter()
         curve: list[list[float]] = []
         row = TuningTrial(tuning_id=spec.tuning_id, number=trial.number, params_json=json.dumps(params),
@@ -478,15 +472,14 @@ def tune(req: TuneRequest, *, on_trial: Callable[[Any], None] | None = None, dat
         if clash:
             raise BenchError(f"--set {', '.join(clash)} for {model}: these fields are in its search space; drop them "
                              "from --set or from the space")
-        adapter_mod.build(model, fixed)  # a bad --set fails before any work
-        plans.append((model, reg, space, fixed))
+        probe = adapter_mod.build(model, fixed)  # a bad --set fails before any work
+        plans.append((model, reg, space, fixed, adapter_mod.effective_needs(probe)))
     for model, *_ in plans:
         check_no_leak(model)
     if data is None:
         data = build.load(suite, req.dataset)
-    for model, reg, *_ in plans:
-        adapter_mod.check_needs(adapter_mod.effective_needs(adapter_mod.build(model, req.fixed.get(model, {}))),
-                                data, model)
+    for model, reg, space, fixed, needs in plans:
+        adapter_mod.check_needs(needs, data, model)
     store = Store(db_url)
     store.check_writable()
     storage = optuna_storage(store.connect_url)
@@ -494,7 +487,7 @@ def tune(req: TuneRequest, *, on_trial: Callable[[Any], None] | None = None, dat
     from mmsr_bench.evaluation.scoring import cpu_model
 
     outcomes = []
-    for model, reg, space, fixed in plans:
+    for model, reg, space, fixed, _ in plans:
         key = study_key(suite=suite.name, fingerprint=data.fingerprint, dataset=req.dataset, model=model,
                         seed=req.seed, sampler=req.sampler, pruner=req.pruner, metric=metric, space=space,
                         fixed=fixed, threads=req.threads)
@@ -522,7 +515,7 @@ def tune(req: TuneRequest, *, on_trial: Callable[[Any], None] | None = None, dat
             run_worker(specs[0], data, on_trial=on_trial)
         else:
             _launch(specs, req, data)
-        outcome = summarize(store, store.tunings(suite=suite.name, dataset=req.dataset, model=model), key)
+        outcome = summarize(store, tuning)
         if req.test_seeds:
             if outcome.best_trial is None:
                 raise BenchError(f"{model}: no trial completed, so there is no configuration to test (`bench tune "
@@ -533,15 +526,14 @@ def tune(req: TuneRequest, *, on_trial: Callable[[Any], None] | None = None, dat
                           "sampler": req.sampler, "budget": {k: budget[k] for k in ("trials", "minutes", "threads")}}
             outcome.runs = execute(RunRequest(
                 suite=suite, model=model, datasets=[req.dataset], seeds=list(req.test_seeds),
-                overrides={**fixed, **as_overrides(outcome.best_params)}, db_url=db_url, device=req.device,
+                overrides={**fixed, **spaces.as_overrides(outcome.best_params)}, db_url=db_url, device=req.device,
                 resume=True, tuned_from=tuned_from))
         outcomes.append(outcome)
     return outcomes
 
 
-def summarize(store, tunings: list, key: str) -> TuneOutcome:
+def summarize(store, tuning) -> TuneOutcome:
     """The study's counts, time and best complete trial (ties: the earlier trial), stored on its row."""
-    tuning = next(t for t in tunings if t.key == key)
     trials = store.trials(tuning.id)
     complete = [t for t in trials if t.state == "complete" and t.value is not None]
     best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
