@@ -393,3 +393,18 @@ def test_ray_workers_share_one_study(frozen_tiny, tmp_path):
     trials = _trials(db)
     assert len(trials) == 4 and all(t.state == "complete" for t in trials) and out.trials == 4
     assert len({t.number for t in trials}) == 4 and len({t.params_json for t in trials}) == 4
+
+
+def test_reference_tuning_studies_join_the_dashboards_merged_store(frozen_tiny, tmp_path):
+    """The dashboard's toggle merges the reference runs into the local store's view, model names marked: tuning
+    studies among the reference run files are marked the same way (it used to fail on them)."""
+    from mmsr_bench.results import reference
+
+    db_ref, db_local = f"sqlite:///{tmp_path / 'ref.db'}", f"sqlite:///{tmp_path / 'local.db'}"
+    tune.tune(_req(frozen_tiny, tmp_path, db_ref, trials=1, pruner="none", test_seeds=(0,)))
+    folder = tmp_path / "reference-runs"
+    assert CliRunner().invoke(app, ["store", "export", "--db", db_ref, "--to", str(folder)]).exit_code == 0
+    tune.tune(_req(frozen_tiny, tmp_path, db_local, trials=1, pruner="none", test_seeds=(0,)))
+    merged = Store.for_reading(reference.merged_url(Store.for_reading(db_local), folder))
+    assert sorted(t.model for t in merged.tunings()) == ["sasrec", "sasrec" + reference.SUFFIX]
+    assert sorted(r.model for r in merged.runs()) == ["sasrec", "sasrec" + reference.SUFFIX]

@@ -85,8 +85,11 @@ def merged_url(local: Store, folder: Path | None = None) -> str:
             rec.run.model += SUFFIX
             for a in rec.artifacts:
                 a.model += SUFFIX
-        for a in loose:
-            a.model += SUFFIX
+        for a in loose:  # artifacts attached to no run, and tuning studies (their identity marked too)
+            row = a.tuning if isinstance(a, run_files.TuningRecord) else a
+            row.model += SUFFIX
+            if isinstance(a, run_files.TuningRecord):
+                row.key += SUFFIX
         run_files.write_records(dst, records, loose, source=ref.url)
 
     return cached_store(f"merged-{key}", build)
