@@ -40,6 +40,15 @@ def _no_reference_runs(monkeypatch, tmp_path_factory):
     monkeypatch.setenv(reference.ENV, str(tmp_path_factory.getbasetemp() / "no-reference-runs"))
 
 
+@pytest.fixture(autouse=True)
+def _main_module_restored(monkeypatch):
+    """Streamlit's AppTest leaves ``sys.modules['__main__']`` as the app script; a later test's spawned worker process
+    would re-run the dashboard as its main module. Restore it after each test."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
+
+
 @pytest.fixture(scope="module")
 def fixture_url(tmp_path_factory) -> str:
     url = f"sqlite:///{tmp_path_factory.mktemp('dash') / 'results.db'}"
