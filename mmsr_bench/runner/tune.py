@@ -333,7 +333,7 @@ def run_worker(spec: WorkerSpec, data=None, *, on_trial: Callable[[Any], None] |
         curve: list[list[float]] = []
         row = TuningTrial(tuning_id=spec.tuning_id, number=trial.number, params_json=json.dumps(params),
                           started_at=started, worker=who)
-        model = None
+        model, config = None, {}
 
         def listener(step: int, value: float) -> None:
             curve.append([step, value])
@@ -345,7 +345,8 @@ def run_worker(spec: WorkerSpec, data=None, *, on_trial: Callable[[Any], None] |
             seed_everything(spec.seed, torch_too=reg.cls.uses_torch)
             model = adapter_mod.build(spec.model, overrides, seed=spec.seed, device=device,
                                       cache_dir=str(cache_dir("models", spec.model)))
-            row.config_json = json.dumps(adapter_mod.config_dict(model), sort_keys=True)
+            config = adapter_mod.config_dict(model)
+            row.config_json = json.dumps(config, sort_keys=True)
             row.config_hash = adapter_mod.config_hash(model)
             with listening_to_validations(listener):
                 model.fit(data.train, data.valid)
@@ -364,7 +365,7 @@ def run_worker(spec: WorkerSpec, data=None, *, on_trial: Callable[[Any], None] |
             row.finished_at = datetime.now(timezone.utc)
             row.curve_json = json.dumps(curve)
             if model is not None:
-                sel = selection(model.run_info, adapter_mod.config_dict(model))
+                sel = selection(model.run_info, config)
                 row.selection_json = json.dumps(sel.as_dict() if sel else {})
             stored = store.add_trial(row)
             if on_trial:
@@ -420,10 +421,10 @@ def _worker_entry(spec: WorkerSpec, home: str | None) -> int:
     return run_worker(spec)
 
 
-def _launch(specs: list[WorkerSpec], req: TuneRequest, data) -> None:
-    """Run the workers: the driver's own process alone (one worker), local processes, or Ray tasks."""
+def _launch(specs: list[WorkerSpec], req: TuneRequest, on_trial: Callable[[Any], None] | None, data) -> None:
+    """Run the workers: the driver's own process alone (one local worker), local processes, or Ray tasks."""
     if len(specs) == 1 and req.executor == "local":
-        run_worker(specs[0], data)
+        run_worker(specs[0], data, on_trial=on_trial)
         return
     home = os.environ.get("MMSR_BENCH_HOME")
     if req.executor == "ray":
@@ -511,10 +512,7 @@ def tune(req: TuneRequest, *, on_trial: Callable[[Any], None] | None = None, dat
         log.info("tuning %s on %s/%s: %s, sampler %s, pruner %s, %d worker(s)", model, suite.name, req.dataset,
                  f"{req.trials} trials" if req.trials else f"{req.minutes:g} min", req.sampler, req.pruner,
                  req.workers)
-        if len(specs) == 1 and req.executor == "local":
-            run_worker(specs[0], data, on_trial=on_trial)
-        else:
-            _launch(specs, req, data)
+        _launch(specs, req, on_trial, data)
         outcome = summarize(store, tuning)
         if req.test_seeds:
             if outcome.best_trial is None:
