@@ -374,10 +374,10 @@ def test_inert_table_keeps_ordinary_tables_and_stills_hostile_names(fixture_url)
     """The Study page shows the markdown `bench report study` prints (unchanged for ordinary names); a table of
     hostile names, through the same writer, renders no tag, link, image or emphasis made of them."""
     from mmsr_bench.dashboard import ui
-    from mmsr_bench.results import study, tables
+    from mmsr_bench.results import study, study_report, tables
 
     opts = study.validate("synth4", budget="default", db=fixture_url, check_db=False)
-    ordinary = study.all_tables(study.build_report(Store(fixture_url), opts))
+    ordinary = study_report.all_tables(study_report.build_report(Store(fixture_url), opts))
     assert ordinary and all(tables.to_markdown(ui.inert_table(t)) == tables.to_markdown(t) for t in ordinary)
     names = (*HOSTILE_NAMES, HOSTILE_HTML, *HOSTILE_SHORT, "www.x.y :smile: ~~s~~ $x$ _i_ a@b.cd \\[x](y)",
              "> quote", "`code`", "# heading", "1. item", "&lt;b&gt;")

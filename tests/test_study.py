@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from mmsr_bench.cli.main import app
 from mmsr_bench.models import adapter, conformance
-from mmsr_bench.results import significance, study
+from mmsr_bench.results import significance, study, study_report
 from mmsr_bench.results.store import Run, Store
 from mmsr_bench.runner import study as study_runner
 from mmsr_bench.suites import spec as suites
@@ -136,8 +136,8 @@ def test_set_reaches_only_the_grid_models_that_have_the_field(kit):
     assert {c.model for c in study_runner.plan(opts).missing} == has
     md = _report(kit, "--set", "lora_rank=4")
     rq1 = study.RQS["rq1"]
-    assert _row(_section(md, rq1.title), study._label(rq1, "tallrec"))[1] == "missing"
-    assert _row(_section(md, rq1.title), study._label(rq1, "sasrec"))[1] != "missing"
+    assert _row(_section(md, rq1.title), study_report._label(rq1, "tallrec"))[1] == "missing"
+    assert _row(_section(md, rq1.title), study_report._label(rq1, "sasrec"))[1] != "missing"
 
 
 def test_a_scoped_set_reaches_only_the_models_it_names(kit):
@@ -178,11 +178,11 @@ def test_report_has_every_rq_table_with_its_rows_missing_cells_and_footer(kit):
     for key, rq in study.RQS.items():
         sec = _section(md, rq.title)
         labels = [ln.split("|")[1].strip() for ln in sec.splitlines() if ln.startswith("| ")][1:]
-        assert labels == [study._label(rq, m) for m in rq.models], key
+        assert labels == [study_report._label(rq, m) for m in rq.models], key
         header = [c.strip() for c in sec.splitlines()[2].strip("|").split("|")]
         assert header == ["model", *METRICS, "%Improv." if key == "rq1" else "%Diff. vs full"]
         for m in rq.models:  # every cell of the grid was run (missing cells: test_deleted_runs_print_missing)
-            row = _row(sec, study._label(rq, m))
+            row = _row(sec, study_report._label(rq, m))
             run = next(r for r in runs if r.model == m)
             assert row[1].strip("*<u>/ ▲▼") == f"{run.metrics['hr@5']:.4f}"
         assert f"suite_hash: baby={fingerprint}" in sec
@@ -196,7 +196,7 @@ def test_report_has_every_rq_table_with_its_rows_missing_cells_and_footer(kit):
 
 def test_best_bold_second_underlined_and_markers_agree_with_compare(kit):
     store = Store(kit["url"])
-    rep = study.build_report(store, _opts(kit))
+    rep = study_report.build_report(store, _opts(kit))
     t = rep.tables[0]
     ref = t.references[0]
     rq1 = [m for m in MODELS if m in study.RQS["rq1"].models]
@@ -220,7 +220,7 @@ def test_best_bold_second_underlined_and_markers_agree_with_compare(kit):
         for row in cmp.rows:
             assert rq2.cells[(m, 0, row.metric)].marker == (("+" if row.diff > 0 else "-") if row.significant
                                                            else ""), (m, row.metric)
-    table = study.to_table(t)
+    table = study_report.to_table(t)
     col = table.header.index("ndcg@10")
     ranked = sorted((c.value, c.rank) for r in table.rows if (c := r[col]).value is not None)
     assert ranked[-1][1] == 1 and [rk for _, rk in ranked].count(1) >= 1
@@ -228,7 +228,7 @@ def test_best_bold_second_underlined_and_markers_agree_with_compare(kit):
     md = _report(kit, "--format", "markdown")
     allmeans = {m: t.cells[(m, 0, "ndcg@10")].mean for m in rq1}
     best = max(allmeans, key=allmeans.get)
-    assert _row(_section(md, study.RQS["rq1"].title), study._label(study.RQS["rq1"], best))[4].startswith("**")
+    assert _row(_section(md, study.RQS["rq1"].title), study_report._label(study.RQS["rq1"], best))[4].startswith("**")
 
 
 def test_latex_html_and_out_file(kit, tmp_path):
@@ -293,8 +293,8 @@ def test_cells_that_need_images_the_data_lacks_are_not_run_and_print_na(tmp_path
     rq1, rq2 = _section(md, study.RQS["rq1"].title), _section(md, study.RQS["rq2"].title)
     assert _row(rq1, "mmsr")[1:5] == ["n/a"] * 4 and _row(rq1, "sasrec")[1:5] == ["missing"] * 4
     assert "n/a: cannot run on the dataset (mmgcn, mmsr, mllm-srec-qlora: conformance/baby has no item images)" in rq1
-    assert _row(rq2, study._label(study.RQS["rq2"], "mllm-srec-text"))[1:5] == ["missing"] * 4
-    assert _row(rq2, study._label(study.RQS["rq2"], "mllm-srec-image"))[1:5] == ["n/a"] * 4
+    assert _row(rq2, study_report._label(study.RQS["rq2"], "mllm-srec-text"))[1:5] == ["missing"] * 4
+    assert _row(rq2, study_report._label(study.RQS["rq2"], "mllm-srec-image"))[1:5] == ["n/a"] * 4
     assert "baby: n/a (the full model cannot run)" in rq2
 
 
@@ -312,12 +312,12 @@ def test_a_qlora_row_says_when_its_runs_ran_unquantized():
     rq2, rq4 = study.RQS["rq2"], study.RQS["rq4"]
     lora = [Run(config_json=json.dumps({"quantization": "none"}))]
     four_bit = [Run(config_json=json.dumps({"quantization": "4bit"}))]
-    assert study._label(rq4, study.FULL, lora) == f"{study.FULL} (QLoRA (full), run with quantization=none)"
-    assert study._label(rq4, "mllm-srec-qlora-cot", lora).endswith("run with quantization=none)")
-    assert study._label(rq4, study.FULL, four_bit) == study._label(rq4, study.FULL) == f"{study.FULL} (QLoRA (full))"
-    assert study._label(rq4, study.FULL, lora + four_bit) == study._label(rq4, study.FULL)  # mixed: some are 4-bit
-    assert study._label(rq2, study.FULL, lora) == study._label(rq2, study.FULL)  # the RQ2 label names no QLoRA
-    assert study._label(rq4, "mllm-srec-lora", lora) == "mllm-srec-lora (LoRA)"
+    assert study_report._label(rq4, study.FULL, lora) == f"{study.FULL} (QLoRA (full), run with quantization=none)"
+    assert study_report._label(rq4, "mllm-srec-qlora-cot", lora).endswith("run with quantization=none)")
+    assert study_report._label(rq4, study.FULL, four_bit) == study_report._label(rq4, study.FULL) == f"{study.FULL} (QLoRA (full))"
+    assert study_report._label(rq4, study.FULL, lora + four_bit) == study_report._label(rq4, study.FULL)  # mixed: some are 4-bit
+    assert study_report._label(rq2, study.FULL, lora) == study_report._label(rq2, study.FULL)  # the RQ2 label names no QLoRA
+    assert study_report._label(rq4, "mllm-srec-lora", lora) == "mllm-srec-lora (LoRA)"
 
 
 def test_full_model_is_the_reference_of_rq2_to_rq4_and_improves_on_the_strongest_baseline(kit, tmp_path):
@@ -328,7 +328,7 @@ def test_full_model_is_the_reference_of_rq2_to_rq4_and_improves_on_the_strongest
     sasrec = next(r for r in store.runs() if r.model == "sasrec")
     full = _add_copy(store, sasrec, study.FULL, 0.3)
     text = _add_copy(store, sasrec, "mllm-srec-text", 0.0)
-    rep = study.build_report(store, _opts(kit, url))
+    rep = study_report.build_report(store, _opts(kit, url))
     rq1, rq2 = rep.tables[0], rep.tables[1]
     assert rq2.references[0] == study.FULL and rq1.references[0] != study.FULL
     cmp = significance.compare(store, "mllm-srec-text", study.FULL, suite="conformance", dataset="baby",
@@ -341,7 +341,7 @@ def test_full_model_is_the_reference_of_rq2_to_rq4_and_improves_on_the_strongest
     expect = (full.metrics["ndcg@10"] - rq1.cells[(ref, 0, "ndcg@10")].mean) / rq1.cells[(ref, 0, "ndcg@10")].mean
     assert rq1.improv[(study.FULL, 0)] == pytest.approx(expect)
     md = _report(kit, "--format", "markdown", url=url)
-    assert _row(_section(md, study.RQS["rq1"].title), study._label(study.RQS["rq1"], study.FULL))[-1] == \
+    assert _row(_section(md, study.RQS["rq1"].title), study_report._label(study.RQS["rq1"], study.FULL))[-1] == \
         f"{100 * expect:+.2f}%"
     assert str(text.id) in _section(md, study.RQS["rq2"].title).split("runs: ")[1]
     # the hallucination table: a `bench hallucination` artifact and a `--perturb` run of the full model
@@ -376,16 +376,16 @@ def test_dashboard_study_page_shows_the_same_tables(kit, monkeypatch):
     at.text_input(key="study_suite_file").set_value(kit["path"]).run()
     at.selectbox(key="study_budget").set_value("tiny").run()
     assert not at.exception, [e.value for e in at.exception]
-    rep = study.build_report(Store(kit["url"]), _opts(kit))
+    rep = study_report.build_report(Store(kit["url"]), _opts(kit))
     shown = [m.value.strip() for m in at.markdown]
-    for t in study.all_tables(rep):
+    for t in study_report.all_tables(rep):
         assert tables.to_markdown(t).strip() in shown
     assert [b.label for b in at.get("download_button")] == ["Markdown", "LaTeX", "HTML"]
     at.text_input(key="study_sets").set_value("lora_rank=4").run()  # runs of another configuration: as --set
     assert not at.exception, [e.value for e in at.exception]
     opts = study.validate(kit["path"], budget="tiny", db=kit["url"], check_db=False, sets={"lora_rank": "4"})
     shown = [m.value.strip() for m in at.markdown]
-    for t in study.all_tables(study.build_report(Store(kit["url"]), opts)):
+    for t in study_report.all_tables(study_report.build_report(Store(kit["url"]), opts)):
         assert tables.to_markdown(t).strip() in shown
     at.text_input(key="study_sets").set_value("lora_rank").run()
     assert not at.exception and "--set" in at.warning[0].value

@@ -1,35 +1,27 @@
 """The ``bench`` command line (Typer + rich): the app, its core commands, and the registration of the other command
-modules (:mod:`mmsr_bench.cli.common` holds what they share). Library code logs; only the CLI prints."""
+modules (:mod:`mmsr_bench.cli.common` holds what they share). Library code logs; only the CLI prints.
+
+Why one module of this length: the core commands (run, leaderboard, compare, models, runs, reproduce, dashboard) and
+the entry point's argument and signal handling; the other command groups have their own modules.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import sys
-from pathlib import Path
 from typing import Optional
 
 import typer
 
-from mmsr_bench import progress as progress_mod
 from mmsr_bench.cli.common import (DB_OPTION, FORMATS, SEED_HELP, _names_option, _print_table, _setup, console,
                                    err_console, fail, parse_seeds, parse_shard, suite_name, terminal_text)
 from mmsr_bench.errors import BenchError
 
 app = typer.Typer(help="mmsr-bench: frozen-protocol benchmarks for sequential recommenders.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-suite_app = typer.Typer(help="Describe, build, verify and freeze benchmark suites.", no_args_is_help=True)
 runs_app = typer.Typer(help="Inspect stored runs.", no_args_is_help=True)
-data_app = typer.Typer(help="Import raw data and fetch item images.", no_args_is_help=True)
-app.add_typer(suite_app, name="suite")
 app.add_typer(runs_app, name="runs")
-app.add_typer(data_app, name="data")
-store_app = typer.Typer(help="Copy, export and import runs; check and upgrade a store.", no_args_is_help=True)
-app.add_typer(store_app, name="store")
-fits_app = typer.Typer(help="Export and import completed LLM fits (for the shards of one cell on several machines).",
-                       no_args_is_help=True)
-app.add_typer(fits_app, name="fits")
 
 # --------------------------------------------------------------------------------------------------- run
 @app.command()
@@ -94,13 +86,14 @@ def run(
         if time_limit is not None and not 0 < time_limit <= 10 ** 6:
             raise BenchError(f"--time-limit {time_limit}: give minutes above 0 (at most 1,000,000)")
         shard_at = parse_shard(shard) if shard is not None else None
-        for m in model_names:  # every name and every configuration is checked before any work starts
-            adapter.build(m, per_model[m], device="cpu")
+        # every name and every configuration is resolved (and checked) once, before any work starts
+        plans = {m: adapter.plan(m, per_model[m]) for m in model_names}
         check_store(db)  # dialect, driver, file and schema, without creating anything
         for m in model_names:
             req = runner.RunRequest(spec, m, names, seed, per_model[m], db, device, perturb=perturb,
                                     also=also_specs, resume=resume,
-                                    time_limit_s=time_limit * 60 if time_limit else None, shard=shard_at)
+                                    time_limit_s=time_limit * 60 if time_limit else None, shard=shard_at,
+                                    plan=plans[m])
             done += runner.execute(req, on_result=lambda r: err_console.print(
                 f"[green]stored {'shard run' if r.status == 'shard' else 'run'} {r.id}[/green]: {r.model} on "
                 f"{r.suite}/{r.dataset} seed {r.seed} (fit {r.fit_seconds:.1f}s, score {r.score_seconds:.1f}s)"
@@ -402,246 +395,6 @@ def runs_show(run_id: int = typer.Argument(...), db: Optional[str] = DB_OPTION) 
                           f"{sel.chosen}) is the last one and training stopped at its {sel.stopped_by}")
 
 
-# ------------------------------------------------------------------------------------------------- suites
-@suite_app.command("list")
-def suite_list() -> None:
-    """List the shipped suites (mmsr_bench/suites/specs/)."""
-    from mmsr_bench.suites import spec as suites
-
-    _setup()
-    rows = []
-    for name, path in suites.suite_files().items():
-        try:
-            s = suites.load_suite_file(path)
-            frozen = sum(1 for d in s.datasets if d.name in s.hashes)
-            rows.append([name, ",".join(d.name for d in s.datasets), s.protocol.candidates,
-                         f"{frozen}/{len(s.datasets)}", s.description[:60]])
-        except BenchError as exc:
-            from rich.text import Text
-
-            rows.append([name, "", "", "", Text(str(exc), style="red")])
-    _print_table(["suite", "datasets", "candidates", "frozen", "description"], rows)
-
-
-@suite_app.command("show")
-def suite_show(name: str) -> None:
-    """Describe a suite: datasets, preprocessing, protocol, metrics and frozen hashes."""
-    from mmsr_bench.suites import spec as suites
-
-    _setup()
-    try:
-        s = suites.load_suite(name)
-    except BenchError as exc:
-        fail(str(exc))
-        return
-    console.print_json(json.dumps(s.model_dump(), default=str))
-
-
-def _build(name: str, dataset: Optional[str], force: bool, verbose: bool) -> tuple:
-    from mmsr_bench.suites import build
-    from mmsr_bench.suites import spec as suites
-
-    spec = suites.load_suite(name)
-    out = {}
-    for d in spec.select(dataset):
-        with progress_mod.track(f"building {name}/{d.name}", total=None):
-            out[d.name] = build.materialize(spec, d, force=force)
-    return spec, out
-
-
-@suite_app.command("build")
-def suite_build(name: str, dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
-                force: bool = typer.Option(False, "--force"), verbose: bool = typer.Option(False, "-v")) -> None:
-    """Materialize a suite's artifacts into the cache ($MMSR_BENCH_HOME, default ~/.cache/mmsr-bench)."""
-    from mmsr_bench.suites import build
-
-    _setup(verbose)
-    try:
-        spec, out = _build(name, dataset, force, verbose)
-        for d in out:
-            build.verify(spec, d, allow_unfrozen=True)
-            frozen = spec.hashes.get(d)
-            state = "matches the frozen hashes" if frozen == out[d] else (
-                "NOT frozen in the spec" if not frozen else "[red]differs from the frozen hashes[/red]")
-            console.print(f"{name}/{d}: {build.dataset_dir(spec, d)} ({state})")
-            info = json.loads((build.dataset_dir(spec, d) / "build.json").read_text())
-            for line in info.get("report", []):
-                console.print(f"  [dim]{line}[/dim]")
-    except BenchError as exc:
-        fail(str(exc))
-
-
-@suite_app.command("verify")
-def suite_verify(name: str, dataset: Optional[str] = typer.Option(None, "--dataset", "-d")) -> None:
-    """Re-hash every built artifact against the suite spec."""
-    from mmsr_bench.suites import build
-    from mmsr_bench.suites import spec as suites
-
-    _setup()
-    try:
-        spec = suites.load_suite(name)
-        for d in spec.select(dataset):
-            build.verify(spec, d.name)
-            console.print(f"[green]ok[/green] {name}/{d.name}")
-    except BenchError as exc:
-        fail(str(exc))
-
-
-@suite_app.command("freeze")
-def suite_freeze(name: str, dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
-                 force: bool = typer.Option(False, "--force", help="Rebuild before hashing."),
-                 accept_warnings: bool = typer.Option(False, "--accept-warnings",
-                                                      help="Freeze although the build recorded data-quality "
-                                                           "warnings (runs on it still carry them).")) -> None:
-    """Build and write the artifacts' sha256 into the suite spec (review the diff before committing)."""
-    from mmsr_bench.suites import build
-    from mmsr_bench.suites import spec as suites
-
-    _setup()
-    try:
-        spec, out = _build(name, dataset, force, False)
-        for d in out:
-            record = json.loads((build.dataset_dir(spec, d) / "build.json").read_text(encoding="utf-8"))
-            warnings = (record.get("quality") or {}).get("warnings", [])
-            if warnings and not accept_warnings:
-                raise BenchError(f"refusing to freeze {spec.name}/{d}: {' '.join(warnings)}. Fix the data, or pass "
-                                 "--accept-warnings to freeze it anyway (every run will record the warning)")
-        for d, hashes in out.items():
-            path = suites.write_hashes(spec, d, hashes)
-            console.print(f"froze {name}/{d} in {path}")
-    except BenchError as exc:
-        fail(str(exc))
-
-
-# ------------------------------------------------------------------------------------------------- data
-@data_app.command("import")
-def data_import(suite: str, from_: Path = typer.Option(..., "--from", help="Folder with the raw Amazon files.")) -> None:
-    """Copy raw Amazon review/meta files a user downloaded into the cache, for the suite's raw-file datasets."""
-    from mmsr_bench.suites import build
-    from mmsr_bench.suites import spec as suites
-
-    _setup()
-    try:
-        spec = suites.load_suite(suite)
-        if not from_.is_dir():
-            fail(f"--from {from_}: not a folder")
-        copied = []
-        for d in spec.datasets:
-            kind, names = build.raw_files(d)
-            for n in names:
-                if (from_ / n).exists():
-                    from mmsr_bench.paths import inside
-
-                    dest_dir = build.raw_dir(kind)
-                    src = inside(from_ / n, from_, f"--from file {n}")  # no name reaches outside either folder
-                    dst = inside(dest_dir / n, dest_dir, f"raw file {n}")
-                    if not src.is_file():
-                        raise BenchError(f"--from {from_ / n}: not a regular file")
-                    shutil.copy2(src, dst)
-                    copied.append(n)
-        if not copied:
-            fail(f"no raw files for suite {suite!r} found in {from_}; expected e.g. reviews_<Category>_5.json.gz")
-        console.print(f"imported {', '.join(copied)}; now run `bench suite build {suite}`")
-    except BenchError as exc:
-        fail(str(exc))
-
-
-@data_app.command("fetch")
-def data_fetch(
-    suite: str = typer.Argument(..., help="Suite name or TOML path, e.g. amazon4 or amazon4-mm."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Comma-separated datasets (default: all)."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="Where the Amazon 2014 files are published "
-                                           "(default: $MMSR_BENCH_AMAZON2014_URL or McAuley's category files)."),
-) -> None:
-    """Download the raw Amazon 2014 files a suite's datasets need into the cache (what `bench data import` would
-    copy), resuming cut downloads and checking each file; then `bench suite build SUITE` builds from them."""
-    import os
-
-    from mmsr_bench.data import fetch
-    from mmsr_bench.suites import build
-    from mmsr_bench.suites import spec as suites
-
-    _setup()
-    try:
-        spec = suites.load_suite(suite)
-        base = base_url or os.environ.get("MMSR_BENCH_AMAZON2014_URL") or fetch.AMAZON_2014_URL
-        base = base if base.endswith("/") else base + "/"
-        todo = []
-        for d in spec.select(_names_option(dataset, "--dataset")):
-            kind, names = build.raw_files(d)
-            if kind == "amazon2023":
-                raise BenchError(f"dataset {d.name!r}: `bench data fetch` downloads the Amazon 2014 files; download "
-                                 "the 2023 files yourself and use `bench data import`")
-            todo += [(d.name, n) for n in names if n.endswith(".gz")]
-        if not todo:
-            fail(f"suite {spec.name!r}: none of its datasets is built from raw Amazon files; nothing to fetch")
-        folder = build.raw_dir("amazon2014")
-        rows = []
-        for ds, name in todo:
-            with progress_mod.track(f"fetching {name}", total=None):
-                got = fetch.fetch_file(base + name, folder, name)
-            state = "already here" if got.skipped else (f"resumed at {got.resumed_from:,} bytes" if got.resumed_from
-                                                        else "downloaded")
-            rows.append([ds, name, f"{got.bytes:,}", got.sha256[:16], state])
-    except BenchError as exc:
-        fail(str(exc))
-        return
-    _print_table(["dataset", "file", "bytes", "sha256", "state"], rows, title=f"raw files of {spec.name} in {folder}")
-    console.print(f"now run `bench suite build {suite}` (the frozen hashes check what was built)", highlight=False,
-                  markup=False)
-
-
-@data_app.command("images")
-def data_images(
-    suite: str = typer.Option(..., "--suite", "-s"),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
-    offline: bool = typer.Option(False, "--offline", help="Only use local files and images already cached."),
-) -> None:
-    """Resolve and verify every item image of a suite's datasets (downloading URLs once) and report coverage."""
-    from mmsr_bench.data import images
-    from mmsr_bench.suites import build
-    from mmsr_bench.suites import spec as suites
-
-    _setup()
-    try:
-        spec = suites.load_suite(suite)
-        rows = []
-        for d in spec.select(dataset):
-            data = build.load(spec, d.name)
-            frame = data.items.frame
-            report = images.resolve_images(frame, f"{spec.name}-{d.name}", allow_network=not offline,
-                                           roots=data.items.image_roots)
-            failed = ", ".join(f"{n} {r}" for r, n in sorted(report.failed.items())) or "-"
-            rows.append([d.name, str(report.n_items), str(report.ok), str(report.missing), failed,
-                         f"{report.coverage:.1%}"])
-    except BenchError as exc:
-        fail(str(exc))
-        return
-    _print_table(["dataset", "items", "usable", "no reference", "failed", "coverage"], rows,
-                 title=f"item images: {spec.name}")
-
-
-# ------------------------------------------------------------------------------------------------ store
-@store_app.command("copy")
-def store_copy(
-    source: str = typer.Option(..., "--from", help="SQLAlchemy URL of the store to copy runs from (read only)."),
-    destination: str = typer.Option(..., "--to", help="SQLAlchemy URL of the store to copy them into (created if "
-                                                       "it is a new SQLite file or an empty database)."),
-) -> None:
-    """Copy runs (with per-user vectors and artifacts) missing from --to; rerunning copies nothing new."""
-    from mmsr_bench.results.store_copy import copy_store
-
-    _setup()
-    try:
-        rep = copy_store(source, destination)
-    except BenchError as exc:
-        fail(str(exc))
-        return
-    console.print(f"copied {rep.runs_copied} runs and {rep.artifacts_copied} artifacts from {rep.source} to "
-                  f"{rep.destination} ({rep.runs_present} runs and {rep.artifacts_present} artifacts were already "
-                  "there)", highlight=False, soft_wrap=True)
-
-
 @app.command()
 def reproduce(
     run_key: str = typer.Argument(..., metavar="RUN", help="The uuid of a reference (or stored) run, or its first "
@@ -668,130 +421,6 @@ def reproduce(
     verdict = ("reproduced exactly: every per-user value is identical" if rep.exact else
                f"differs: the largest per-user difference is {rep.largest:.3g}")
     console.print(verdict, highlight=False, markup=False)
-
-
-@store_app.command("export")
-def store_export(
-    to: Path = typer.Option(..., "--to", help="Folder to write run files into (SUITE/DATASET/UUID.json; created)."),
-    suite: Optional[str] = typer.Option(None, "--suite", "-s", help="Only runs of this suite."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Only runs on this dataset."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only these models (comma-separated)."),
-    run_ids: list[str] = typer.Option([], "--run", help="Only these runs (uuid or id; repeatable)."),
-    all_: bool = typer.Option(False, "--all", help="Also failed and interrupted runs (default: completed runs and "
-                              "the shards of unfinished cells)."),
-    db: Optional[str] = DB_OPTION,
-) -> None:
-    """Write stored runs as portable run files: the whole run record, its per-user vectors and artifacts, one JSON
-    file per run with a content hash (see the README's "Reference runs")."""
-    from mmsr_bench.results.store_copy import export_store
-
-    _setup()
-    try:
-        rep = export_store(db, to, suite=suite_name(suite), dataset=dataset, models=_names_option(model, "--model"),
-                           run_uuids=list(run_ids) or None, include_failed=all_)
-    except BenchError as exc:
-        fail(str(exc))
-        return
-    console.print(f"exported {rep.runs} runs, {rep.artifacts} loose artifacts and {rep.tunings} tuning studies from "
-                  f"{rep.source} to {rep.folder}: "
-                  f"{rep.files_written} files written ({rep.bytes_written / 1e6:.2f} MB), {rep.files_unchanged} "
-                  f"unchanged, in {rep.seconds:.1f} s", highlight=False, soft_wrap=True, markup=False)
-
-
-@store_app.command("import")
-def store_import(
-    source: Path = typer.Argument(..., help="A run file, or a folder of them (searched recursively)."),
-    db: Optional[str] = DB_OPTION,
-) -> None:
-    """Load run files into a store: every file is validated first (hash, fields, vector lengths, suite
-    fingerprint), then the runs the store lacks are written; importing again writes nothing."""
-    import time
-
-    from mmsr_bench.results.store_copy import import_files
-
-    _setup()
-    t0 = time.perf_counter()
-    try:
-        rep = import_files(source, db)
-    except BenchError as exc:
-        fail(str(exc))
-        return
-    console.print(f"imported {rep.runs_copied} runs, {rep.artifacts_copied} artifacts and {rep.tunings_copied} "
-                  f"tuning studies from {rep.source} into {rep.destination} ({rep.runs_present} runs, "
-                  f"{rep.artifacts_present} artifacts and {rep.tunings_present} tuning studies were already there) in "
-                  f"{time.perf_counter() - t0:.1f} s", highlight=False, soft_wrap=True, markup=False)
-
-
-@fits_app.command("export")
-def fits_export(
-    to: Path = typer.Option(..., "--to", help="Folder to copy the fits into (MODEL/NAME/fitted.*; created)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only this model's fits."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Only fits on this dataset."),
-) -> None:
-    """Copy this machine's completed fine-tuning fits (LoRA weights + fingerprint, a few MB each) out of the cache,
-    so that another machine scores the remaining shards of a cell with the same fit."""
-    from mmsr_bench.runner.fits import export_fits
-
-    _fits_command(lambda: export_fits(to, model=model, dataset=dataset), "exported", f"to {to}")
-
-
-@fits_app.command("import")
-def fits_import(source: Path = typer.Argument(..., help="A folder written by `bench fits export`.")) -> None:
-    """Validate fit folders (regular files, sizes, JSON fields, safetensors header, sha256) and copy them into the
-    cache; a run uses one only when its fingerprint matches (same settings, examples, configuration, validation)."""
-    from mmsr_bench.runner.fits import import_fits
-
-    _fits_command(lambda: import_fits(source), "imported", f"from {source}")
-
-
-def _fits_command(action, verb: str, where: str) -> None:
-    """Run a fits export/import: one error line on bad input, else what was copied."""
-    _setup()
-    try:
-        rep = action()
-    except BenchError as exc:
-        fail(str(exc))
-        return
-    console.print(f"{verb} {rep.fits} fits {where}: {rep.written} files written ({rep.bytes_written / 1e6:.1f} MB), "
-                  f"{rep.unchanged} unchanged", highlight=False, soft_wrap=True, markup=False)
-
-
-@store_app.command("check")
-def store_check(db: Optional[str] = DB_OPTION) -> None:
-    """Check a store for damage: SQLite's integrity check, every run's JSON fields and timestamps, and every per-user
-    vector decoded against its run's user count; exit 1 naming each problem."""
-    from mmsr_bench.results.store import Store
-
-    _setup()
-    try:
-        store = Store.for_reading(db)
-        problems = store.check()
-    except BenchError as exc:
-        fail(str(exc))
-        return
-    for p in problems:
-        err_console.print(f"error: {p}", highlight=False, soft_wrap=True, markup=False)
-    if problems:
-        raise typer.Exit(1)
-    console.print(f"{store.url}: no damage found ({len(store.runs(status=None))} runs)", highlight=False,
-                  markup=False)
-
-
-@store_app.command("upgrade")
-def store_upgrade(db: Optional[str] = DB_OPTION) -> None:
-    """Bring an older store to this version's schema (give runs stored before uuids existed their uuid)."""
-    from mmsr_bench.results.store import mask_url, upgrade_store
-
-    _setup()
-    try:
-        changed = upgrade_store(db)
-    except BenchError as exc:
-        fail(str(exc))
-        return
-    from mmsr_bench.paths import default_db_url
-
-    what = ", ".join(f"{n} {t}" for t, n in changed.items()) if changed else "nothing: it was current"
-    console.print(f"upgraded {mask_url(db or default_db_url())}: {what}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -830,8 +459,15 @@ def _normalize_argv(argv: list[str]) -> list[str]:
 
 
 def _register_extensions() -> None:
-    """Commands that live with their feature (MLLM-SRec analyses) register themselves on the app."""
+    """Command groups kept in their own modules register themselves on the app."""
     import importlib.util
+
+    from mmsr_bench.cli import suites as cli_suites  # bench suite ... | data ... (suites and their raw data)
+
+    cli_suites.register(app)
+    from mmsr_bench.cli import store as cli_store  # bench store ... | fits ... (moving runs and fits between stores)
+
+    cli_store.register(app)
 
     if importlib.util.find_spec("mmsr_bench.cli.mllm") is not None:
         from mmsr_bench.cli import mllm as cli_mllm

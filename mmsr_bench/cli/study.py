@@ -197,28 +197,28 @@ def register(app: typer.Typer) -> None:
         from mmsr_bench.cli.common import _setup, console, fail
         from mmsr_bench.errors import BenchError
         from mmsr_bench.models.adapter import parse_set_options
-        from mmsr_bench.results import significance, study
+        from mmsr_bench.results import significance, study, study_report
         from mmsr_bench.results.store import Store
         from mmsr_bench.suites import spec as suites
 
         _setup()
         try:
-            if format not in study.FORMATS:
-                raise BenchError(f"--format {format!r}: choose one of {', '.join(study.FORMATS)}")
+            if format not in study_report.FORMATS:
+                raise BenchError(f"--format {format!r}: choose one of {', '.join(study_report.FORMATS)}")
             significance.check_options(test, correction, alpha)
             opts = study.validate(suite, datasets=dataset, rqs=rq, budget=budget, db=db, check_db=False,
                                   sets=parse_set_options(set_), study=study_name)
             also_specs = tuple(suites.load_suite(a) for a in study.parse_names(also, "--also") or ())
             metrics = study.parse_names(metric, "--metric")
             for s in (opts.spec, *also_specs):
-                study.table_metrics(s, metrics)
+                study_report.table_metrics(s, metrics)
             if out is not None and out.is_dir():
                 raise BenchError(f"--out {out}: a folder; give a file name, e.g. {out / 'study.md'}")
             if out is not None and not out.parent.is_dir():
                 raise BenchError(f"--out {out}: the folder {out.parent} does not exist")
-            report = study.build_report(Store.for_reading(db), opts, also=also_specs, metrics=metrics, test=test,
+            report = study_report.build_report(Store.for_reading(db), opts, also=also_specs, metrics=metrics, test=test,
                                         correction=correction, alpha=alpha)
-            text = study.render(report, format)
+            text = study_report.render(report, format)
         except BenchError as exc:
             fail(str(exc))
             return

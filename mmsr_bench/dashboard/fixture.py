@@ -146,7 +146,7 @@ def build_hostile_store(url: str, seed: int = 0) -> Store:
     the study's grid (pop and sasrec in the default budget's configuration) whose code versions are
     :data:`HOSTILE_SHORT`, so that the Study page's footers carry stored text; and a malformed hallucination artifact
     of a hostile model."""
-    from mmsr_bench.results import study
+    from mmsr_bench.results import study, study_report
     from mmsr_bench.suites.spec import load_suite
 
     spec = FixtureSpec(datasets=("beauty",), seeds=(0, 1), perturbations=("blank:0.5",), n_users=80,
@@ -156,7 +156,7 @@ def build_hostile_store(url: str, seed: int = 0) -> Store:
                        failed_error=f"ValueError: {' '.join(HOSTILE_NAMES)} {HOSTILE_HTML}")
     store = build_fixture_store(url, spec, seed=seed)
     suite = load_suite(spec.suite)
-    metrics = sorted(set(study.table_metrics(suite)) | set(METRICS))
+    metrics = sorted(set(study_report.table_metrics(suite)) | set(METRICS))
     rng = np.random.default_rng(seed + 1)
     for i, (model, version) in enumerate(zip(("pop", "sasrec", "pop"), HOSTILE_SHORT)):
         vecs = {m: rng.random(spec.n_users) * (0.3 + 0.3 * (model == "sasrec")) for m in metrics}

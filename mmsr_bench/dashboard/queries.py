@@ -5,6 +5,9 @@ from the harness' own builders (:func:`mmsr_bench.results.leaderboard.build_boar
 :func:`mmsr_bench.results.significance.mark_board`) so the dashboard can never disagree with ``bench leaderboard`` or
 ``bench compare``. The Streamlit layer (:mod:`mmsr_bench.dashboard.ui`) wraps these functions in ``st.cache_data`` keyed
 on :meth:`Store.last_change`.
+
+Why one module of this length: every read the dashboard pages make, kept apart from the pages so that they are
+tested and timed without Streamlit.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ Conventions shared by all loaders (so downstream code never has to care which fo
 
 Every malformed input raises :class:`mmsr_bench.errors.DataError` naming the file and line and what to do. Nothing is
 ever executed: Python-literal metadata is parsed with :func:`ast.literal_eval`.
+
+Why one module of this length: one reader per raw format (Amazon 2014 reviews and meta, the S3-Rec files, the
+synthetic tables) into one RawDataset, with their shared id and time handling.
 """
 
 from __future__ import annotations

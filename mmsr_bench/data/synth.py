@@ -57,6 +57,9 @@ leaks the image signal.
 The returned item table follows the loader conventions of :mod:`mmsr_bench.data.loaders` (indexed by ``ext_id``, object
 columns, the items that occur in the sequences in order of first appearance); :func:`latent_attributes` and
 :func:`latent_users` expose the hidden variables for tests and diagnostics (never give them to a model).
+
+Why one module of this length: the synthetic generator with every planted signal (sequences, titles, images) in one
+place, so that the planted truth is defined once.
 """
 
 from __future__ import annotations

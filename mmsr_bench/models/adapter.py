@@ -6,6 +6,9 @@ validation split for early stopping), and ``score`` only histories and the share
 adapter sample its own test candidates. Adapters register by name with :func:`register`; third-party packages
 expose adapters through the entry-point group ``mmsr_bench.adapters`` (each entry point loads a module or a
 class that registers itself on import).
+
+Why one module of this length: the facts every model shares are kept together on purpose: the contract, the registry
+and its generated catalog, the one ``--set`` grammar and a configuration's identity (hash, plan).
 """
 
 from __future__ import annotations
@@ -412,10 +415,36 @@ def build(name: str, overrides: Mapping[str, str] | None = None, *, seed: int = 
     reg = get(name)
     cfg_kwargs = parse_overrides(reg.cls.config_cls, reg.overrides, where=f"variant {name}")
     cfg_kwargs.update(parse_overrides(reg.cls.config_cls, overrides or {}))
-    config = reg.cls.config_cls(**cfg_kwargs)
-    adapter = reg.cls(config, seed=seed, device=device, cache_dir=cache_dir)
+    return _instantiate(name, reg.cls.config_cls(**cfg_kwargs), seed=seed, device=device, cache_dir=cache_dir)
+
+
+def _instantiate(name: str, config: AdapterConfig, *, seed: int, device: str, cache_dir: str) -> Adapter:
+    adapter = get(name).cls(config, seed=seed, device=device, cache_dir=cache_dir)
     adapter.registered_name = name
     return adapter
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """One model's configuration, resolved once per command: the overrides parsed and checked (by the adapter's
+    constructor too), the inputs this configuration needs and its identity. Every cell of the command (each
+    dataset and seed) then gets a fresh instance of exactly this configuration from :meth:`instantiate`, and the
+    "is it stored" check, the data check and the stored run all use the same hash."""
+
+    name: str
+    config: AdapterConfig
+    needs: Needs
+    config_hash: str
+
+    def instantiate(self, *, seed: int = 0, device: str = "cpu", cache_dir: str = "") -> Adapter:
+        return _instantiate(self.name, self.config, seed=seed, device=device, cache_dir=cache_dir)
+
+
+def plan(name: str, overrides: Mapping[str, str] | None = None) -> ModelPlan:
+    """``name`` with ``overrides`` resolved into a :class:`ModelPlan`; a bad name, key or value is one error here,
+    before any work."""
+    probe = build(name, overrides, device="cpu")
+    return ModelPlan(name, probe.config, effective_needs(probe), config_hash(probe))
 
 
 def lacking(needs: Needs, items: ItemTable) -> tuple[str, ...]:

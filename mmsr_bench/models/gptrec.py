@@ -36,7 +36,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from mmsr_bench.data.splits import EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError
@@ -140,6 +139,7 @@ class GPTRec(Adapter):
         return [BOS] + (items[-(self.config.max_len - 1):] + OFFSET - 1).tolist()
 
     def _build(self, vocab: int):
+        import torch
         from transformers import GPT2Config, GPT2LMHeadModel
 
         c = self.config
@@ -151,6 +151,8 @@ class GPTRec(Adapter):
 
     # ------------------------------------------------------------------ fit
     def fit(self, train: TrainData, valid: EvalSplit) -> "GPTRec":
+        import torch
+
         c = self.config
         if c.threads:
             torch.set_num_threads(c.threads)
@@ -210,10 +212,17 @@ class GPTRec(Adapter):
         hist = np.asarray(hist, dtype=np.int64)
         return self._tokens(hist[hist > 0], reserve=1 if self._svd else 0) if len(hist) else [BOS]
 
-    @torch.no_grad()
     def score(self, batch: ScoreBatch) -> np.ndarray:
+        import torch
+
         if self.model is None:
             raise BenchError("gptrec: score() called before fit()")
+        with torch.no_grad():
+            return self._score(batch)
+
+    def _score(self, batch: ScoreBatch) -> np.ndarray:
+        import torch
+
         self.model.eval()
         prefixes = [self._history_tokens(h) for h in batch.histories]
         cands = np.asarray(batch.candidates, dtype=np.int64)

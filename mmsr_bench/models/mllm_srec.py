@@ -59,6 +59,10 @@ Default backbone: ``tiny-llama``, not the real ``smollm2-135m``. The whole pipel
 then means LLM-written item summaries and an LLM recurrent preference step, one greedy generation per window of
 every distinct history, which takes hours per dataset on CPU (measured: docs/history/results-2026-12-06.md). Pass
 ``--set backbone=smollm2-135m`` on a GPU machine; the LLM-summary path belongs to its own issue.
+
+Why one module of this length: the prompt building of the nine variants (captions, item summaries, the windowed
+preference, CoT) is the model and reads as one pipeline; the shared Yes/No fit recipe lives in
+:mod:`mmsr_bench.models.toolkits.yes_no_recipe`.
 """
 
 from __future__ import annotations
@@ -67,16 +71,16 @@ import copy
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Mapping, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
 from mmsr_bench.data.splits import EvalSplit, ItemTable, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError, MissingModality
 from mmsr_bench.evaluation.training import balanced_subsample, pointwise_validation_set
-from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, later_field, register
-from mmsr_bench.models.search_space import Choice, Range
+from mmsr_bench.models.adapter import Adapter, Needs, later_field, register
 from mmsr_bench.models.toolkits.llm_scoring import PromptWrap
+from mmsr_bench.models.toolkits.yes_no_recipe import YesNoLLMConfig, resolve_lr
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +92,23 @@ VISUAL_INPUTS = ("caption", "tokens")
 
 
 @dataclass(frozen=True)
-class MLLMSRecConfig(AdapterConfig):
-    backbone: str = "tiny-llama"  # not smollm2-135m: its LLM summaries take hours on CPU (docstring)
-    allow_hub: bool = False
-    pretrain_steps: int = 300  # tiny backbones only: causal-LM pretraining on the item summaries
-    quantization: str = "4bit"  # "4bit" = QLoRA | "none" = LoRA
-    dtype: str = "auto"  # backbone weights: auto (float32 on CPU) | float32 | bfloat16 | float16
-    #: "auto" = every weight for an unquantized tiny-* backbone, LoRA otherwise (mmsr_bench.models.toolkits.trainable) | "lora" | "full"
-    train_mode: str = "auto"
+class MLLMSRecConfig(YesNoLLMConfig):
+    """The shared Yes/No LLM configuration, with MLLM-SRec's own defaults where the paper's method differs from
+    TALLRec's, and the fields of its pipeline (captions, summaries, the windowed preference)."""
+
+    backbone: str = "tiny-llama"  # not smollm2-135m: its LLM summaries take hours on CPU (docs/results.md)
+    quantization: str = "4bit"  # the paper's QLoRA; the -lora variants set "none"
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    #: 3e-3 was unstable on the word-match probe (AUC 0.47 after 500 steps vs 0.99 at 1e-3); 1e-3 is also the rate
+    #: measured for full training of tiny backbones (mmsr_bench.models.toolkits.yes_no_recipe.AUTO_LR)
+    lr: float | None = 1e-3
+    epochs: int = 1
+    decision_loss: float = 1.0
+    max_pairs: int = 3000
+    valid_users: int = 100
+    users_per_batch: int = 8
+    #: added after MLLM-SRec runs were stored: at its default it stays out of their identity (adapter.later_field)
+    grad_accum: int = later_field(1)
     cot: bool = False
     modalities: str = "text+image"
     history_mode: str = "preference"
@@ -111,53 +124,11 @@ class MLLMSRecConfig(AdapterConfig):
     pref_history: int = 20
     top_k: int = 8
     max_df: float = 0.3
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    #: 3e-3 was unstable on the word-match probe (AUC 0.47 after 500 steps vs 0.99 at 1e-3); 1e-3 is also the rate
-    #: measured for full training of tiny backbones (mmsr_bench.models.tallrec.AUTO_LR)
-    lr: float = 1e-3
-    epochs: int = 1
-    train_batch_size: int = 16
-    decision_loss: float = 1.0  # weight of the two-way Yes/No loss at the answer (mmsr_bench.models.toolkits.finetune); 0 = LM loss
-    max_pairs: int = 3000
-    max_history: int = 10
-    max_prefix_tokens: int = 1024
-    valid_users: int = 100
-    valid_negatives: int = 99
-    eval_every: int = 0
-    patience: int = 2
-    score_rows: int = 128
-    users_per_batch: int = 8
-    threads: int = 0
-    batch_size: int = 32
-    #: "none": the paper's raw prompt; "auto": inside the tokenizer's chat template where it has one (instruct
-    #: checkpoints; the recommender's prompts and the summarizer's), recorded in run_info["chat_template"]
-    chat_template: Literal["none", "auto"] = later_field("none")
-    grad_accum: int = later_field(1)
-    #: recompute activations in the backward pass (less accelerator memory, about a third more time)
-    gradient_checkpointing: bool = later_field(False)
-    #: "" = the whole backbone on --device; "auto" = accelerate spreads an unquantized checkpoint over the devices
-    device_map: str = later_field("")
     caption_batch_size: int = later_field(32)  # images per VLM generate call
     summary_batch_size: int = later_field(16)  # prompts per generate call of the summarizer (items, preferences)
     summary_tokens: int = later_field(40)  # new tokens per item summary and per preference summary (summary_mode=llm)
     vlm_dtype: str = later_field("auto")  # auto (transformers' default) | float32 | bfloat16 | float16
     vlm_quantization: Literal["none", "4bit"] = later_field("none")  # 4bit: NF4 weights through bitsandbytes
-
-    #: stop training after this many minutes (validating once more if none ran yet; run_info["stopped_by"] =
-    #: "deadline"); 0 = no limit, which keeps runs reproducible across machines
-    max_train_minutes: float = later_field(0.0)
-
-    #: Where ``bench tune`` searches (on a GPU machine: a trial is a whole LoRA fit): TALLRec's own setting is LoRA
-    #: r=8 with lr 1e-4 (Bao et al. 2023), the CPU budget here lr 1e-3; searched 1e-4 to 3e-3, ranks 4-16, and the
-    #: two-way Yes/No decision loss off or on (weight 1).
-    search_space: ClassVar[Mapping[str, Any]] = {
-        "lr": Choice((1e-4, 3e-4, 1e-3, 3e-3)),
-        "lora_rank": Choice((4, 8, 16)),
-        "decision_loss": Choice((0.0, 1.0)),
-    }
 
 
 def build_prefix(user: str, profile: str, history_block: str) -> str:
@@ -443,7 +414,7 @@ class MLLMSRec(Adapter):
 
         name = self.registered_name
         result = fine_tune(self, bb, examples, self._validation_set(valid), lambda split, cands: self._score_lists(
-                               split.users, split.histories, cands), lr=c.lr, mode=mode,
+                               split.users, split.histories, cands), lr=resolve_lr(c, mode), mode=mode,
                            decision_words=("Yes", "No"), checkpoint_name=name, dataset=train.dataset,
                            description=f"{name} tuning")
         self.run_info.update({

@@ -34,9 +34,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from mmsr_bench.data.splits import ITEM_TEXT_FIELDS, EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError
@@ -78,81 +75,6 @@ class MMGCNConfig(AdapterConfig):
     eval_batch_size: int = 1024
 
 
-class _Branch(nn.Module):
-    """One modality's GCN (MMGCN's ``GCN`` module). ``features`` None = learned item features (ID-only)."""
-
-    def __init__(self, n_users: int, n_items: int, features: np.ndarray | None, cfg: MMGCNConfig, has_id: bool):
-        super().__init__()
-        d = cfg.embedding_size
-        if features is None:
-            self.item_feat = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_items, d)))
-            self.register_buffer("features", torch.zeros(0))
-            self.mlp = None
-            d_in = d
-        else:
-            self.item_feat = None
-            self.register_buffer("features", torch.as_tensor(features, dtype=torch.float32))
-            self.mlp = nn.Linear(features.shape[1], cfg.latent_size)
-            d_in = cfg.latent_size
-        self.preference = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, d_in)))
-        self.has_id = has_id
-        self.concat = cfg.concat
-        self.conv = nn.ParameterList()
-        self.lin = nn.ModuleList()
-        self.g = nn.ModuleList()
-        for layer in range(cfg.n_layers):
-            di = d_in if layer == 0 else d
-            self.conv.append(nn.Parameter(nn.init.xavier_normal_(torch.empty(di, di))))
-            self.lin.append(nn.Linear(di, d))
-            self.g.append(nn.Linear(di + d if cfg.concat else di, d))
-
-    def forward(self, adj: torch.Tensor, id_emb: torch.Tensor | None) -> torch.Tensor:
-        items = self.item_feat if self.item_feat is not None else self.mlp(self.features)
-        x = F.normalize(torch.cat([self.preference, items], 0), dim=-1)
-        for conv, lin, g in zip(self.conv, self.lin, self.g):
-            h = F.leaky_relu(torch.sparse.mm(adj, x @ conv))
-            x_hat = F.leaky_relu(lin(x)) + (id_emb if self.has_id and id_emb is not None else 0.0)
-            x = F.leaky_relu(g(torch.cat([h, x_hat], -1))) if self.concat else F.leaky_relu(g(h) + x_hat)
-        return x
-
-
-class _MMGCNNet(nn.Module):
-    def __init__(self, n_users: int, n_items: int, feats: dict[str, FeatureMatrix], use_id: bool, cfg: MMGCNConfig):
-        super().__init__()
-        self.n_users, self.n_items = n_users, n_items
-        self.id_emb = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users + n_items, cfg.embedding_size))) \
-            if use_id else None
-        branches = {m: _Branch(n_users, n_items, fm.values[1:], cfg, use_id) for m, fm in feats.items()}
-        if not branches:
-            branches = {"id": _Branch(n_users, n_items, None, cfg, False)}
-        self.branches = nn.ModuleDict(branches)
-
-    def forward(self, adj: torch.Tensor) -> torch.Tensor:
-        reps = [b(adj, self.id_emb) for b in self.branches.values()]
-        return torch.stack(reps, 0).mean(0)  # (n_users + n_items, d): users first, then items 1..n
-
-    def reg(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(())
-        if self.id_emb is not None:
-            out = out + self.id_emb[users].pow(2).mean() + self.id_emb[self.n_users + items - 1].pow(2).mean()
-        for b in self.branches.values():
-            out = out + b.preference[users].pow(2).mean()
-        return out
-
-
-def _mean_adjacency(n_users: int, n_items: int, users: np.ndarray, items: np.ndarray) -> torch.Tensor:
-    """Row-normalised (mean-aggregation) adjacency of the undirected user-item graph; node u, item n_users+i-1."""
-    pairs = np.unique(np.stack([users, items], 1), axis=0)
-    u, i = pairs[:, 0], n_users + pairs[:, 1] - 1
-    rows = np.concatenate([u, i])
-    cols = np.concatenate([i, u])
-    n = n_users + n_items
-    deg = np.bincount(rows, minlength=n).astype(np.float32)
-    vals = 1.0 / np.maximum(deg[rows], 1.0)
-    idx = torch.as_tensor(np.stack([rows, cols]), dtype=torch.long)
-    return torch.sparse_coo_tensor(idx, torch.as_tensor(vals), (n, n)).coalesce()
-
-
 @register()
 class MMGCN(FeatureAdapter):
     """Multi-modal graph convolution on the training user-item graph; BPR; inner-product scoring."""
@@ -166,10 +88,15 @@ class MMGCN(FeatureAdapter):
 
     def __init__(self, config: MMGCNConfig, *, seed: int = 0, device: str = "cpu", cache_dir: str = "") -> None:
         super().__init__(config, seed=seed, device=device, cache_dir=cache_dir)
-        self.net: _MMGCNNet | None = None
+        self.net = None  # the network (mmsr_bench.models.toolkits.mmgcn_net.MMGCNNet) once fitted
         self._rep: np.ndarray | None = None
 
     def _fit(self, train: TrainData, valid: EvalSplit, feats: dict[str, FeatureMatrix]) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        from mmsr_bench.models.toolkits.mmgcn_net import MMGCNNet, mean_adjacency
+
         cfg: MMGCNConfig = self.config
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
@@ -177,9 +104,9 @@ class MMGCN(FeatureAdapter):
         if len(users) == 0:
             raise BenchError(f"{train.dataset}: no training interactions")
         n_users, n_items = train.n_users, train.n_items
-        adj = _mean_adjacency(n_users, n_items, users, items)
+        adj = mean_adjacency(n_users, n_items, users, items)
         seen = [set(s.tolist()) for s in train.sequences]
-        self.net = _MMGCNNet(n_users, n_items, feats, "id" in self.modalities, cfg)
+        self.net = MMGCNNet(n_users, n_items, feats, "id" in self.modalities, cfg)
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         t0 = time.perf_counter()
 
@@ -212,7 +139,9 @@ class MMGCN(FeatureAdapter):
         self._cache_rep(adj)
         self.run_info.update(train_seconds=round(time.perf_counter() - t0, 2))
 
-    def _cache_rep(self, adj: torch.Tensor) -> None:
+    def _cache_rep(self, adj) -> None:
+        import torch
+
         self.net.eval()
         with torch.no_grad():
             self._rep = self.net(adj).numpy()

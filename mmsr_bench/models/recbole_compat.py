@@ -218,3 +218,10 @@ if not any(isinstance(f, _QuietRecBoleRecords) for f in logging.getLogger().filt
     logging.getLogger().addFilter(_quiet_filter)
 
 _add_numpy_aliases()  # numpy 2: for RecBole modules that touch the aliases before any Config is built.
+
+
+class HarnessTrainer(InMemoryTrainer):
+    """RecBole's Trainer that can never run RecBole's evaluator: validation belongs to the harness."""
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D401
+        raise BenchError("RecBole's evaluator is disabled in mmsr-bench; validation uses mmsr_bench.evaluation.metrics")

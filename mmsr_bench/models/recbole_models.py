@@ -32,11 +32,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator, Mapping
 
 import numpy as np
-import pandas as pd
-import torch
 
-# isort: off
-import mmsr_bench.models.recbole_compat as compat  # noqa: F401  (must precede every recbole import)
 from mmsr_bench.data.splits import EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError
 from mmsr_bench.evaluation import metrics
@@ -45,13 +41,9 @@ from mmsr_bench.evaluation.training import (EarlyStopping, Validator, evenly_spa
 from mmsr_bench.models.adapter import Adapter, AdapterConfig, register
 from mmsr_bench.models.search_space import Choice, Range
 
-from recbole.data import create_dataset  # noqa: E402
-from recbole.data.dataloader import TrainDataLoader  # noqa: E402
-from recbole.data.interaction import Interaction  # noqa: E402
-from recbole.model.sequential_recommender import BERT4Rec, SASRec  # noqa: E402
-from recbole.sampler import RepeatableSampler  # noqa: E402
-from recbole.utils import init_seed  # noqa: E402
-# isort: on
+# torch, pandas and RecBole are imported where a model is fitted or scored (after
+# mmsr_bench.models.recbole_compat, whose shims must precede every recbole import), so that importing this module
+# for a configuration, its hash or the catalog imports none of them.
 
 log = logging.getLogger(__name__)
 
@@ -157,13 +149,6 @@ class BERT4RecConfig(RecBoleSeqConfig):
     }
 
 
-class _HarnessTrainer(compat.InMemoryTrainer):
-    """RecBole's Trainer that can never run RecBole's evaluator: validation belongs to the harness."""
-
-    def evaluate(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D401
-        raise BenchError("RecBole's evaluator is disabled in mmsr-bench; validation uses mmsr_bench.evaluation.metrics")
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
@@ -175,16 +160,15 @@ def _jsonable(value: Any) -> Any:
 
 
 class _RecBoleSequential(Adapter):
-    """Shared fit/score for RecBole sequential models (``model_cls`` is the RecBole class)."""
+    """Shared fit/score for RecBole sequential models (``recbole_model`` names the RecBole class)."""
 
-    model_cls: ClassVar[type] = SASRec
+    recbole_model: ClassVar[str] = "SASRec"  # a class of recbole.model.sequential_recommender
     config_cls: ClassVar[type[AdapterConfig]] = RecBoleSeqConfig
 
     def __init__(self, config: AdapterConfig, *, seed: int = 0, device: str = "cpu", cache_dir: str = "") -> None:
         super().__init__(config, seed=seed, device=device, cache_dir=cache_dir)
-        self._model: torch.nn.Module | None = None
+        self._model = None  # the RecBole model (a torch module) once fitted
         self._h2r: np.ndarray | None = None  # harness item id -> RecBole internal item id
-        self._torch_device = torch.device(device)
         metrics.parse_metric(self.config.valid_metric)  # a typo fails before any work
 
     # ----------------------------------------------------------------------------------------------- config
@@ -240,6 +224,8 @@ class _RecBoleSequential(Adapter):
     @staticmethod
     def _write_atomic_files(train: TrainData, folder: str) -> int:
         """Write ``.inter`` (user, item, position-as-timestamp) and ``.item`` (all items); return #interactions."""
+        import pandas as pd
+
         os.makedirs(folder, exist_ok=True)
         lengths = np.array([len(s) for s in train.sequences], dtype=np.int64)
         if lengths.sum() == 0:
@@ -264,6 +250,8 @@ class _RecBoleSequential(Adapter):
     @contextlib.contextmanager
     def _threads(self) -> Iterator[None]:
         """Apply ``num_threads`` (when > 0) for the duration of a call and restore torch's setting after."""
+        import torch
+
         before = torch.get_num_threads()
         if self.config.num_threads > 0:
             torch.set_num_threads(int(self.config.num_threads))
@@ -273,7 +261,17 @@ class _RecBoleSequential(Adapter):
             torch.set_num_threads(before)
 
     def _fit(self, train: TrainData, valid: EvalSplit) -> "_RecBoleSequential":
+        import torch
+
+        import mmsr_bench.models.recbole_compat as compat  # before every recbole import (its shims)
+        from recbole.data import create_dataset
+        from recbole.data.dataloader import TrainDataLoader
+        from recbole.model import sequential_recommender
+        from recbole.sampler import RepeatableSampler
+        from recbole.utils import init_seed
+
         c = self.config
+        model_cls = getattr(sequential_recommender, self.recbole_model)
         t_start = time.perf_counter()
         self.run_info["torch_threads"] = torch.get_num_threads()
         if self.cache_dir:
@@ -281,7 +279,7 @@ class _RecBoleSequential(Adapter):
         scratch = tempfile.mkdtemp(prefix=f"recbole-{self.name}-", dir=self.cache_dir or None)
         try:
             n_inter = self._write_atomic_files(train, os.path.join(scratch, _DATASET_NAME))
-            config = compat.SafeConfig(model=self.model_cls.__name__, dataset=_DATASET_NAME,
+            config = compat.SafeConfig(model=self.recbole_model, dataset=_DATASET_NAME,
                                        config_dict=self._recbole_config_dict(scratch, os.path.join(scratch, "ckpt")))
             init_seed(int(self.seed), True)
             with compat.dataset_warnings_silenced():
@@ -298,8 +296,8 @@ class _RecBoleSequential(Adapter):
             # config that the model reads in __init__ (RecBole's own order: data_preparation, then the model).
             train_loader = TrainDataLoader(config, dataset, sampler, shuffle=True)
             init_seed(int(self.seed), True)
-            model = self.model_cls(config, dataset).to(self._torch_device)
-            trainer = _HarnessTrainer(config, model)
+            model = model_cls(config, dataset).to(torch.device(self.device))
+            trainer = compat.HarnessTrainer(config, model)
             self._model = model
             log.info("%s: %d training interactions -> %d training sequences, %d batches/epoch", self.name,
                      n_inter, len(dataset), len(train_loader))
@@ -310,7 +308,7 @@ class _RecBoleSequential(Adapter):
                 "early_stopping_split": valid.name,
                 "early_stopping_metric": c.valid_metric,
                 "selection": "mmsr_bench.evaluation.metrics on the validation split (RecBole's evaluator never runs)",
-                "recbole_model": self.model_cls.__name__,
+                "recbole_model": self.recbole_model,
                 "n_train_interactions": n_inter,
                 "n_train_sequences": len(dataset),
                 "recbole_config": _jsonable({k: config[k] for k in sorted(config.final_config_dict)
@@ -321,7 +319,7 @@ class _RecBoleSequential(Adapter):
             shutil.rmtree(scratch, ignore_errors=True)
         return self
 
-    def _train_loop(self, trainer: _HarnessTrainer, train_loader: TrainDataLoader, valid: EvalSplit,
+    def _train_loop(self, trainer, train_loader, valid: EvalSplit,
                     t_start: float) -> dict[str, Any]:
         """RecBole epochs in the harness loop (:func:`mmsr_bench.evaluation.training.fit_epochs`): harness validation every
         ``eval_step`` epochs, RecBole's ``early_stopping`` rule (:meth:`EarlyStopping.recbole`). The run_info
@@ -359,8 +357,11 @@ class _RecBoleSequential(Adapter):
         return self._validator(valid)()
 
     # ------------------------------------------------------------------------------------------------ score
-    def _item_seq(self, histories: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-aligned, right-padded RecBole ids of the last ``max_seq_length`` items, and the lengths (>= 1)."""
+    def _item_seq(self, histories: list[np.ndarray]):
+        """Left-aligned, right-padded RecBole ids of the last ``max_seq_length`` items, and the lengths (>= 1), as
+        tensors on the model's device."""
+        import torch
+
         assert self._h2r is not None
         L = self.config.max_seq_length
         seq = np.zeros((len(histories), L), dtype=np.int64)
@@ -372,7 +373,8 @@ class _RecBoleSequential(Adapter):
             if len(h):
                 seq[row, : len(h)] = self._h2r[h]
                 lens[row] = len(h)
-        return (torch.from_numpy(seq).to(self._torch_device), torch.from_numpy(lens).to(self._torch_device))
+        device = torch.device(self.device)
+        return torch.from_numpy(seq).to(device), torch.from_numpy(lens).to(device)
 
     def score(self, batch: ScoreBatch) -> np.ndarray:
         if self._model is None or self._h2r is None:
@@ -380,12 +382,17 @@ class _RecBoleSequential(Adapter):
         with self._threads():
             return self._score(batch)
 
-    @torch.no_grad()
     def _score(self, batch: ScoreBatch) -> np.ndarray:
+        import torch
+
+        import mmsr_bench.models.recbole_compat  # noqa: F401  (before every recbole import: its shims)
+        from recbole.data.interaction import Interaction
+
         self._model.eval()
         item_seq, item_len = self._item_seq(batch.histories)
         inter = Interaction({self._model.ITEM_SEQ: item_seq, self._model.ITEM_SEQ_LEN: item_len})
-        all_scores = self._model.full_sort_predict(inter).float().cpu().numpy()  # columns: RecBole ids
+        with torch.no_grad():
+            all_scores = self._model.full_sort_predict(inter).float().cpu().numpy()  # columns: RecBole ids
         if batch.full_ranking:
             return all_scores[:, self._h2r[1:]]
         cands = np.asarray(batch.candidates, dtype=np.int64)
@@ -402,7 +409,7 @@ class SASRecAdapter(_RecBoleSequential):
     #: the conformance kit's tiny budget (and the study's ``--budget tiny``), inherited by variants
     conformance_overrides = {"epochs": "1"}
     description = "SASRec (Kang & McAuley, ICDM 2018) via RecBole 1.2.1; CE loss; harness early stopping"
-    model_cls = SASRec
+    recbole_model = "SASRec"
     config_cls = SASRecConfig
 
 
@@ -414,7 +421,7 @@ class BERT4RecAdapter(_RecBoleSequential):
     #: the conformance kit's tiny budget (and the study's ``--budget tiny``), inherited by variants
     conformance_overrides = {"epochs": "1"}
     description = "BERT4Rec (Sun et al., CIKM 2019) via RecBole 1.2.1; cloze training; harness early stopping"
-    model_cls = BERT4Rec
+    recbole_model = "BERT4Rec"
     config_cls = BERT4RecConfig
 
     def _model_settings(self) -> dict[str, Any]:

@@ -32,7 +32,7 @@ Deviations (CPU budget / benchmark protocol):
   candidates; under full ranking, validation uses the target plus ``valid_negatives`` sampled unseen items.
   ``run_info["early_stopping_split"] = "valid"``.
 - ``tiny-*`` backbones are trained in full (``train_mode="auto"``; LoRA on frozen random weights cannot learn word
-  matching) at lr 1e-3; ``lr`` left at None picks :data:`AUTO_LR` and the run records the value used.
+  matching) at lr 1e-3; ``lr`` left at None picks :data:`mmsr_bench.models.toolkits.yes_no_recipe.AUTO_LR` and the run records the value used.
 """
 
 from __future__ import annotations
@@ -40,17 +40,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from mmsr_bench.data.splits import EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError, MissingModality
 from mmsr_bench.evaluation.training import balanced_subsample, pointwise_validation_set
-from mmsr_bench.models.adapter import Adapter, AdapterConfig, Needs, later_field, register
-from mmsr_bench.models.search_space import Choice, Range
+from mmsr_bench.models.adapter import Adapter, Needs, register
 from mmsr_bench.models.toolkits.llm_scoring import PromptWrap
-from mmsr_bench.models.toolkits.trainable import is_tiny, resolve_train_mode
+from mmsr_bench.models.toolkits.trainable import resolve_train_mode
+from mmsr_bench.models.toolkits.yes_no_recipe import YesNoLLMConfig, resolve_lr
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,6 @@ INSTRUCTION = ("Below is an instruction that describes a task, paired with an in
                "Write a response that appropriately completes the request.\n\n### Instruction:\n"
                "Given the user's preference, identify whether the user will like the target item by answering "
                "\"Yes.\" or \"No.\".\n\n### Input:\n")
-#: lr when ``lr`` is None: the paper's 1e-4 for a real checkpoint; 1e-3 for a tiny backbone trained in full (stable
-#: where 3e-3 was not, on the planted tests of tests/test_gptrec_tallrec.py); 3e-3, the earlier tiny-LoRA default.
-AUTO_LR = {("real", "lora"): 1e-4, ("real", "full"): 1e-4, ("tiny", "full"): 1e-3, ("tiny", "lora"): 3e-3}
-
-
 def quote(title: str, max_chars: int) -> str:
     title = " ".join(str(title).split())
     return '"' + (title[:max_chars].rstrip() if max_chars > 0 else title) + '"'
@@ -87,57 +82,12 @@ def build_suffix(target_title: str) -> str:
 
 
 @dataclass(frozen=True)
-class TALLRecConfig(AdapterConfig):
-    backbone: str = "smollm2-135m"
-    allow_hub: bool = False
-    pretrain_steps: int = 300  # tiny backbones only: brief causal-LM pretraining on item titles
-    quantization: str = "none"  # "none" | "4bit"
-    dtype: str = "auto"  # backbone weights: auto (float32 on CPU) | float32 | bfloat16 | float16
-    #: "auto" = full for tiny-* backbones, LoRA for real checkpoints | "lora" | "full"
-    train_mode: str = "auto"
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    lr: float | None = None  # None = AUTO_LR for the backbone kind and train mode
-    epochs: int = 2
-    train_batch_size: int = 16
-    grad_accum: int = 1
-    #: Weight of the two-way Yes/No loss at the answer (mmsr_bench.models.toolkits.finetune); 0 = the paper's plain LM loss.
-    decision_loss: float = 0.0
-    max_pairs: int = 4000
-    max_history: int = 10
-    max_title_chars: int = 60
-    max_prefix_tokens: int = 1024
-    valid_users: int = 200
-    valid_negatives: int = 99
-    eval_every: int = 0
-    patience: int = 2
+class TALLRecConfig(YesNoLLMConfig):
+    """The shared Yes/No LLM configuration (its defaults are TALLRec's) and the fields of TALLRec's prompt."""
+
     yes: str = "Yes"  # first token of the answer "Yes." (the scored token)
     no: str = "No"
-    score_rows: int = 128
-    users_per_batch: int = 4
-    threads: int = 0
-    batch_size: int = 32
-    #: "none": the paper's raw Alpaca prompt; "auto": inside the tokenizer's chat template where it has one
-    #: (instruct checkpoints), recorded in run_info["chat_template"]
-    chat_template: Literal["none", "auto"] = later_field("none")
-    #: recompute activations in the backward pass (less accelerator memory, about a third more time)
-    gradient_checkpointing: bool = later_field(False)
-    #: "" = the whole backbone on --device; "auto" = accelerate spreads an unquantized checkpoint over the devices
-    device_map: str = later_field("")
-    #: stop training after this many minutes (validating once more if none ran yet; run_info["stopped_by"] =
-    #: "deadline"); 0 = no limit, which keeps runs reproducible across machines
-    max_train_minutes: float = later_field(0.0)
-
-    #: Where ``bench tune`` searches (on a GPU machine: a trial is a whole LoRA fit): TALLRec's own setting is LoRA
-    #: r=8 with lr 1e-4 (Bao et al. 2023), the CPU budget here lr 1e-3; searched 1e-4 to 3e-3, ranks 4-16, and the
-    #: two-way Yes/No decision loss off or on (weight 1).
-    search_space: ClassVar[Mapping[str, Any]] = {
-        "lr": Choice((1e-4, 3e-4, 1e-3, 3e-3)),
-        "lora_rank": Choice((4, 8, 16)),
-        "decision_loss": Choice((0.0, 1.0)),
-    }
+    max_title_chars: int = 60
 
 
 @register()
@@ -200,7 +150,7 @@ class TALLRec(Adapter):
         self._suffix_cache = [build_suffix(t) for t in self.titles]
         corpus = [train.items.text(i, ("title", "categories")) for i in range(1, train.n_items + 1)]
         mode = resolve_train_mode(c.train_mode, c.backbone, c.quantization, "tallrec")
-        lr = c.lr if c.lr is not None else AUTO_LR[("tiny" if is_tiny(c.backbone) else "real", mode)]
+        lr = resolve_lr(c, mode)
         bb = load_backbone(c.backbone, texts=corpus + [build_prefix(['"item"']) + build_suffix('"item"') + "Yes. No."] * 5,
                            pretrain=PretrainSpec(steps=c.pretrain_steps, seed=self.seed),
                            quantization=c.quantization, device=self.device, allow_hub=c.allow_hub, seed=self.seed,

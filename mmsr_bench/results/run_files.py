@@ -24,6 +24,9 @@ names, one vector per aggregate metric with ``n_users`` finite values whose mean
 suite fingerprint against the local suite spec where that spec is frozen for the dataset. Writing
 (:func:`write_records`) is idempotent by uuid, one transaction per run, and refuses before writing anything when a
 uuid names different cells in the two places.
+
+Why one module of this length: the portable run file format: writing, validating every field and importing are one
+format's definition.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ Every run and artifact carries a ``uuid``, its identity across stores (``bench s
 the destination already holds). A store written before uuids existed gets the column on its first opening for
 writing (``bench store upgrade``), filled with a uuid derived from each row's contents; opened read-only, such a
 store is refused with that instruction.
+
+Why one module of this length: the store's schema, its migrations and every query over it, so that a column is
+defined and read in one module.
 """
 
 from __future__ import annotations

@@ -84,6 +84,9 @@ class RunRequest:
     #: The tuning study this configuration came from (``bench tune``: its uuid, trial counts, minutes, best trial),
     #: recorded as ``run_info.tuned_from`` so tables can say which rows are tuned.
     tuned_from: Mapping[str, Any] | None = None
+    #: The model's configuration resolved once (:func:`mmsr_bench.models.adapter.plan`) by a caller that already
+    #: checked it; None: :func:`execute` resolves it from ``overrides``.
+    plan: adapter_mod.ModelPlan | None = None
 
 
 def stored_cell(store: Store, req: "RunRequest", data: SuiteData, seed: int, cfg_hash: str) -> Run | None:
@@ -103,7 +106,7 @@ def _stored_shard(store: Store, req: RunRequest, data: SuiteData, seed: int, cfg
 
 
 def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: Store,
-            also: list[SuiteData] | None = None) -> list[Run]:
+            also: list[SuiteData] | None = None, plan: adapter_mod.ModelPlan | None = None) -> list[Run]:
     """Fit once on ``data``'s training split, score its test split, and (``also``) the test splits of other suites
     built on the identical processed sequences (e.g. amazon4-full beside amazon4). One run is stored per suite;
     early stopping always used ``data``'s validation split, which each run records."""
@@ -112,9 +115,9 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
     if req.perturb and not req.variant:
         req = dataclasses.replace(req, variant=req.perturb)
     repro = seed_everything(seed, torch_too=reg.cls.uses_torch)
-    model = adapter_mod.build(req.model, req.overrides, seed=seed, device=device,
-                              cache_dir=str(cache_dir("models", req.model)))
-    check_needs(adapter_mod.effective_needs(model), data, req.model)
+    plan = plan or req.plan or adapter_mod.plan(req.model, req.overrides)
+    model = plan.instantiate(seed=seed, device=device, cache_dir=str(cache_dir("models", req.model)))
+    check_needs(plan.needs, data, req.model)
     sha, dirty = code_version()
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
@@ -132,7 +135,7 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
         return Run(
             group_id=group_id, suite=target.suite.name, suite_hash=target.fingerprint, dataset=target.dataset,
             model=req.model, variant=req.variant, config_json=config_text,
-            config_hash=config_hash(model), seed=seed, code_version=sha,
+            config_hash=plan.config_hash, seed=seed, code_version=sha,
             code_dirty=dirty, packages_json=json.dumps(package_versions()), host=platform.node(), device=device,
             started_at=started, finished_at=datetime.now(timezone.utc), status=status,
             peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
@@ -279,10 +282,10 @@ def execute(req: RunRequest, *, on_result=None) -> list[Run]:
     check_device(req.device)
     check_store(req.db_url)  # a bad --db fails here, and no store file is created by a rejected run
     reg = adapter_mod.get(req.model)  # unknown model -> error before any work
-    # Built once with the user's overrides (constructors are cheap): a bad --set fails here, and the modalities
-    # this configuration really needs (e.g. mmgcn with modalities=id,text) are known before any data work.
-    probe = adapter_mod.build(req.model, req.overrides, device="cpu")
-    needs = adapter_mod.effective_needs(probe)
+    # Resolved once with the user's overrides: a bad --set fails here, and the modalities this configuration
+    # really needs (e.g. mmgcn with modalities=id,text) are known before any data work.
+    plan = req.plan or adapter_mod.plan(req.model, req.overrides)
+    needs = plan.needs
     loaded = []
     for name in req.datasets:
         with progress.track(f"verifying {req.suite.name}/{name}", total=None):
@@ -306,7 +309,7 @@ def execute(req: RunRequest, *, on_result=None) -> list[Run]:
     store.check_writable()  # a store that cannot take the run fails now, not after the fit
     group_id = uuid.uuid4().hex[:12]
     results = []
-    cfg_hash = config_hash(probe)
+    cfg_hash = plan.config_hash
     for data, extra in loaded:
         for seed in req.seeds:
             if req.resume:
@@ -317,7 +320,7 @@ def execute(req: RunRequest, *, on_result=None) -> list[Run]:
                     log.warning("resume: %s on %s/%s seed %d is already stored as run %d; skipped", req.model,
                                 data.suite.name, data.dataset, seed, done.id)
                     continue
-            for run in run_one(req, data, seed, group_id, store, also=extra):
+            for run in run_one(req, data, seed, group_id, store, also=extra, plan=plan):
                 results.append(run)
                 if on_result:
                     on_result(run)

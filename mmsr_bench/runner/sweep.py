@@ -121,7 +121,7 @@ def plan(req: SweepRequest) -> list[Cell]:
     for m in req.models:
         adapter_mod.get(m)  # an unknown model first, with its suggestions
     per_model = adapter_mod.resolve_sets(list(req.models), req.overrides)  # the one --set grammar (scoped pairs)
-    probes = {m: adapter_mod.build(m, per_model[m], device="cpu") for m in req.models}  # a bad value fails here
+    plans = {m: adapter_mod.plan(m, per_model[m]) for m in req.models}  # a bad value fails here
     check_store(req.db_url)
     if req.executor == "ray":
         import_ray()  # before any store is opened
@@ -133,7 +133,7 @@ def plan(req: SweepRequest) -> list[Cell]:
         for name in names:
             for seed in seeds:
                 cells.append(Cell(req.suite, spec.name, fps[name], name, m, tuple(sorted(per_model[m].items())),
-                                  runner.config_hash(probes[m]), seed, "", req.num_cpus or 1.0, gpu, req.device))
+                                  plans[m].config_hash, seed, "", req.num_cpus or 1.0, gpu, req.device))
     return cells
 
 

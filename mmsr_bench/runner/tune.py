@@ -25,6 +25,9 @@ How a tuning study runs, and why:
 - **Then test.** The best configuration runs as ordinary runs over ``--seeds`` (``bench run`` with the tuned
   overrides), each recording ``run_info.tuned_from`` (the study, its trial counts, minutes and best trial), so
   compare, report and the leaderboard work unchanged and say which rows are tuned.
+
+Why one module of this length: one tuning study's life (budget, samplers, pruning, storage, heartbeats and
+resumption, workers, test runs), each part depending on the others' state.
 """
 
 from __future__ import annotations
@@ -473,8 +476,7 @@ def tune(req: TuneRequest, *, on_trial: Callable[[Any], None] | None = None, dat
         if clash:
             raise BenchError(f"--set {', '.join(clash)} for {model}: these fields are in its search space; drop them "
                              "from --set or from the space")
-        probe = adapter_mod.build(model, fixed)  # a bad --set fails before any work
-        plans.append((model, reg, space, fixed, adapter_mod.effective_needs(probe)))
+        plans.append((model, reg, space, fixed, adapter_mod.plan(model, fixed).needs))  # a bad --set fails here
     for model, *_ in plans:
         check_no_leak(model)
     if data is None:

@@ -9,6 +9,9 @@ Artifacts per dataset (``$MMSR_BENCH_HOME/suites/<suite>/<dataset>/``), all byte
 - ``candidates_valid.npy`` / ``candidates_test.npy``: shared candidates, target in column 0 (sampled protocols)
 
 A run re-hashes every artifact against the suite spec and refuses to start on any mismatch, naming the file.
+
+Why one module of this length: materialising, verifying and loading a frozen suite share one hashing of the same
+artifacts; apart, they could drift.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Study page: the MLLM-SRec study's tables (RQ1-RQ4 and hallucination) from :func:`mmsr_bench.results.study.build_report`
+"""Study page: the MLLM-SRec study's tables (RQ1-RQ4 and hallucination) from :func:`mmsr_bench.results.study_report.build_report`
 and :mod:`mmsr_bench.results.tables`, the functions behind ``bench report study``, with the report for download. With the
 reference runs shown (sidebar toggle), the reference runs get their own report below the user's, never pooled."""
 
@@ -37,14 +37,14 @@ def report(url: str, token: str, suite_ref: str, budget: str, datasets: tuple[st
     """Every format of the report and each table's markdown (names in it made inert by :func:`ui.inert_table`:
     shown as text, never as a link, markup or HTML), built once per store change."""
     from mmsr_bench.models.adapter import parse_set_options
-    from mmsr_bench.results import study, tables
+    from mmsr_bench.results import study, study_report, tables
 
     pairs = parse_set_options(ui.split_sets(sets))
     opts = study.validate(suite_ref, datasets=list(datasets) or None, budget=budget, db=url, check_db=False,
                           sets=pairs)
-    rep = study.build_report(ui.store_for(url), opts)
-    return {"suite": rep.suite, "tables": [tables.to_markdown(ui.inert_table(t)) for t in study.all_tables(rep)],
-            "notes": list(rep.notes), **{fmt: study.render(rep, fmt) for fmt in study.FORMATS}}
+    rep = study_report.build_report(ui.store_for(url), opts)
+    return {"suite": rep.suite, "tables": [tables.to_markdown(ui.inert_table(t)) for t in study_report.all_tables(rep)],
+            "notes": list(rep.notes), **{fmt: study_report.render(rep, fmt) for fmt in study_report.FORMATS}}
 
 
 # With the reference runs shown, each side gets its own report (the study's grid matches runs by their own model

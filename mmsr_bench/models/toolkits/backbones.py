@@ -14,6 +14,9 @@ Named real backbones (:data:`NAMED_BACKBONES`, e.g. ``smollm2-135m``) are real p
 installs offline. Their GGUF file is converted once into a cached safetensors folder (keyed by the file's sha256),
 then loaded through the same ``from_pretrained`` path as any folder or hub id, so LoRA, 4-bit QLoRA and scoring
 behave the same as for a checkpoint downloaded from a hub.
+
+Why one module of this length: every LLM backbone source (hub id, folder, GGUF, tiny configs) with its dtype, 4-bit
+and integrity checks behind one loader.
 """
 
 from __future__ import annotations

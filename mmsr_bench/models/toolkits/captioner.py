@@ -19,6 +19,9 @@ checked against the record on load (a mismatch trains it again, with a warning).
 
 :func:`attribute_accuracy` scores captions against synth4's reference descriptions per image attribute (colour,
 shape, pattern), the same rule as :func:`mmsr_bench.results.hallucination.contradicts`, applied to each attribute alone.
+
+Why one module of this length: one captioner interface over several VLM families (the LLaVA-style effnet-smollm2 and
+the transformers VLMs), whose batching, caching and prompt handling are shared.
 """
 
 from __future__ import annotations

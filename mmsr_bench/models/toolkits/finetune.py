@@ -15,6 +15,9 @@ also finds the answer after a chain of thought). Why: the scorer reads exactly p
 backbone with tied, small-norm embeddings cannot raise p(Yes)+p(No) against a 4,096-token vocabulary, so the plain
 LM loss sits on a plateau (measured: first-answer-token loss stuck at 4.77 nats for 120 steps on synth4) and its
 gradient is spent on that instead of on telling Yes from No. ``decision_weight=0`` is the plain LM loss.
+
+Why one module of this length: the one fine-tuning loop of the LLM recommenders, with its resume points, kept fits
+and locks, which must agree on one fingerprint.
 """
 
 from __future__ import annotations
@@ -504,7 +507,9 @@ def _train_loop(model: Any, tokenizer: Any, encoded: list, config: SFTConfig, pa
         return not improved and stopper.should_stop
 
     model.train()
-    with track(description, total=steps_per_epoch * config.epochs) as task:
+    # a resumed loop's bar counts the steps left, so its rate and time left are this process's
+    with track(description + (f" from step {result.steps}" if result.steps else ""),
+               total=steps_per_epoch * config.epochs - result.steps) as task:
         for epoch in range(config.epochs):
             order = rng.permutation(len(encoded))  # drawn for skipped epochs too, so a resumed run sees the same order
             if epoch < start_epoch:

@@ -16,6 +16,9 @@ tokens. End the prefix at a natural boundary (e.g. a newline) so that split enco
 
 ``output="logit"`` returns log p(Yes) - log p(No) (same ranking as the probability, but no float saturation
 ties); ``output="prob"`` the probability. Works with peft-wrapped (LoRA) and bitsandbytes 4-bit models.
+
+Why one module of this length: the one scoring engine of every LLM model; its prefix cache, row packing and masks
+share one memory layout and are only correct together.
 """
 
 from __future__ import annotations
