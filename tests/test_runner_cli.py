@@ -42,6 +42,22 @@ def test_several_seeds_share_a_group(frozen_tiny):
     assert [r.seed for r in runs] == [0, 1, 2] and len({r.group_id for r in runs}) == 1
 
 
+def test_a_configuration_is_resolved_once_per_command(frozen_tiny, monkeypatch):
+    """`bench run` parses and checks a model's configuration once (adapter.plan); each (dataset, seed) cell then gets
+    a fresh instance of that same configuration, and every stored run carries the plan's hash."""
+    parsed, built = [], []
+    real_parse, real_instantiate = adapter.parse_overrides, adapter._instantiate
+    monkeypatch.setattr(adapter, "parse_overrides", lambda *a, **k: parsed.append(1) or real_parse(*a, **k))
+    monkeypatch.setattr(adapter, "_instantiate", lambda *a, **k: built.append(k["seed"]) or real_instantiate(*a, **k))
+    res = CliRunner().invoke(app, ["run", "--suite", str(frozen_tiny), "--model", "test-successor", "--seed", "0",
+                                   "--seed", "1", "--seed", "2"])
+    assert res.exit_code == 0, res.output
+    assert len(parsed) == 2  # the variant's overrides and the user's, once
+    assert built == [0, 0, 1, 2]  # the plan's check, then one fresh instance per seed
+    hashes = {r.config_hash for r in Store().runs(model="test-successor")}
+    assert len(hashes) == 1
+
+
 def test_changed_candidate_byte_refuses_before_fitting(frozen_tiny):
     spec = suites.load_suite(str(frozen_tiny))
     path = build.dataset_dir(spec, "seq") / "candidates_test.npy"

@@ -72,29 +72,6 @@ def register(app: typer.Typer) -> None:
         report_app = typer.Typer(help="Analysis reports over stored runs.", no_args_is_help=True)
         app.add_typer(report_app, name="report")
 
-    def with_tuned(opts, sets: dict, suite: str):
-        """The study options with every tuned model's best configuration (``bench study --tuned``)."""
-        import dataclasses
-        import json as _json
-
-        from mmsr_bench.errors import BenchError
-        from mmsr_bench.results import study
-        from mmsr_bench.results.store import Store
-
-        if len(opts.datasets) != 1:
-            raise BenchError("--tuned: give one --dataset (a configuration is tuned on one dataset's validation split)")
-        pairs, records = study.tuned_sets(Store.for_reading(opts.db), opts.spec, opts.datasets[0], list(opts.models))
-        if not records:
-            raise BenchError(f"--tuned: no grid model has a finished tuning study on {opts.spec.name}/"
-                             f"{opts.datasets[0]} in the store; run `bench tune` first")
-        clash = sorted(k for k in pairs if k in sets or k.split(":", 1)[1] in sets)
-        if clash:
-            raise BenchError(f"--tuned and --set both set {', '.join(clash)}; drop the --set")
-        merged = study.validate(suite, datasets=list(opts.datasets), seeds=opts.seeds,
-                                models=list(opts.models), rqs=list(opts.rqs), budget=opts.budget, db=opts.db,
-                                device=opts.device, sets={**sets, **pairs}, study=opts.study.path or None)
-        return dataclasses.replace(merged, tuned_from=tuple(sorted((m, _json.dumps(r)) for m, r in records.items())))
-
     @app.command("study")
     def study_cmd(
         suite: str = typer.Option(..., "--suite", "-s", help="Suite name or TOML path."),
@@ -140,9 +117,8 @@ def register(app: typer.Typer) -> None:
 
             sets = parse_set_options(set_)
             opts = study.validate(suite, datasets=dataset, seeds=parse_seeds(seed_text, "--seeds"), models=models,
-                                  rqs=rq, budget=budget, db=db, device=device, sets=sets, study=study_name)
-            if tuned:
-                opts = with_tuned(opts, sets, suite)
+                                  rqs=rq, budget=budget, db=db, device=device, sets=sets, study=study_name,
+                                  tuned=tuned)
             p = study_runner.plan(opts)
             if run_:
                 if format == "table":

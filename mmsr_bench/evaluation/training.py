@@ -222,6 +222,26 @@ def report_validation(step: int, value: float) -> None:
         listener(int(step), float(value))
 
 
+# ----------------------------------------------------------------------------------- the selection record
+#: Why a training loop stopped, in the record's words; the loops' older words map onto them (stored runs keep theirs).
+STOPPED_BY = {"patience": "patience", "budget": "budget", "deadline": "deadline",
+              "early_stopping": "patience", "max_epochs": "budget", "time_limit": "deadline"}
+
+
+def selection_record(*, split: str, metric: str, value: float | None, unit: str, chosen: int | None,
+                     last: int | None, stopped_by: str, n_validations: int) -> dict[str, Any]:
+    """Which epoch or step a trained run kept, in the one schema every trained family writes as
+    ``run_info["selection"]`` (read back by :func:`mmsr_bench.results.selection.selection`): ``unit`` ``epoch`` or
+    ``step``, ``chosen`` and ``last`` (the last validated one) counted from 1, ``stopped_by`` patience | budget |
+    deadline."""
+    if unit not in ("epoch", "step"):
+        raise BenchError(f"selection record: unit {unit!r} is neither epoch nor step")
+    finite = value is not None and math.isfinite(float(value))
+    return {"split": split, "metric": metric, "value": float(value) if finite else None, "unit": unit,
+            "chosen": None if chosen is None else int(chosen), "last": None if last is None else int(last),
+            "stopped_by": STOPPED_BY[stopped_by], "n_validations": int(n_validations)}
+
+
 # ------------------------------------------------------------------------------------------------ the loop
 @dataclass
 class LoopResult:
@@ -236,6 +256,12 @@ class LoopResult:
     stopped_by: str  # "max_epochs" | "early_stopping" | "time_limit"
     history: list[dict[str, float]] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
+
+    def selection_record(self) -> dict[str, Any]:
+        """The kept epoch in the one schema (:func:`selection_record`)."""
+        return selection_record(split=self.split, metric=self.metric, value=self.best_value, unit="epoch",
+                                chosen=self.best_epoch, last=int(self.history[-1]["epoch"]) if self.history else None,
+                                stopped_by=self.stopped_by, n_validations=len(self.history))
 
 
 def fit_epochs(train_epoch: Callable[[int], float], validator: Validator, stopper: EarlyStopping, *,

@@ -201,6 +201,7 @@ class GPTRec(Adapter):
         self.model.eval()
         self.run_info.update({"early_stopping_split": "valid", "valid_metric": c.valid_metric,
                               "best_valid": float(loop.best_value), "best_epoch": loop.best_epoch,
+                              "selection": loop.selection_record(),
                               "epochs_run": loop.epochs_run, "valid_users": len(sub), "history": loop.history,
                               "vocab_size": vocab,
                               "n_parameters": int(sum(p.numel() for p in self.model.parameters())),

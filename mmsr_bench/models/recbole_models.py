@@ -307,7 +307,7 @@ class _RecBoleSequential(Adapter):
             self.run_info.update({
                 "early_stopping_split": valid.name,
                 "early_stopping_metric": c.valid_metric,
-                "selection": "mmsr_bench.evaluation.metrics on the validation split (RecBole's evaluator never runs)",
+                "validated_by": "mmsr_bench.evaluation.metrics on the validation split (RecBole's evaluator never runs)",
                 "recbole_model": self.recbole_model,
                 "n_train_interactions": n_inter,
                 "n_train_sequences": len(dataset),
@@ -344,6 +344,7 @@ class _RecBoleSequential(Adapter):
             "best_valid": loop.best_value if math.isfinite(loop.best_value) else None,
             "epochs_trained": loop.epochs_run,
             "stopped_by": loop.stopped_by,
+            "selection": loop.selection_record(),
             "valid_curve": [[h["epoch"] - 1, round(h["loss"], 6), h[c.valid_metric]] for h in loop.history],
             "mean_epoch_seconds": round(float(np.mean(loop.epoch_seconds)), 3) if loop.epoch_seconds else None,
         }

@@ -1,12 +1,14 @@
 """Which epoch or step a trained run kept, read in one schema from every shape stored runs have.
 
-The training loops record their choice in ``run_info`` under keys that grew per family (RecBole: ``valid_curve``
-and a 0-based ``best_epoch``; GPTRec: ``history`` and a 1-based ``best_epoch``; MMSR/MMGCN: ``best_epoch`` with
-``best_valid`` as a dict; the LLM loop: ``best_step`` and ``best_valid_auc``). :func:`selection` maps each of them
-to one :class:`Selection` (``{split, metric, value, unit, chosen, last, stopped_by}``), so stored runs keep reading
-whatever their age, and tells whether the run **converged**: a run whose best validation is its last one while it
-stopped at its budget (epoch or pair cap) or deadline was still improving; it is flagged ``not converged`` wherever
-runs are listed, because its number is a lower bound of what the model does with more training.
+Every training loop now writes one record, ``run_info["selection"]``
+(:func:`mmsr_bench.evaluation.training.selection_record`: ``{split, metric, value, unit, chosen, last, stopped_by,
+n_validations}``). Runs stored before it keep the keys that grew per family (RecBole: ``valid_curve`` and a
+0-based ``best_epoch``; GPTRec: ``history`` and a 1-based ``best_epoch``; MMSR/MMGCN: ``best_epoch`` with
+``best_valid`` as a dict; the LLM loop: ``best_step`` and ``best_valid_auc``), and :func:`selection` maps each of
+them to the same :class:`Selection`, so stored runs keep reading whatever their age. It also tells whether the run
+**converged**: a run whose best validation is its last one while it stopped at its budget (epoch or pair cap) or
+deadline was still improving; it is flagged ``not converged`` wherever runs are listed, because its number is a
+lower bound of what the model does with more training.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+from mmsr_bench.evaluation.training import STOPPED_BY
 
 #: The footnote mark tables put after a model trained past no optimum (and the note that explains it).
 NOT_CONVERGED_MARK = "*"
@@ -55,8 +59,7 @@ class Selection:
                 "n_validations": self.n_validations, "converged": self.converged}
 
 
-_STOPPED = {"early_stopping": "patience", "max_epochs": "budget", "time_limit": "deadline",
-            "patience": "patience", "budget": "budget", "deadline": "deadline"}
+_STOPPED = STOPPED_BY  # the loops' words for why they stopped, old and new
 
 
 def _finite(v: Any) -> float | None:
@@ -71,7 +74,7 @@ def selection(run_info: Mapping[str, Any], config: Mapping[str, Any] | None = No
     """The run's validation choice, or None for a model without a training loop (pop, random, frozen encoders)."""
     info, cfg = run_info or {}, config or {}
     split = str(info.get("early_stopping_split") or "valid")
-    if isinstance(info.get("selection"), Mapping):  # the unified record, when a loop writes it directly
+    if isinstance(info.get("selection"), Mapping):  # the record every loop writes (evaluation.training.selection_record)
         s = info["selection"]
         return Selection(s.get("split", split), s.get("metric", ""), _finite(s.get("value")), s.get("unit", "epoch"),
                          s.get("chosen"), s.get("last"), _STOPPED.get(s.get("stopped_by"), "budget"),

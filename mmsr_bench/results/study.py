@@ -105,8 +105,10 @@ def parse_names(value: str | list[str] | tuple[str, ...] | None, option: str) ->
 
 def validate(suite: str, *, datasets=None, seeds=(0,), models=None, rqs=None, budget: str = "default",
              db: str | None = None, device: str | None = None, check_db: bool = True,
-             sets: Mapping[str, str] | None = None, study: str | None = None) -> StudyOptions:
-    """Check every argument before any work (each error names its option); nothing is created or written."""
+             sets: Mapping[str, str] | None = None, study: str | None = None, tuned: bool = False) -> StudyOptions:
+    """Check every argument before any work (each error names its option); nothing is created or written.
+    ``tuned`` (``bench study --tuned``): every grid model tuned on the one ``--dataset`` gets its tuning study's best
+    configuration as scoped ``--set`` pairs (:func:`tuned_sets`), checked with the others in the same pass."""
     from mmsr_bench.models import adapter
     from mmsr_bench.suites import spec as suites
 
@@ -140,7 +142,25 @@ def validate(suite: str, *, datasets=None, seeds=(0,), models=None, rqs=None, bu
         from mmsr_bench.paths import check_device
 
         check_device(device)
-    pairs = tuple(sorted((sets or {}).items()))
+    if check_db:
+        from mmsr_bench.results.store import check_store
+
+        check_store(db)
+    sets, tuned_from = dict(sets or {}), {}
+    if tuned:
+        if len(names) != 1:
+            raise BenchError("--tuned: give one --dataset (a configuration is tuned on one dataset's validation split)")
+        from mmsr_bench.results.store import Store
+
+        best, tuned_from = tuned_sets(Store.for_reading(db), spec, names[0], chosen)
+        if not tuned_from:
+            raise BenchError(f"--tuned: no grid model has a finished tuning study on {spec.name}/{names[0]} in the "
+                             "store; run `bench tune` first")
+        clash = sorted(k for k in best if k in sets or k.split(":", 1)[1] in sets)
+        if clash:
+            raise BenchError(f"--tuned and --set both set {', '.join(clash)}; drop the --set")
+        sets.update(best)
+    pairs = tuple(sorted(sets.items()))
     from mmsr_bench.models.adapter import resolve_sets
 
     resolve_sets(chosen, dict(pairs))  # a pair that reaches no grid model fails here
@@ -149,11 +169,8 @@ def validate(suite: str, *, datasets=None, seeds=(0,), models=None, rqs=None, bu
             expected_config_hash(m, budget, pairs)
         else:
             overrides_for(m, budget)
-    if check_db:
-        from mmsr_bench.results.store import check_store
-
-        check_store(db)
     return StudyOptions(spec, tuple(names), tuple(seeds), tuple(chosen), tuple(rq_keys), budget, db, device, pairs,
+                        tuned_from=tuple(sorted((m, json.dumps(r)) for m, r in tuned_from.items())),
                         study=spec_of_study)
 
 

@@ -72,7 +72,7 @@ class FeatureAdapter(Adapter):
         loop = fit_epochs(train_epoch, Validator(valid, cfg.valid_metric, self.score, cfg.eval_batch_size), stopper,
                           epochs=cfg.epochs, description=description, log_level=logging.DEBUG)
         self.run_info.update(best_epoch=loop.best_epoch, epochs_run=loop.epochs_run,
-                             best_valid={cfg.valid_metric: loop.best_value})
+                             best_valid={cfg.valid_metric: loop.best_value}, selection=loop.selection_record())
         return loop
 
     @abc.abstractmethod

@@ -105,6 +105,15 @@ class SFTResult:
     fitted_sha256: str | None = None  # of the fitted trainable weights (what the shards of one cell must share)
     stopped_by: str = "budget"  # budget (the epochs ran out) | patience | deadline (max_minutes)
 
+    def selection_record(self, split: str = "valid") -> dict[str, Any]:
+        """The kept step in the one schema of every trained family
+        (:func:`mmsr_bench.evaluation.training.selection_record`)."""
+        from mmsr_bench.evaluation.training import selection_record
+
+        return selection_record(split=split, metric="auc", value=self.best_auc, unit="step", chosen=self.best_step,
+                                last=int(self.history[-1]["step"]) if self.history else None,
+                                stopped_by=self.stopped_by, n_validations=len(self.history))
+
 
 def apply_lora(model: Any, settings: LoraSettings = LoraSettings(), *, quantized: bool = False) -> Any:
     """Wrap a causal LM with fresh LoRA adapters (after ``prepare_model_for_kbit_training`` when 4-bit)."""

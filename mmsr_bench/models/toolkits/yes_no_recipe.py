@@ -142,5 +142,5 @@ def fine_tune(adapter: Any, bb: Any, examples: Sequence[Any], valid: tuple[EvalS
         "epochs_run": result.epochs_run, "n_train_pairs": len(examples), "history": result.history,
         "adapter_checkpoint": result.checkpoint, "loss_scaling": result.loss_scaling,
         "fit_reused_from": result.reused_from, "fitted_sha256": result.fitted_sha256,
-        "stopped_by": result.stopped_by})
+        "stopped_by": result.stopped_by, "selection": result.selection_record()})
     return result
