@@ -25,7 +25,6 @@ from mmsr_bench.evaluation.training import time_limit
 from mmsr_bench.models import adapter as adapter_mod
 from mmsr_bench.models.adapter import check_needs
 from mmsr_bench.models.adapter import config_dict as _config_dict
-from mmsr_bench.models.adapter import config_hash
 from mmsr_bench.paths import REPO_ROOT, auto_device, cache_dir, check_device
 from mmsr_bench.results.store import Run, Store, check_store
 from mmsr_bench.suites import build
@@ -106,7 +105,7 @@ def _stored_shard(store: Store, req: RunRequest, data: SuiteData, seed: int, cfg
 
 
 def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: Store,
-            also: list[SuiteData] | None = None, plan: adapter_mod.ModelPlan | None = None) -> list[Run]:
+            also: list[SuiteData] | None = None) -> list[Run]:
     """Fit once on ``data``'s training split, score its test split, and (``also``) the test splits of other suites
     built on the identical processed sequences (e.g. amazon4-full beside amazon4). One run is stored per suite;
     early stopping always used ``data``'s validation split, which each run records."""
@@ -115,7 +114,7 @@ def run_one(req: RunRequest, data: SuiteData, seed: int, group_id: str, store: S
     if req.perturb and not req.variant:
         req = dataclasses.replace(req, variant=req.perturb)
     repro = seed_everything(seed, torch_too=reg.cls.uses_torch)
-    plan = plan or req.plan or adapter_mod.plan(req.model, req.overrides)
+    plan = req.plan or adapter_mod.plan(req.model, req.overrides)
     model = plan.instantiate(seed=seed, device=device, cache_dir=str(cache_dir("models", req.model)))
     check_needs(plan.needs, data, req.model)
     sha, dirty = code_version()
@@ -284,7 +283,9 @@ def execute(req: RunRequest, *, on_result=None) -> list[Run]:
     reg = adapter_mod.get(req.model)  # unknown model -> error before any work
     # Resolved once with the user's overrides: a bad --set fails here, and the modalities this configuration
     # really needs (e.g. mmgcn with modalities=id,text) are known before any data work.
-    plan = req.plan or adapter_mod.plan(req.model, req.overrides)
+    if req.plan is None:
+        req = dataclasses.replace(req, plan=adapter_mod.plan(req.model, req.overrides))
+    plan = req.plan
     needs = plan.needs
     loaded = []
     for name in req.datasets:
@@ -320,7 +321,7 @@ def execute(req: RunRequest, *, on_result=None) -> list[Run]:
                     log.warning("resume: %s on %s/%s seed %d is already stored as run %d; skipped", req.model,
                                 data.suite.name, data.dataset, seed, done.id)
                     continue
-            for run in run_one(req, data, seed, group_id, store, also=extra, plan=plan):
+            for run in run_one(req, data, seed, group_id, store, also=extra):
                 results.append(run)
                 if on_result:
                     on_result(run)
