@@ -59,9 +59,6 @@ class Selection:
                 "n_validations": self.n_validations, "converged": self.converged}
 
 
-_STOPPED = STOPPED_BY  # the loops' words for why they stopped, old and new
-
-
 def _finite(v: Any) -> float | None:
     try:
         f = float(v)
@@ -77,7 +74,7 @@ def selection(run_info: Mapping[str, Any], config: Mapping[str, Any] | None = No
     if isinstance(info.get("selection"), Mapping):  # the record every loop writes (evaluation.training.selection_record)
         s = info["selection"]
         return Selection(s.get("split", split), s.get("metric", ""), _finite(s.get("value")), s.get("unit", "epoch"),
-                         s.get("chosen"), s.get("last"), _STOPPED.get(s.get("stopped_by"), "budget"),
+                         s.get("chosen"), s.get("last"), STOPPED_BY.get(s.get("stopped_by"), "budget"),
                          int(s.get("n_validations", 0)))
     if "valid_curve" in info:  # RecBole: [[epoch (0-based), loss, value], ...], best_epoch 0-based
         curve = info.get("valid_curve") or []
@@ -85,7 +82,7 @@ def selection(run_info: Mapping[str, Any], config: Mapping[str, Any] | None = No
         metric = str(info.get("valid_metric") or cfg.get("valid_metric") or "")
         return Selection(split, metric, _finite(info.get("best_valid")), "epoch",
                          None if best is None else int(best) + 1, int(curve[-1][0]) + 1 if curve else None,
-                         _STOPPED.get(info.get("stopped_by"), "budget"), len(curve))
+                         STOPPED_BY.get(info.get("stopped_by"), "budget"), len(curve))
     if "best_step" in info:  # the LLM fine-tuning loop: steps, validations in history
         hist = [h for h in info.get("history") or [] if isinstance(h, Mapping)]
         best, chosen_at = info.get("best_step"), None
@@ -93,7 +90,7 @@ def selection(run_info: Mapping[str, Any], config: Mapping[str, Any] | None = No
             chosen_at = int(best)
         after = sum(1 for h in hist if best is not None and h.get("step", 0) > best)
         patience = int(cfg.get("patience") or 0)
-        stopped = _STOPPED.get(info.get("stopped_by"), "patience" if patience and after >= patience else "budget")
+        stopped = STOPPED_BY.get(info.get("stopped_by"), "patience" if patience and after >= patience else "budget")
         return Selection(split, str(info.get("valid_metric") or "auc"), _finite(info.get("best_valid_auc")), "step",
                          chosen_at, int(hist[-1]["step"]) if hist else None, stopped, len(hist))
     if "best_epoch" in info and "epochs_run" in info:  # harness loop (GPTRec, MMSR, MMGCN): 1-based epochs
