@@ -88,7 +88,8 @@ def main() -> None:
     print(f"{args.model} {overrides} on {args.suite}/{args.dataset}")
     print(f"keyword-overlap ceiling of these prompts (validation subsample): {_fmt(ceiling)}")
     print("curve (step, validation AUC, mean loss):", curve)
-    print(f"best AUC {info['best_valid_auc']:.3f} at step {info['best_step']} of {info['steps']}; "
+    sel = info["selection"]
+    print(f"best AUC {sel['value']:.3f} at step {sel['chosen']} of {info['steps']}; "
           f"{info['n_train_pairs']} pairs; fit {seconds:.0f} s (items {info['item_seconds']:.0f} s, "
           f"sft {info['sft_seconds']:.0f} s)")
     if args.json:

@@ -103,8 +103,8 @@ def test_gptrec_learns_successor_pattern():
     train, valid, test = planted("successor")
     model = build("gptrec", {"epochs": "12", "n_embd": "64", "n_layer": "2", "patience": "3"}, seed=0)
     model.fit(train, valid)
-    assert model.run_info["early_stopping_split"] == "valid"
-    assert 1 <= model.run_info["best_epoch"] <= model.run_info["epochs_run"] <= 12
+    sel = model.run_info["selection"]
+    assert sel["split"] == "valid" and sel["unit"] == "epoch" and 1 <= sel["chosen"] <= sel["last"] <= 12
     ndcg = evaluate_split(model.score, test, "ndcg@10")
     assert ndcg > 0.7  # random ranking of 20 candidates gives ~0.22
     # Full ranking: a score for every item, target still on top.
@@ -158,9 +158,9 @@ def test_tallrec_learns_text_pattern():
                               "valid_users": "30", "max_history": "4", "train_batch_size": "8"}, seed=0)
     model.fit(train, valid)
     info = model.run_info
-    assert info["early_stopping_split"] == "valid" and info["backbone"] == "tiny-llama"
+    assert info["selection"]["split"] == "valid" and info["backbone"] == "tiny-llama"
     assert info["backbone_random_init"] is True and len(info["backbone_sha256"]) == 64
-    assert info["n_train_pairs"] == 240 and info["best_valid_auc"] is not None
+    assert info["n_train_pairs"] == 240 and info["selection"]["value"] is not None
     # a tiny backbone is a from-scratch model: every weight trains, at the tiny full-training lr
     assert info["train_mode"] == "full" and info["lr"] == 1e-3
     assert info["n_trainable_parameters"] == sum(p.numel() for p in model.model.parameters())

@@ -9,6 +9,8 @@ import pytest
 from PIL import Image
 
 from mmsr_bench.errors import BenchError
+from mmsr_bench.models.toolkits.image_text_space import embed_pairs
+from mmsr_bench.models.toolkits.tiny_clip import ClipTrainSpec
 from mmsr_bench.results import hallucination as h
 from mmsr_bench.results.store import Artifact, Store
 
@@ -31,6 +33,9 @@ def test_threshold_derangement_and_labels():
     assert not h.contradicts("a red round rattle with stripes", "a plain red round rattle")
     assert h.auroc([True, False, True, False], [0.9, 0.1, 0.8, 0.2]) == 1.0
     assert h.auroc([False, False], [0.1, 0.2]) is None
+    with pytest.raises(BenchError, match="toy: fewer than 2 items"):
+        h.usable_items("toy", ["a.png", None, "c.png"], ["x", "y", ""])
+    assert h.usable_items("toy", ["a.png", None, "c.png", "d.png"], ["x", "y", "", "w"]) == [0, 3]
 
 
 def test_tiny_clip_analysis_and_artifact(tmp_path):
@@ -42,7 +47,8 @@ def test_tiny_clip_analysis_and_artifact(tmp_path):
         paths.append(str(p))
         refs.append(f"a {name} round ball")
         caps.append(f"a {name} round ball" if k % 2 == 0 else "a purple round ball")  # odd ones contradict
-    payload = h.analyse("toy", paths, caps, refs, clip_spec=h.ClipTrainSpec(steps=3, batch_size=8), space="tiny-clip")
+    pairs = embed_pairs("toy", paths, caps, refs, clip_spec=ClipTrainSpec(steps=3, batch_size=8), space="tiny-clip")
+    payload = h.analyse("toy", pairs, caps, refs)
     for key in ("dataset", "distances", "mismatched", "threshold", "flagged_share", "auroc"):
         assert key in payload
     assert len(payload["distances"]) == len(payload["mismatched"]) == 8
@@ -76,14 +82,14 @@ def test_lit_space_from_real_encoders_separates_contradicting_captions(tmp_path)
         else:
             caps.append(ref)
         bad.append(bool(k % 2))
-    payload = h.analyse("toys", paths, caps, refs)
+    payload = h.analyse("toys", embed_pairs("toys", paths, caps, refs), caps, refs)
     assert payload["clip"].startswith("lit:") and payload["clip_random_init"] is False
     assert payload["lit_holdout_image_to_text_accuracy"] > 3 * payload["lit_chance_accuracy"]
     assert payload["contradicting"] == sum(bad)
     assert payload["auroc"] > 0.75
     assert payload["flagged_share_contradicting"] > payload["flagged_share_agreeing"] + 0.3
     assert "Youden" in payload["threshold_rule"] and payload["calibration_auroc"] > 0.75
-    again = h.analyse("toys", paths, caps, refs)  # the heads come from the cache, checked by hash
+    again = h.analyse("toys", embed_pairs("toys", paths, caps, refs), caps, refs)  # heads from the cache, by hash
     assert again["clip_weights_sha256"] == payload["clip_weights_sha256"] and again["auroc"] == payload["auroc"]
 
 

@@ -56,6 +56,20 @@ def test_no_stage_imports_a_later_stage():
     assert not bad, bad
 
 
+#: Where models are trained: the results stage reads runs and measures in spaces the models stage built, never trains.
+TRAINING = {"mmsr_bench.evaluation.loop", "mmsr_bench.models.toolkits.finetune", "mmsr_bench.models.toolkits.lit_clip",
+            "mmsr_bench.models.toolkits.tiny_clip", "mmsr_bench.models.toolkits.image_text_space",
+            "mmsr_bench.models.toolkits.resume"}
+
+
+def test_the_results_stage_trains_nothing():
+    mods = _modules()
+    assert TRAINING <= set(mods)
+    bad = [f"{m}:{line} imports {t}" for m, p in mods.items() if m.startswith("mmsr_bench.results")
+           for line, t in _imports(p, set(mods)) if t in TRAINING]
+    assert not bad, bad
+
+
 def test_no_import_cycles():
     mods = _modules()
     graph = {m: {t for _, t in _imports(p, set(mods)) if t in mods and t != m} for m, p in mods.items()}

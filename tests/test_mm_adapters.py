@@ -71,7 +71,7 @@ def test_fits_and_beats_random(dataset, name, overrides, tmp_path, monkeypatch):
     hr = _hr5(model, test)
     assert hr > 0.45, f"{name}: HR@5 {hr:.3f} vs random 0.25"
     info = model.run_info
-    assert info["early_stopping_split"] == "valid" and info["best_epoch"] >= 1
+    assert info["selection"]["split"] == "valid" and info["selection"]["chosen"] >= 1
     assert info["random_init"] is True  # random CLIP weights must be recorded
     assert info["features"]["image"]["random_init"] is True and info["features"]["text"]["random_init"] is False
 
@@ -96,7 +96,7 @@ def test_missing_modality_refused_before_training(dataset, name):
     model = adapter_mod.build(name, FAST)
     with pytest.raises(MissingModality, match="image"):
         model.fit(no_images, valid)
-    assert model.net is None and "best_epoch" not in model.run_info
+    assert model.net is None and "selection" not in model.run_info
 
     no_text = TrainData("no-text", N_ITEMS, train.user_ids, train.sequences,
                         ItemTable(train.items.frame.assign(title=None)))

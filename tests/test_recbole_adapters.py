@@ -123,17 +123,17 @@ def test_validation_split_chose_the_epoch(name, fitted, toy):
     model, _, _ = fitted[name]
     _, valid, _, _ = toy
     info = model.run_info
-    assert info["early_stopping_split"] == "valid"
-    assert info["early_stopping_metric"] == "ndcg@10"
+    sel = info["selection"]
+    assert sel["split"] == "valid" and sel["metric"] == "ndcg@10" and sel["unit"] == "epoch"
     curve = info["valid_curve"]
-    assert len(curve) == info["epochs_trained"] >= 2
+    assert len(curve) == sel["n_validations"] == sel["last"] >= 2
     scores = [row[2] for row in curve]
     # RecBole's early_stopping updates on ">=", so the *last* epoch reaching the maximum is kept
     best_row = curve[len(scores) - 1 - int(np.argmax(scores[::-1]))]
-    assert info["best_epoch"] == best_row[0]
-    assert info["best_valid"] == pytest.approx(max(scores))
+    assert sel["chosen"] == best_row[0] + 1  # the curve keeps RecBole's 0-based epochs
+    assert sel["value"] == pytest.approx(max(scores))
     # the restored weights are that epoch's: re-validating with the harness engine reproduces the best value
-    assert model.validate(valid) == pytest.approx(info["best_valid"], abs=1e-9)
+    assert model.validate(valid) == pytest.approx(sel["value"], abs=1e-9)
     assert info["recbole_config"]["MAX_ITEM_LIST_LENGTH"] == 50
     assert info["recbole_model"] == {"sasrec": "SASRec", "bert4rec": "BERT4Rec"}[name]
 

@@ -70,7 +70,7 @@ def test_tune_keeps_every_trial_and_tests_the_best(frozen_tiny, tmp_path):
         assert r.run_info["tuned_from"]["tuning"] == out.tuning_uuid
         assert r.run_info["tuned_from"]["best_trial"] == best.number
     # the test run with the tuning seed refits the best trial exactly: same validation value
-    assert out.runs[0].run_info["best_valid"] == pytest.approx(best.value, abs=1e-12)
+    assert out.runs[0].run_info["selection"]["value"] == pytest.approx(best.value, abs=1e-12)
 
 
 def test_leaderboard_says_which_rows_are_tuned(frozen_tiny, tmp_path):
@@ -372,7 +372,7 @@ def test_the_llm_loop_stops_at_its_deadline_and_says_so(frozen_tiny):
                                       "max_train_minutes": "0.00001"})
     model.fit(data.train, data.valid)
     info = model.run_info
-    assert info["stopped_by"] == "deadline" and info["steps"] == 1 and len(info["history"]) == 1
+    assert info["selection"]["stopped_by"] == "deadline" and info["steps"] == 1 and len(info["history"]) == 1
     sel = selection(info, adapter.config_dict(model))
     assert (sel.stopped_by, sel.chosen, sel.last) == ("deadline", 1, 1)
     default = adapter.build("tallrec", tiny_overrides("tallrec"))

@@ -22,7 +22,9 @@ def hallucination_payloads(suite: str, model: str, datasets: list[str] | None, s
     from mmsr_bench.models.toolkits.captioner import load_vlm
     from mmsr_bench.models.toolkits.vlm import TinyVLMSpec, caption_items
     from mmsr_bench.paths import auto_device
-    from mmsr_bench.results.hallucination import ClipTrainSpec, analyse
+    from mmsr_bench.models.toolkits.image_text_space import embed_pairs
+    from mmsr_bench.models.toolkits.tiny_clip import ClipTrainSpec
+    from mmsr_bench.results.hallucination import analyse, usable_items
     from mmsr_bench.suites import build
     from mmsr_bench.suites import spec as suites
 
@@ -49,8 +51,12 @@ def hallucination_payloads(suite: str, model: str, datasets: list[str] | None, s
                        spec=TinyVLMSpec(train_steps=cfg.vlm_steps, holdout=cfg.vlm_holdout),
                        device=auto_device(None), allow_hub=cfg.allow_hub)
         caps, _ = caption_items(vlm, paths, max_new_tokens=cfg.caption_tokens)
-        payload = analyse(d.name, paths, caps, refs, clip_spec=ClipTrainSpec(steps=clip_steps, seed=seed), seed=seed,
-                          space=space)
+        keep = usable_items(d.name, paths, caps)  # the space is built by the models stage, measured in by results
+        paths, caps = [paths[i] for i in keep], [caps[i] for i in keep]
+        refs = [refs[i] for i in keep] if refs is not None else None
+        pairs = embed_pairs(d.name, paths, caps, refs, clip_spec=ClipTrainSpec(steps=clip_steps, seed=seed),
+                            seed=seed, space=space)
+        payload = analyse(d.name, pairs, caps, refs, seed=seed)
         payload.update({"model": reg.name, "variant": model, "suite": suite, "overrides": dict(overrides or {}),
                         **vlm.run_info()})
         out.append(payload)

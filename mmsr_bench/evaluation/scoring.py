@@ -155,6 +155,6 @@ def _announce_estimate(description: str, done: int, total: int, seconds: float, 
 def evaluate_valid(model: Scorer, valid: EvalSplit, metric: str = "ndcg@10", batch_size: int = 256,
                    max_users: int | None = None) -> float:
     """Mean validation metric on the shared validation candidates, for an adapter that early-stops in its own loop
-    (an adapter that trains in epochs hands its loop to :func:`mmsr_bench.evaluation.training.fit_epochs` instead)."""
+    (an adapter that trains in epochs hands its loop to :func:`mmsr_bench.evaluation.loop.fit_epochs` instead)."""
     vec = score_split(model, evenly_spaced(valid, max_users), [metric], batch_size, description="validating")[metric]
     return float(vec.mean())

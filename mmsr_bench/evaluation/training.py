@@ -1,10 +1,7 @@
-"""The training loop the harness owns (as RecBole's ``Trainer.fit`` does): epochs, validation every ``eval_every``
-epochs with the harness metric engine, early stopping with patience on a named validation metric, best-state
-snapshot and restore. Why here and not in each adapter: the rules that choose the reported epoch (which split,
-which metric, what counts as an improvement) must be the same for every model, and written once.
-
-An adapter supplies ``train_epoch(epoch) -> loss`` and a :class:`Validator`; :func:`fit_epochs` runs the loop and
-returns a :class:`LoopResult` the adapter copies into ``run_info`` under the keys its stored runs already use.
+"""What every training loop validates with and decides by: the :class:`Validator` (a metric of the harness metric
+engine on the validation split), :class:`EarlyStopping` (patience, best-state snapshot and restore), the listener a
+tuner hears validations through, and the one selection record every trained family writes. The loop itself is
+:mod:`mmsr_bench.evaluation.loop`.
 
 Also here: the validation sets adapters build from the harness split (:func:`valid_subset`,
 :func:`evenly_spaced`, :func:`pointwise_validation_set`) and the balanced training-pair sample of the Yes/No
@@ -19,7 +16,7 @@ import dataclasses
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -27,7 +24,6 @@ import numpy as np
 from mmsr_bench.data.splits import EvalSplit, ScoreBatch
 from mmsr_bench.errors import BenchError
 from mmsr_bench.evaluation.metrics import RankCounts, parse_metric, per_user_metrics, rank_counts, rank_counts_full
-from mmsr_bench.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +193,7 @@ class EarlyStopping:
 
 
 # ------------------------------------------------------------------------------------------ listening in
-#: Who hears every validation of a training loop (``fit_epochs`` and the LLM fine-tuning loop): a tuner reports the
+#: Who hears every validation of the training loop (:func:`mmsr_bench.evaluation.loop.train_loop`): a tuner reports the
 #: values as a trial's intermediate curve and may raise from the listener to stop a poor trial early (pruning).
 #: None outside tuning, so an ordinary run is untouched.
 _listener: contextvars.ContextVar[Callable[[int, float], None] | None] = contextvars.ContextVar(
@@ -240,66 +236,6 @@ def selection_record(*, split: str, metric: str, value: float | None, unit: str,
     return {"split": split, "metric": metric, "value": float(value) if finite else None, "unit": unit,
             "chosen": None if chosen is None else int(chosen), "last": None if last is None else int(last),
             "stopped_by": STOPPED_BY[stopped_by], "n_validations": int(n_validations)}
-
-
-# ------------------------------------------------------------------------------------------------ the loop
-@dataclass
-class LoopResult:
-    """What the loop did. ``history`` holds one ``{"epoch", "loss", <metric>}`` dict per validation (epochs
-    numbered from 1); ``epoch_seconds`` the training time of every epoch."""
-
-    metric: str
-    split: str
-    best_value: float
-    best_epoch: int | None
-    epochs_run: int
-    stopped_by: str  # "max_epochs" | "early_stopping" | "time_limit"
-    history: list[dict[str, float]] = field(default_factory=list)
-    epoch_seconds: list[float] = field(default_factory=list)
-
-    def selection_record(self) -> dict[str, Any]:
-        """The kept epoch in the one schema (:func:`selection_record`)."""
-        return selection_record(split=self.split, metric=self.metric, value=self.best_value, unit="epoch",
-                                chosen=self.best_epoch, last=int(self.history[-1]["epoch"]) if self.history else None,
-                                stopped_by=self.stopped_by, n_validations=len(self.history))
-
-
-def fit_epochs(train_epoch: Callable[[int], float], validator: Validator, stopper: EarlyStopping, *,
-               epochs: int, eval_every: int = 1, description: str = "training", deadline: float | None = None,
-               log_level: int = logging.INFO) -> LoopResult:
-    """Run ``train_epoch(epoch)`` for epochs ``1..epochs``; validate every ``eval_every`` epochs and after the
-    last one; stop after ``stopper.patience`` validations without improvement or once ``time.perf_counter()``
-    passes ``deadline``; restore the best state at the end.
-
-    ``train_epoch`` trains one epoch and leaves the model ready to score (e.g. eval mode, cached tables)."""
-    result = LoopResult(validator.metric, validator.split.name, -math.inf, None, 0, "max_epochs")
-    with track(description, total=epochs) as task:
-        for epoch in range(1, epochs + 1):
-            t0 = time.perf_counter()
-            loss = float(train_epoch(epoch))
-            result.epoch_seconds.append(time.perf_counter() - t0)
-            result.epochs_run = epoch
-            task.advance(1)
-            if epoch % max(1, eval_every) == 0 or epoch == epochs:
-                value = validator()
-                result.history.append({"epoch": epoch, "loss": loss, validator.metric: value})
-                improved = stopper.update(value, epoch)
-                log.log(log_level, "%s epoch %d: loss %.4f, valid %s %.5f%s (%.1fs)", description, epoch, loss,
-                        validator.metric, value, " *" if improved else "", result.epoch_seconds[-1])
-                report_validation(epoch, value)
-                if not improved and stopper.should_stop:
-                    result.stopped_by = "early_stopping"
-                    break
-            if deadline is not None and time.perf_counter() > deadline:
-                result.stopped_by = "time_limit"
-                if stopper.state is None:
-                    stopper.keep(epoch)
-                break
-    stopper.restore()
-    result.best_value, result.best_epoch = stopper.best, stopper.best_epoch
-    log.info("%s: best %s %.4f at epoch %s of %d (%s)", description, validator.metric, result.best_value,
-             result.best_epoch, result.epochs_run, result.stopped_by)
-    return result
 
 
 @contextlib.contextmanager

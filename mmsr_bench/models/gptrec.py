@@ -20,7 +20,7 @@ log-probabilities given the history's sub-tokens (chain rule), computed with the
 Deviations (benchmark protocol / CPU budget):
 - Early stopping on the harness validation split (``valid_metric``, default NDCG@10, checked every epoch,
   ``patience`` epochs), optionally on a subsample of ``valid_users`` users; the paper early-stopped on 128 held-out
-  users' second-to-last items (the same idea). ``run_info["early_stopping_split"] = "valid"``.
+  users' second-to-last items (the same idea). The choice is ``run_info["selection"]``.
 - Architecture size: the available text of the paper does not pin it down for us; defaults are 3 layers, 4 heads,
   d=128 (configurable: ``n_layer``, ``n_head``, ``n_embd``), chosen to train on 2 CPU cores.
 - Next-K generation is not used: the benchmark scores the harness's shared candidates (Top-K mode). The paper's
@@ -39,9 +39,11 @@ import numpy as np
 
 from mmsr_bench.data.splits import EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError
-from mmsr_bench.evaluation.training import (EarlyStopping, Validator, fit_epochs, module_restore, module_snapshot,
-                                            split_metric, valid_subset)
+from mmsr_bench.evaluation.loop import Resumable, fit_epochs
+from mmsr_bench.evaluation.training import (EarlyStopping, Validator, module_restore, module_snapshot, split_metric,
+                                            valid_subset)
 from mmsr_bench.models.adapter import Adapter, AdapterConfig, register
+from mmsr_bench.models.toolkits.resume import resumable_fit
 from mmsr_bench.models.search_space import Choice, Range
 
 log = logging.getLogger(__name__)
@@ -196,13 +198,11 @@ class GPTRec(Adapter):
             return float(np.mean(losses))
 
         stopper = EarlyStopping(c.patience, module_snapshot(self.model), module_restore(self.model))
-        loop = fit_epochs(train_epoch, Validator(sub, c.valid_metric, self.score, c.batch_size), stopper,
-                          epochs=c.epochs, description=f"gptrec fit ({c.tokenization})")
+        with resumable_fit(self, train, sub, Resumable.of_module(self.model, opt, {"order": rng})) as point:
+            loop = fit_epochs(train_epoch, Validator(sub, c.valid_metric, self.score, c.batch_size), stopper,
+                              epochs=c.epochs, description=f"gptrec fit ({c.tokenization})", resume=point)
         self.model.eval()
-        self.run_info.update({"early_stopping_split": "valid", "valid_metric": c.valid_metric,
-                              "best_valid": float(loop.best_value), "best_epoch": loop.best_epoch,
-                              "selection": loop.selection_record(),
-                              "epochs_run": loop.epochs_run, "valid_users": len(sub), "history": loop.history,
+        self.run_info.update({"selection": loop.selection_record(), "valid_users": len(sub), "history": loop.history,
                               "vocab_size": vocab,
                               "n_parameters": int(sum(p.numel() for p in self.model.parameters())),
                               "fit_seconds": time.perf_counter() - t0})

@@ -37,6 +37,7 @@ import numpy as np
 
 from mmsr_bench.data.splits import ITEM_TEXT_FIELDS, EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError
+from mmsr_bench.evaluation.loop import Resumable
 from mmsr_bench.models.adapter import AdapterConfig, Needs, register
 from mmsr_bench.models.search_space import Choice
 from mmsr_bench.models.toolkits.feature_adapter import FeatureAdapter
@@ -135,7 +136,8 @@ class MMGCN(FeatureAdapter):
             self._cache_rep(adj)
             return total / len(users)
 
-        self._train_epochs(train_epoch, valid, self.net, f"mmgcn {train.dataset}")
+        self._train_epochs(train_epoch, train, valid, Resumable.of_module(self.net, opt, {"sample": rng}), self.net,
+                           f"mmgcn {train.dataset}")
         self._cache_rep(adj)
         self.run_info.update(train_seconds=round(time.perf_counter() - t0, 2))
 

@@ -48,6 +48,7 @@ import numpy as np
 
 from mmsr_bench.data.splits import ITEM_TEXT_FIELDS, EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError
+from mmsr_bench.evaluation.loop import Resumable
 from mmsr_bench.models.adapter import AdapterConfig, Needs, register
 from mmsr_bench.models.search_space import Range
 from mmsr_bench.models.toolkits.feature_adapter import FeatureAdapter
@@ -194,9 +195,11 @@ class MMSR(FeatureAdapter):
             self._refresh()
             return total / len(y)
 
-        loop = self._train_epochs(train_epoch, valid, self.net, f"mmsr {train.dataset}")
+        parts = Resumable.of_module(self.net, opt, {"batches": rng}, extra=lambda: {"gate_hist": gate_hist},
+                                    load_extra=lambda extra: gate_hist.extend(extra["gate_hist"]))
+        loop = self._train_epochs(train_epoch, train, valid, parts, self.net, f"mmsr {train.dataset}")
         self._refresh()
-        best_epoch = loop.best_epoch or 0
+        best_epoch = loop.chosen or 0
         self.run_info.update(
             train_examples=int(len(y)), train_seconds=round(time.perf_counter() - t0, 2),
             n_clusters={m: int(inits[m].shape[0] - 1) for m in inits},

@@ -36,9 +36,10 @@ import numpy as np
 from mmsr_bench.data.splits import EvalSplit, ScoreBatch, TrainData
 from mmsr_bench.errors import BenchError
 from mmsr_bench.evaluation import metrics
-from mmsr_bench.evaluation.training import (EarlyStopping, Validator, evenly_spaced, fit_epochs, module_restore,
-                                            module_snapshot)
+from mmsr_bench.evaluation.loop import Resumable, fit_epochs
+from mmsr_bench.evaluation.training import EarlyStopping, Validator, evenly_spaced, module_restore, module_snapshot
 from mmsr_bench.models.adapter import Adapter, AdapterConfig, register
+from mmsr_bench.models.toolkits.resume import resumable_fit
 from mmsr_bench.models.search_space import Choice, Range
 
 # torch, pandas and RecBole are imported where a model is fitted or scored (after
@@ -78,7 +79,7 @@ class RecBoleSeqConfig(AdapterConfig):
     #: Validate on at most this many (evenly spaced) validation users; 0 = all of them.
     valid_max_users: int = 0
     #: Stop starting new epochs after this many minutes of fitting; 0 = no limit (the default keeps runs
-    #: reproducible across machines). Recorded in run_info["stopped_by"].
+    #: reproducible across machines). Recorded in run_info["selection"]["stopped_by"].
     max_train_minutes: float = 0.0
     #: torch intra-op threads for fit/score; 0 leaves torch's default (all cores). Default 1: CPU reductions are
     #: split by thread, so the numbers depend on the thread count (synth4/beauty NDCG@10 0.3201 with 1 thread,
@@ -301,12 +302,10 @@ class _RecBoleSequential(Adapter):
             self._model = model
             log.info("%s: %d training interactions -> %d training sequences, %d batches/epoch", self.name,
                      n_inter, len(dataset), len(train_loader))
-            history = self._train_loop(trainer, train_loader, valid, t_start)  # restores the best state
+            history = self._train_loop(trainer, train_loader, train, valid, t_start)  # restores the best state
             self._model.eval()
             self.run_info.update(history)
             self.run_info.update({
-                "early_stopping_split": valid.name,
-                "early_stopping_metric": c.valid_metric,
                 "validated_by": "mmsr_bench.evaluation.metrics on the validation split (RecBole's evaluator never runs)",
                 "recbole_model": self.recbole_model,
                 "n_train_interactions": n_inter,
@@ -319,11 +318,12 @@ class _RecBoleSequential(Adapter):
             shutil.rmtree(scratch, ignore_errors=True)
         return self
 
-    def _train_loop(self, trainer, train_loader, valid: EvalSplit,
+    def _train_loop(self, trainer, train_loader, train: TrainData, valid: EvalSplit,
                     t_start: float) -> dict[str, Any]:
-        """RecBole epochs in the harness loop (:func:`mmsr_bench.evaluation.training.fit_epochs`): harness validation every
-        ``eval_step`` epochs, RecBole's ``early_stopping`` rule (:meth:`EarlyStopping.recbole`). The run_info
-        keys and RecBole's 0-based epoch numbers are kept, so stored runs stay comparable."""
+        """RecBole epochs in the harness loop (:func:`mmsr_bench.evaluation.loop.fit_epochs`): harness validation every
+        ``eval_step`` epochs, RecBole's ``early_stopping`` rule (:meth:`EarlyStopping.recbole`), a resume point after
+        every epoch. The choice is ``run_info["selection"]``; the curve keeps RecBole's 0-based epoch numbers, as
+        stored runs have it."""
         c = self.config
 
         def train_epoch(epoch: int) -> float:
@@ -337,16 +337,17 @@ class _RecBoleSequential(Adapter):
         stopper = EarlyStopping.recbole(c.stopping_step, snapshot=module_snapshot(trainer.model),
                                         restore_fn=module_restore(trainer.model))
         deadline = t_start + 60 * c.max_train_minutes if c.max_train_minutes else None
-        loop = fit_epochs(train_epoch, self._validator(valid), stopper, epochs=c.epochs, eval_every=c.eval_step,
-                          description=f"training {self.name}", deadline=deadline)
+        validator = self._validator(valid)
+        # what a resumed fit needs to take the same steps: weights, Adam's state and the loader's shuffling generator
+        # (RecBole's samplers and BERT4Rec's masking draw from the global generators, which every resume point keeps)
+        parts = Resumable.of_module(trainer.model, trainer.optimizer, {"train_loader": train_loader.generator})
+        with resumable_fit(self, train, validator.split, parts) as point:
+            loop = fit_epochs(train_epoch, validator, stopper, epochs=c.epochs, eval_every=c.eval_step,
+                              description=f"training {self.name}", deadline=deadline, resume=point)
         return {
-            "best_epoch": None if loop.best_epoch is None else loop.best_epoch - 1,
-            "best_valid": loop.best_value if math.isfinite(loop.best_value) else None,
-            "epochs_trained": loop.epochs_run,
-            "stopped_by": loop.stopped_by,
             "selection": loop.selection_record(),
             "valid_curve": [[h["epoch"] - 1, round(h["loss"], 6), h[c.valid_metric]] for h in loop.history],
-            "mean_epoch_seconds": round(float(np.mean(loop.epoch_seconds)), 3) if loop.epoch_seconds else None,
+            "mean_epoch_seconds": round(float(np.mean(loop.unit_seconds)), 3) if loop.unit_seconds else None,
         }
 
     def _validator(self, valid: EvalSplit) -> Validator:

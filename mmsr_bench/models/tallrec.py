@@ -30,7 +30,7 @@ Deviations (CPU budget / benchmark protocol):
 - Early stopping on validation AUC of the harness validation split, evaluated every ``eval_every`` optimizer
   steps (0 = each epoch) on a deterministic subsample of ``valid_users`` users (0 = all) on the split's shared
   candidates; under full ranking, validation uses the target plus ``valid_negatives`` sampled unseen items.
-  ``run_info["early_stopping_split"] = "valid"``.
+  The choice is ``run_info["selection"]``.
 - ``tiny-*`` backbones are trained in full (``train_mode="auto"``; LoRA on frozen random weights cannot learn word
   matching) at lr 1e-3; ``lr`` left at None picks :data:`mmsr_bench.models.toolkits.yes_no_recipe.AUTO_LR` and the run records the value used.
 """

@@ -14,22 +14,22 @@ Ground truth (synth4): a caption *contradicts* its reference ``image_description
 or shape than the reference (or none). ``auroc`` is the area under the ROC curve of the distance separating
 contradicting from agreeing captions (None when only one class occurs).
 
-Space (``space``): by default ``lit``, the locked-image-tuning space of :mod:`mmsr_bench.models.toolkits.lit_clip` (frozen real
-EfficientNet-Lite0 and MiniLM towers, trained linear heads). ``clip_encoder``/``clip_weights`` select a real open_clip
-checkpoint wherever one is present. ``tiny-clip`` is the earlier small open_clip config (``mmsr-tiny-clip``),
-trained from scratch on the same pairs. The payload records ``clip_trained_on`` so no trained space can pass for a
-pretrained CLIP.
+Space: the embeddings come from :func:`mmsr_bench.models.toolkits.image_text_space.embed_pairs` (the models stage
+builds and trains the space; this module only measures in it). The payload records ``clip_trained_on`` so no trained
+space can pass for a pretrained CLIP.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from mmsr_bench.errors import BenchError
-from mmsr_bench.models.toolkits.tiny_clip import ClipTrainSpec, embed, register_tiny_clip, train_tiny_clip
+
+if TYPE_CHECKING:
+    from mmsr_bench.models.toolkits.image_text_space import EmbeddedPairs
 
 log = logging.getLogger(__name__)
 
@@ -90,56 +90,31 @@ def auroc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
     return float(roc_auc_score(y, np.asarray(scores, dtype=np.float64)))
 
 
-def analyse(dataset: str, image_paths: Sequence[str], captions: Sequence[str],
-            references: Sequence[str | None] | None = None, *, clip_encoder: str | None = None,
-            clip_weights: str | None = None, clip_spec: ClipTrainSpec = ClipTrainSpec(), quantile: float = 0.05,
-            seed: int = 0, space: str = "lit") -> dict[str, Any]:
-    """The hallucination payload for one dataset (see the module docstring for every field)."""
-    from mmsr_bench.models.toolkits.features import load_clip
-
-    if space not in ("lit", "tiny-clip"):
-        raise BenchError(f"hallucination space {space!r}: choose lit or tiny-clip (or give clip_encoder)")
+def usable_items(dataset: str, image_paths: Sequence[str | None], captions: Sequence[str | None]) -> list[int]:
+    """The items the analysis can measure: those with both an image and a caption (at least two)."""
     keep = [i for i, (p, c) in enumerate(zip(image_paths, captions)) if p and c]
     if len(keep) < 2:
         raise BenchError(f"{dataset}: fewer than 2 items have both an image and a caption")
-    paths = [image_paths[i] for i in keep]
-    caps = [captions[i] for i in keep]
-    refs = [references[i] for i in keep] if references is not None else None
-    trained_on = None
-    have_refs = bool(refs) and all(isinstance(r, str) and r for r in refs)
-    perm = derangement(len(caps), seed)
-    calibration: dict[str, Any] = {}
-    if clip_encoder is None and space == "lit":
-        if not have_refs:
-            raise BenchError(f"{dataset}: no pretrained CLIP given (clip_encoder/clip_weights) and no reference "
-                             "descriptions to train the LiT space on; pass a real open_clip checkpoint")
-        from mmsr_bench.models.toolkits.lit_clip import LitSpec, fit_lit
+    return keep
 
-        trained_on = f"(image, image_description) pairs of {dataset} ({len(refs)} items)"
-        lit = fit_lit(paths, refs, LitSpec(seed=seed), trained_on=trained_on)
-        img, txt = lit.embed_images(paths), lit.embed_texts(caps)
-        encoder_name, weights_hash, random_init = "lit:efficientnet-lite0+all-MiniLM-L6-v2", lit.weights_sha256, False
-        calibration = {"lit_holdout_image_to_text_accuracy": lit.record["holdout_image_to_text_accuracy"],
-                       "lit_chance_accuracy": lit.record["chance_accuracy"]}
-        ref_txt = lit.embed_texts(refs)
-        hold = np.asarray(lit.record.get("holdout_indices") or np.arange(len(refs)), dtype=np.int64)
-    else:
-        if clip_encoder is None:  # space == "tiny-clip": the earlier tiny open_clip trained from scratch
-            if not have_refs:
-                raise BenchError(f"{dataset}: no reference descriptions to train the tiny CLIP on")
-            clip_weights = str(train_tiny_clip(paths, refs, clip_spec))
-            clip_encoder = register_tiny_clip()
-            trained_on = f"(image, image_description) pairs of {dataset} ({len(refs)} items, {clip_spec.steps} steps)"
-        clip = load_clip(clip_encoder, clip_weights, "cpu", seed)
-        img, txt = embed(clip, paths, caps)
-        ref_txt = embed(clip, paths, refs)[1] if have_refs else None
-        hold = np.arange(len(caps))
-        encoder_name, weights_hash, random_init = clip_encoder, clip.weights_hash, clip.random_init
+
+def analyse(dataset: str, pairs: "EmbeddedPairs", captions: Sequence[str],
+            references: Sequence[str | None] | None = None, *, quantile: float = 0.05,
+            seed: int = 0) -> dict[str, Any]:
+    """The hallucination payload for one dataset (see the module docstring for every field), from the items'
+    embeddings in one image-text space (:func:`mmsr_bench.models.toolkits.image_text_space.embed_pairs`)."""
+    caps = list(captions)
+    refs = list(references) if references is not None else None
+    have_refs = pairs.references is not None
+    img, txt, hold = pairs.images, pairs.captions, pairs.holdout
+    perm = derangement(len(caps), seed)
+    calibration: dict[str, Any] = dict(pairs.record)
     distances = cosine_distance(img, txt)
     mismatched = cosine_distance(img, txt[perm])
     if have_refs and len(hold) >= 2:
         # calibrated on ground truth: each image with its own reference description vs with another item's, on the
         # items the space was not trained on (all items for a given checkpoint)
+        ref_txt = pairs.references
         sub = derangement(len(hold), seed + 1)
         matched_ref = cosine_distance(img[hold], ref_txt[hold])
         shuffled_ref = cosine_distance(img[hold], ref_txt[hold][sub])
@@ -157,8 +132,8 @@ def analyse(dataset: str, image_paths: Sequence[str], captions: Sequence[str],
         "dataset": dataset, "distances": [round(float(d), 6) for d in distances],
         "mismatched": [round(float(d), 6) for d in mismatched], "threshold": thr,
         "threshold_rule": rule, "flagged_share": float(flagged.mean()), "auroc": None, "n_items": len(caps),
-        "clip": encoder_name, "clip_weights_sha256": weights_hash, "clip_random_init": random_init,
-        "clip_trained_on": trained_on or ("checkpoint" if clip_weights else None), **calibration}
+        "clip": pairs.encoder, "clip_weights_sha256": pairs.weights_sha256, "clip_random_init": pairs.random_init,
+        "clip_trained_on": pairs.trained_on, **calibration}
     if refs is not None and all(isinstance(r, str) and r for r in refs):
         bad = [contradicts(c, r) for c, r in zip(caps, refs)]
         payload.update({"contradicting": int(sum(bad)), "auroc": auroc(bad, distances),

@@ -10,10 +10,11 @@ from typing import Any, Callable
 
 from mmsr_bench.data.splits import EvalSplit, TrainData
 from mmsr_bench.errors import BenchError
-from mmsr_bench.evaluation.training import (EarlyStopping, LoopResult, Validator, fit_epochs, module_restore,
-                                            module_snapshot, torch_threads)
+from mmsr_bench.evaluation.loop import LoopResult, Resumable, fit_epochs
+from mmsr_bench.evaluation.training import EarlyStopping, Validator, module_restore, module_snapshot, torch_threads
 from mmsr_bench.models.adapter import Adapter, Needs
 from mmsr_bench.models.toolkits.features import FeatureMatrix, FeatureSpec, item_features, parse_modalities
+from mmsr_bench.models.toolkits.resume import resumable_fit
 
 
 def needs_for(modalities: tuple[str, ...]) -> Needs:
@@ -57,22 +58,23 @@ class FeatureAdapter(Adapter):
     def fit(self, train: TrainData, valid: EvalSplit) -> "FeatureAdapter":
         cfg = self.config
         feats = build_features(train, self.modalities, cfg, self.device, self.seed)  # may raise MissingModality
-        self.run_info.update(feature_run_info(feats), modalities=self.recorded_modalities(feats),
-                             early_stopping_split="valid", valid_metric=cfg.valid_metric)
+        self.run_info.update(feature_run_info(feats), modalities=self.recorded_modalities(feats))
         with torch_threads(cfg.threads):
             self._fit(train, valid, feats)
         return self
 
-    def _train_epochs(self, train_epoch: Callable[[int], float], valid: EvalSplit, net: Any, description: str
-                      ) -> LoopResult:
+    def _train_epochs(self, train_epoch: Callable[[int], float], train: TrainData, valid: EvalSplit,
+                      parts: Resumable, net: Any, description: str) -> LoopResult:
         """The harness's loop over ``net``: validation with ``config.valid_metric``, early stopping with
-        ``config.patience`` and best-state restore; records the chosen epoch in ``run_info``."""
+        ``config.patience`` and best-state restore, a resume point of ``parts`` after every epoch; records the
+        chosen epoch in ``run_info["selection"]``."""
         cfg = self.config
         stopper = EarlyStopping(cfg.patience, module_snapshot(net), module_restore(net))
-        loop = fit_epochs(train_epoch, Validator(valid, cfg.valid_metric, self.score, cfg.eval_batch_size), stopper,
-                          epochs=cfg.epochs, description=description, log_level=logging.DEBUG)
-        self.run_info.update(best_epoch=loop.best_epoch, epochs_run=loop.epochs_run,
-                             best_valid={cfg.valid_metric: loop.best_value}, selection=loop.selection_record())
+        with resumable_fit(self, train, valid, parts) as point:
+            loop = fit_epochs(train_epoch, Validator(valid, cfg.valid_metric, self.score, cfg.eval_batch_size),
+                              stopper, epochs=cfg.epochs, description=description, resume=point,
+                              log_level=logging.DEBUG)
+        self.run_info.update(selection=loop.selection_record())
         return loop
 
     @abc.abstractmethod

@@ -16,8 +16,11 @@ backbone with tied, small-norm embeddings cannot raise p(Yes)+p(No) against a 4,
 LM loss sits on a plateau (measured: first-answer-token loss stuck at 4.77 nats for 120 steps on synth4) and its
 gradient is spent on that instead of on telling Yes from No. ``decision_weight=0`` is the plain LM loss.
 
-Why one module of this length: the one fine-tuning loop of the LLM recommenders, with its resume points, kept fits
-and locks, which must agree on one fingerprint.
+The loop itself (steps, validation, deadline, resume points) is the harness's one loop,
+:func:`mmsr_bench.evaluation.loop.train_loop`; this module supplies the step and keeps the completed fit.
+
+Why one module of this length: the fine-tuning step of the LLM recommenders, its resume fingerprint and its kept
+fits, which must agree on one fingerprint.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -37,9 +39,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mmsr_bench.errors import BenchError
-from mmsr_bench.evaluation.training import EarlyStopping, report_validation
+from mmsr_bench.evaluation.loop import Resumable, ResumePoint, fit_lock, train_loop
+from mmsr_bench.evaluation.training import EarlyStopping
 from mmsr_bench.models.toolkits.llm_scoring import answer_token_id, check_prompt_fits, encode_prefix, encode_suffix
-from mmsr_bench.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -299,20 +301,6 @@ def split_digest(split: Any, candidates: np.ndarray) -> str:
     return h.hexdigest()
 
 
-@contextmanager
-def _fit_lock(folder: Path):
-    """An exclusive lock beside the checkpoint folder, held while one process fits (Linux/macOS flock)."""
-    import fcntl
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.with_name(folder.name + ".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _save_fitted(model: Any, folder: Path, fingerprint: str, result: SFTResult) -> None:
     from safetensors.torch import save_file
 
@@ -343,70 +331,6 @@ def _load_fitted(model: Any, folder: Path, fingerprint: str) -> SFTResult | None
     _load_trainable(model, state)
     model.eval()
     return SFTResult(**{**record["result"], "reused_from": str(folder)})
-
-
-class _ResumePoint:
-    """The training state at a resume point (after an epoch or a validation): trainable tensors, optimizer state,
-    best state and torch's RNG as safetensors, the loop position and history as JSON, written atomically. A rerun
-    with the same fingerprint continues from it and ends in the same weights as an uninterrupted run."""
-
-    def __init__(self, folder: Path, fingerprint: str) -> None:
-        self.folder, self.fingerprint = folder, fingerprint
-
-    def save(self, model: Any, opt: Any, best_state: dict | None, position: dict) -> None:
-        import torch
-        from safetensors.torch import save_file
-
-        tensors = {f"param.{n}": p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
-        for n, t in (best_state or {}).items():
-            tensors[f"best.{n}"] = t.contiguous().cpu()
-        opt_state = opt.state_dict()
-        scalars: dict[str, dict] = {}
-        for idx, st in opt_state["state"].items():
-            for key, val in st.items():
-                if torch.is_tensor(val):
-                    tensors[f"opt.{idx}.{key}"] = val.contiguous().cpu()
-                else:
-                    scalars.setdefault(str(idx), {})[key] = val
-        tensors["rng.torch"] = torch.get_rng_state()
-        tmp = self.folder.with_name(self.folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(tensors, str(tmp / "state.safetensors"))
-        (tmp / "position.json").write_text(json.dumps({"fingerprint": self.fingerprint, "position": position,
-                                                       "param_groups": opt_state["param_groups"],
-                                                       "opt_scalars": scalars, "has_best": best_state is not None}))
-        shutil.rmtree(self.folder, ignore_errors=True)
-        tmp.rename(self.folder)
-
-    def load(self, model: Any, opt: Any) -> tuple[dict, dict | None] | None:
-        """(position, best_state) restored into ``model`` and ``opt``; None when there is no usable point."""
-        import torch
-        from safetensors.torch import load_file
-
-        try:
-            meta = json.loads((self.folder / "position.json").read_text())
-            tensors = load_file(str(self.folder / "state.safetensors"))
-        except (OSError, ValueError) as exc:
-            if self.folder.exists():
-                log.warning("%s: unreadable resume point (%s); training from the start", self.folder, exc)
-            return None
-        if meta.get("fingerprint") != self.fingerprint:
-            log.warning("%s: resume point of another configuration or data; training from the start", self.folder)
-            return None
-        _load_trainable(model, {k[len("param."):]: v for k, v in tensors.items() if k.startswith("param.")})
-        state: dict = {}
-        for key, val in tensors.items():
-            if key.startswith("opt."):
-                _, idx, name = key.split(".", 2)
-                state.setdefault(int(idx), {})[name] = val
-        for idx, scal in meta["opt_scalars"].items():
-            state.setdefault(int(idx), {}).update(scal)
-        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-        torch.set_rng_state(tensors["rng.torch"])
-        best = ({k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
-                if meta["has_best"] else None)
-        return meta["position"], best
 
 
 def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config: SFTConfig = SFTConfig(), *,
@@ -443,7 +367,7 @@ def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config
     if checkpoint_dir is not None:
         fingerprint = _fingerprint(config, encoded, model)  # hashes every example: once, for both records
         done = f"{fingerprint}:{config.epochs}:{identity}"
-        with _fit_lock(Path(checkpoint_dir)) if _REUSE_FITS.get() else nullcontext():
+        with fit_lock(Path(checkpoint_dir)) if _REUSE_FITS.get() else nullcontext():
             reused = _load_fitted(model, Path(checkpoint_dir), done) if _REUSE_FITS.get() else None
             if reused is not None:
                 log.info("%s: reusing the completed fit in %s", description, checkpoint_dir)
@@ -458,6 +382,9 @@ def sft_train(model: Any, tokenizer: Any, examples: Sequence[SFTExample], config
 def _train_loop(model: Any, tokenizer: Any, encoded: list, config: SFTConfig, params: list, pad: int,
                 decision: tuple | None, validate: Callable[[], float] | None, checkpoint_dir: str | Path | None,
                 description: str, rng: np.random.Generator, fingerprint: str = "") -> SFTResult:
+    """The harness loop (:func:`mmsr_bench.evaluation.loop.train_loop`) in optimizer steps: one step = one group of
+    ``grad_accum`` micro-batches of the epoch's seeded order; validation every ``eval_every`` steps (0: after every
+    epoch), a resume point after every validation and every epoch."""
     import torch
 
     dev = next(p.device for p in params)
@@ -467,111 +394,64 @@ def _train_loop(model: Any, tokenizer: Any, encoded: list, config: SFTConfig, pa
     scaler = (torch.amp.GradScaler(dev.type) if any(p.dtype == torch.float16 for p in model.parameters())
               else None)
     steps_per_epoch = math.ceil(len(encoded) / (config.batch_size * config.grad_accum))
-    result = SFTResult()
+    orders: list[np.ndarray] = []  # one seeded order per epoch, drawn in epoch order (a resumed run draws the same)
+
+    def step(n: int) -> float:
+        epoch, k = divmod(n - 1, steps_per_epoch)
+        while len(orders) <= epoch:
+            orders.append(rng.permutation(len(encoded)))
+        order = orders[epoch]
+        micro = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        group = micro[k * config.grad_accum:(k + 1) * config.grad_accum]
+        model.train()
+        total = 0.0
+        for mb in group:
+            ids, mask, labels = _collate([encoded[i] for i in mb], pad)
+            loss = answer_loss(model, ids.to(dev), mask.to(dev), labels.to(dev), decision,
+                               config.decision_weight) / len(group)
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            total += float(loss.detach())
+        if scaler is not None:
+            scaler.unscale_(opt)
+        if config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+        return total
+
+    checkpoint: list[str] = []
+
+    def keep_checkpoint(n: int) -> None:
+        if checkpoint_dir is not None:
+            checkpoint[:] = [save_trainable(model, checkpoint_dir)]
+
+    def validate_then_train() -> float:
+        value = float(validate())  # type: ignore[misc]
+        model.train()
+        return value
+
     # Strict improvement of the validation AUC; the kept state is the trainable tensors only (LoRA or all).
     stopper = EarlyStopping(config.patience, lambda: _trainable_state(model), lambda s: _load_trainable(model, s))
-    t0 = time.perf_counter()
-    deadline = t0 + 60.0 * config.max_minutes if config.max_minutes else None
-    stop = False
-    resume = (_ResumePoint(Path(checkpoint_dir) / "resume", fingerprint)
+    resume = (ResumePoint(Path(checkpoint_dir) / "resume", fingerprint,
+                          Resumable(lambda: _trainable_state(model), lambda s: _load_trainable(model, s), opt))
               if checkpoint_dir is not None else None)
-    start_epoch = start_micro = 0
-    if resume is not None:
-        loaded = resume.load(model, opt)
-        if loaded is not None:
-            pos, stopper.state = loaded
-            start_epoch, start_micro, stopper.bad = pos["epoch"], pos["micro"], pos["bad"]
-            result.steps, result.epochs_run = pos["steps"], pos["epoch"]
-            result.best_auc, result.best_step = pos["best_auc"], pos["best_step"]
-            if result.best_auc is not None:
-                stopper.best, stopper.best_epoch = result.best_auc, result.best_step
-            result.history, result.losses = pos["history"], pos["losses"]
-            log.info("%s: resuming at step %d (epoch %d) from %s", description, result.steps, start_epoch,
-                     resume.folder)
-
-    def save_point(epoch: int, micro: int) -> None:
-        if resume is not None:
-            resume.save(model, opt, stopper.state, {
-                "epoch": epoch, "micro": micro, "bad": stopper.bad, "steps": result.steps,
-                "best_auc": result.best_auc, "best_step": result.best_step, "history": result.history,
-                "losses": result.losses})
-
-    def run_validation() -> bool:
-        """Validate, keep the best state; True when patience is exhausted."""
-        tv = time.perf_counter()
-        auc = float(validate())  # type: ignore[misc]
-        model.train()
-        since = result.losses[result.history[-1]["step"] if result.history else 0:]  # steps since the last one
-        result.history.append({"step": result.steps, "epoch": result.epochs_run, "auc": auc,
-                               "loss": float(np.mean(since)) if since else float("nan"),
-                               "valid_seconds": round(time.perf_counter() - tv, 2),
-                               "elapsed_seconds": round(time.perf_counter() - t0, 2)})
-        log.info("%s: step %d validation AUC %.4f", description, result.steps, auc)
-        improved = stopper.update(auc, result.steps)
-        if improved:
-            result.best_auc, result.best_step = auc, result.steps
-            if checkpoint_dir is not None:
-                result.checkpoint = save_trainable(model, checkpoint_dir)
-        report_validation(result.steps, auc)
-        return not improved and stopper.should_stop
-
-    model.train()
-    # a resumed loop's bar counts the steps left, so its rate and time left are this process's
-    with track(description + (f" from step {result.steps}" if result.steps else ""),
-               total=steps_per_epoch * config.epochs - result.steps) as task:
-        for epoch in range(config.epochs):
-            order = rng.permutation(len(encoded))  # drawn for skipped epochs too, so a resumed run sees the same order
-            if epoch < start_epoch:
-                continue
-            micro = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-            for k in range(0, len(micro), config.grad_accum):
-                if epoch == start_epoch and k < start_micro:
-                    continue
-                group = micro[k:k + config.grad_accum]
-                total = 0.0
-                for mb in group:
-                    ids, mask, labels = _collate([encoded[i] for i in mb], pad)
-                    loss = answer_loss(model, ids.to(dev), mask.to(dev), labels.to(dev), decision,
-                                       config.decision_weight) / len(group)
-                    (scaler.scale(loss) if scaler is not None else loss).backward()
-                    total += float(loss.detach())
-                if scaler is not None:
-                    scaler.unscale_(opt)
-                if config.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                if scaler is not None:
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    opt.step()
-                opt.zero_grad(set_to_none=True)
-                result.losses.append(total)
-                result.steps += 1
-                task.advance(1)
-                if validate is not None and config.eval_every and result.steps % config.eval_every == 0:
-                    if run_validation():
-                        stop, result.stopped_by = True, "patience"
-                        break
-                    save_point(epoch, k + config.grad_accum)
-                if deadline is not None and time.perf_counter() > deadline:
-                    stop, result.stopped_by = True, "deadline"
-                    if validate is not None and (not result.history or result.history[-1]["step"] != result.steps):
-                        run_validation()  # the state at the deadline is a candidate too
-                    break
-            result.epochs_run = epoch + 1
-            if stop:
-                break
-            if validate is not None and not config.eval_every and run_validation():
-                result.stopped_by = "patience"
-                break
-            save_point(epoch + 1, 0)
-    if resume is not None:
-        shutil.rmtree(resume.folder, ignore_errors=True)
-    if validate is not None and stopper.state is not None:
-        stopper.restore()
-    elif checkpoint_dir is not None:
-        result.checkpoint = save_trainable(model, checkpoint_dir)
+    t0 = time.perf_counter()
+    loop = train_loop(step, validate_then_train if validate is not None else None, stopper, unit="step",
+                      total=steps_per_epoch * config.epochs, metric="auc", split="valid",
+                      eval_every=config.eval_every or steps_per_epoch, validate_last=not config.eval_every,
+                      save_every=steps_per_epoch, deadline=t0 + 60.0 * config.max_minutes if config.max_minutes else None,
+                      resume=resume, row_extra=lambda n: {"epoch": n // steps_per_epoch}, on_improve=keep_checkpoint,
+                      description=description)
+    if checkpoint_dir is not None and (validate is None or stopper.state is None):
+        checkpoint[:] = [save_trainable(model, checkpoint_dir)]
     model.eval()
-    result.seconds = time.perf_counter() - t0
-    result.loss_scaling = "dynamic (torch.amp.GradScaler, float16 weights)" if scaler is not None else "none"
-    return result
+    validated = bool(loop.history)
+    return SFTResult(steps=loop.done, epochs_run=math.ceil(loop.done / steps_per_epoch),
+                     best_auc=loop.best_value if validated else None, best_step=loop.chosen if validated else None,
+                     history=loop.history, losses=loop.losses, checkpoint=checkpoint[0] if checkpoint else None,
+                     seconds=time.perf_counter() - t0, stopped_by=loop.stopped_by,
+                     loss_scaling="dynamic (torch.amp.GradScaler, float16 weights)" if scaler is not None else "none")

@@ -63,7 +63,7 @@ class YesNoLLMConfig(AdapterConfig):
     gradient_checkpointing: bool = later_field(False)
     #: "" = the whole backbone on --device; "auto" = accelerate spreads an unquantized checkpoint over the devices
     device_map: str = later_field("")
-    #: stop training after this many minutes (validating once more if none ran yet; run_info["stopped_by"] =
+    #: stop training after this many minutes (validating that state too; run_info["selection"]["stopped_by"] =
     #: "deadline"); 0 = no limit, which keeps runs reproducible across machines
     max_train_minutes: float = later_field(0.0)
 
@@ -137,10 +137,9 @@ def fine_tune(adapter: Any, bb: Any, examples: Sequence[Any], valid: tuple[EvalS
     adapter.run_info.update({
         "train_mode": mode, "lr": lr,
         "n_trainable_parameters": sum(p.numel() for p in adapter.model.parameters() if p.requires_grad),
-        "early_stopping_split": "valid", "valid_metric": "auc", "valid_users": len(vsplit),
-        "best_valid_auc": result.best_auc, "best_step": result.best_step, "steps": result.steps,
-        "epochs_run": result.epochs_run, "n_train_pairs": len(examples), "history": result.history,
+        "valid_users": len(vsplit), "steps": result.steps, "epochs_run": result.epochs_run,
+        "n_train_pairs": len(examples), "history": result.history,
         "adapter_checkpoint": result.checkpoint, "loss_scaling": result.loss_scaling,
         "fit_reused_from": result.reused_from, "fitted_sha256": result.fitted_sha256,
-        "stopped_by": result.stopped_by, "selection": result.selection_record()})
+        "selection": result.selection_record()})
     return result
