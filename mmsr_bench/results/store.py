@@ -29,7 +29,7 @@ import zlib
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 from uuid import NAMESPACE_URL, uuid4, uuid5
 
 import numpy as np
@@ -680,14 +680,24 @@ class Store:
             raise BenchError(f"the results store {self.url} holds a damaged value in {what} ({type(exc).__name__}: "
                              f"{str(exc)[:120]}); `bench store check` lists the damage") from None
 
+    def completed_cells(self, *, suite: str, fingerprint: str | None, dataset: str, model: str, variant: str,
+                        config_hash: str, seeds: Iterable[int] | None = None) -> dict[int, Run]:
+        """Seed -> the newest completed run of each stored cell: the one predicate behind ``--resume``, sweeps, the
+        study plan and its report (same suite name and fingerprint (None: any), dataset, model, variant,
+        configuration hash; ``seeds`` None: every seed)."""
+        wanted = None if seeds is None else set(seeds)
+        keep: dict[int, Run] = {}
+        for r in self.runs(suite=suite, dataset=dataset, model=model, variant=variant):  # in id order
+            if r.config_hash == config_hash and (fingerprint is None or r.suite_hash == fingerprint) and (
+                    wanted is None or r.seed in wanted):
+                keep[r.seed] = r
+        return {s: keep[s] for s in sorted(keep)}
+
     def completed_cell(self, *, suite: str, fingerprint: str, dataset: str, model: str, variant: str, seed: int,
                        config_hash: str) -> Run | None:
-        """The completed run of one cell, if stored: the one predicate behind ``--resume``, sweeps and the study
-        plan (same suite name and fingerprint, dataset, model, variant, seed and configuration hash)."""
-        for r in self.runs(suite=suite, dataset=dataset, model=model, variant=variant):
-            if r.seed == seed and r.suite_hash == fingerprint and r.config_hash == config_hash:
-                return r
-        return None
+        """The newest completed run of one (dataset, model, variant, seed, configuration) cell, if stored."""
+        return self.completed_cells(suite=suite, fingerprint=fingerprint, dataset=dataset, model=model,
+                                    variant=variant, config_hash=config_hash, seeds=(seed,)).get(seed)
 
     def runs(self, *, suite: str | None = None, dataset: str | None = None, model: str | None = None,
              status: str | None = "completed", variant: str | None = None) -> list[Run]:

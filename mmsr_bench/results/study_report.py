@@ -147,15 +147,8 @@ def table_metrics(spec, wanted: list[str] | None = None) -> list[str]:
 def study_runs(store, spec, dataset: str, model: str, cfg_hash: str, fingerprint: str | None,
                seeds: tuple[int, ...] | None = None, variant: str = "") -> list:
     """The completed runs behind one cell: the newest per seed with this fingerprint and configuration hash."""
-    keep: dict[int, object] = {}
-    for r in store.runs(suite=spec.name, dataset=dataset, model=model, variant=variant):
-        if r.config_hash != cfg_hash or (fingerprint is not None and r.suite_hash != fingerprint):
-            continue
-        if seeds and r.seed not in seeds:
-            continue
-        if r.seed not in keep or r.id > keep[r.seed].id:
-            keep[r.seed] = r
-    return [keep[s] for s in sorted(keep)]
+    return list(store.completed_cells(suite=spec.name, fingerprint=fingerprint, dataset=dataset, model=model,
+                                      variant=variant, config_hash=cfg_hash, seeds=seeds or None).values())
 
 
 def _significance_text(test: str, correction: str, alpha: float) -> str:
