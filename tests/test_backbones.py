@@ -374,3 +374,25 @@ def test_an_interrupted_fine_tuning_resumes_to_the_same_weights(tmp_path):
         if p.requires_grad:
             torch.testing.assert_close(p, q, rtol=0, atol=0)
     assert not (tmp_path / "cut" / "ckpt" / "resume").exists()  # removed once training completed
+
+
+def test_a_resume_point_written_before_the_loops_became_one_still_resumes(tmp_path):
+    """Resume points of the LLM loop written before 2026-12-07 (session 12) name the position otherwise (steps,
+    best_auc, best_step, epoch, micro) and keep no numpy/Python generators; rerun, they continue to the same weights."""
+    import json
+
+    ref_model, ref, _ = _resumable_run(tmp_path / "ref", None)
+    with pytest.raises(_Interrupted):
+        _resumable_run(tmp_path / "old", fail_at=9)
+    meta_path = tmp_path / "old" / "ckpt" / "resume" / "position.json"
+    meta = json.loads(meta_path.read_text())
+    pos = meta["position"]
+    meta["position"] = {"epoch": 1, "micro": 0, "bad": pos["bad"], "steps": pos["done"], "best_auc": pos["best"],
+                        "best_step": pos["chosen"], "history": pos["history"], "losses": pos["losses"]}
+    del meta["generators"]  # the old writer kept torch's generator only, as a tensor (still there)
+    meta_path.write_text(json.dumps(meta))
+    model, res, calls = _resumable_run(tmp_path / "old", None)
+    assert calls == ref.steps // 2 - 8 and res.losses == ref.losses
+    for (n, p), (_, q) in zip(model.named_parameters(), ref_model.named_parameters()):
+        if p.requires_grad:
+            torch.testing.assert_close(p, q, rtol=0, atol=0)
