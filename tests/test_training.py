@@ -296,11 +296,14 @@ def test_every_epoch_family_resumes_a_killed_fit_to_the_same_scores(name, tmp_pa
         monkeypatch.setattr(training.Validator, "__call__", killed_at_third)
         with pytest.raises(_Cut):
             kit_mod._fit(name, overrides, 0, kit, data)
+        points = lambda: sorted((kit.home / "checkpoints" / name).glob("*.resume"))  # noqa: E731
+        assert len(points()) == 1 and (points()[0] / "state.safetensors").exists()
         calls.clear()
         counted = lambda self: (calls.append(1), real_call(self))[1]  # noqa: E731
         monkeypatch.setattr(training.Validator, "__call__", counted)
         resumed = kit_mod._fit(name, overrides, 0, kit, data)
         assert len(calls) == 2  # validations 1-2 were not repeated: the fit continued after epoch 2
+        assert points() == []  # removed once the fit completed
         scores = kit_mod._score_all(resumed, data.test, 32)
     sel, ref_sel = resumed.run_info["selection"], ref.run_info["selection"]
     assert sel == ref_sel and sel["n_validations"] == 4

@@ -68,6 +68,8 @@ def _generator_states(gens: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
     import torch
 
     tensors: dict[str, Any] = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on a GPU draws from its own generators
+        tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     legacy = np.random.get_state()
     py = random.getstate()
     js: dict[str, Any] = {"numpy_global": [legacy[0], np.asarray(legacy[1]).tolist(), *map(_plain, legacy[2:])],
@@ -88,6 +90,9 @@ def _restore_generators(gens: Mapping[str, Any], tensors: Mapping[str, Any], js:
     import torch
 
     torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[f"rng.cuda.{i}"] for i in range(len(tensors)) if f"rng.cuda.{i}" in tensors]
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
     if "numpy_global" in js:  # resume points of the LLM loop written before 2026-12-07 (session 12) have none
         name, keys, *rest = js["numpy_global"]
         np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))

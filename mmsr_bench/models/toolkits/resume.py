@@ -35,11 +35,13 @@ def fit_fingerprint(adapter: Any, train: TrainData, valid: EvalSplit) -> str:
 
 @contextmanager
 def resumable_fit(adapter: Any, train: TrainData, valid: EvalSplit, parts: Resumable) -> Iterator[ResumePoint]:
-    """The resume point of this fit (``checkpoints/<model>/<dataset>-<fingerprint>-s<seed>/resume`` in the cache),
-    locked for the duration of the block, so two shards of one cell started together never write it at once."""
-    from mmsr_bench.paths import cache_dir
+    """The resume point of this fit (``checkpoints/<model>/<dataset>-<fingerprint>-s<seed>.resume`` in the cache,
+    there only while a fit is unfinished), locked for the duration of the block, so two shards of one cell started
+    together never write it at once."""
+    from mmsr_bench.paths import cache_dir, check_safe_name
 
     fingerprint = fit_fingerprint(adapter, train, valid)
-    folder = cache_dir("checkpoints", adapter.registered_name, f"{train.dataset}-{fingerprint[:12]}-s{adapter.seed}")
+    name = check_safe_name(f"{train.dataset}-{fingerprint[:12]}-s{adapter.seed}.resume", "resume point name")
+    folder = cache_dir("checkpoints", adapter.registered_name) / name
     with fit_lock(folder):
-        yield ResumePoint(folder / "resume", fingerprint, parts)
+        yield ResumePoint(folder, fingerprint, parts)
