@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -408,3 +409,27 @@ def test_reference_tuning_studies_join_the_dashboards_merged_store(frozen_tiny, 
     merged = Store.for_reading(reference.merged_url(Store.for_reading(db_local), folder))
     assert sorted(t.model for t in merged.tunings()) == ["sasrec", "sasrec" + reference.SUFFIX]
     assert sorted(r.model for r in merged.runs()) == ["sasrec", "sasrec" + reference.SUFFIX]
+
+
+def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_path, monkeypatch):
+    """A worker killed between creating its trial and the trial's first heartbeat (a thread) leaves a RUNNING trial
+    without any heartbeat, which optuna alone never fails, so a rerun would wait for it forever (seen once in
+    test_a_killed_tune_resumes_and_finishes_the_budget). The waiting loop gives it one heartbeat; it then goes stale."""
+    import optuna
+    from optuna.storages import fail_stale_trials
+
+    from mmsr_bench.runner import tune as tune_mod
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=1, grace_period=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = optuna.create_study(storage=storage)
+        orphan = study.ask()  # RUNNING, never a heartbeat: its worker died right after creating it
+        time.sleep(1.5)
+        fail_stale_trials(study)
+        assert study.trials[orphan.number].state == optuna.trial.TrialState.RUNNING  # optuna alone: forever
+        monkeypatch.setattr(tune_mod, "GRACE_S", 1)
+        tune_mod._beat_for_silent_trials(study, study.get_trials(deepcopy=False))
+        time.sleep(2.5)
+        fail_stale_trials(study)
+    assert study.trials[orphan.number].state == optuna.trial.TrialState.FAIL

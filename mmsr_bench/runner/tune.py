@@ -412,7 +412,36 @@ def _budget_spent(spec: WorkerSpec, study, store) -> bool:
         time.sleep(1.0)  # the rest of the budget is running elsewhere (or died there): wait for it
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            _beat_for_silent_trials(study, [t for t in trials if t.state == S.RUNNING])
             fail_stale_trials(study)
+
+
+def _beat_for_silent_trials(study, running: list) -> None:
+    """Optuna fails a dead trial only from its heartbeat, and a trial's first heartbeat comes from a thread started
+    after the trial is created: a worker killed in between leaves a RUNNING trial without any heartbeat, which
+    ``fail_stale_trials`` skips forever, so every later worker would wait for it. Such a trial, once older than the
+    grace period, gets one heartbeat now: it is then failed as stale a grace period later, and retried."""
+    from datetime import timedelta
+
+    from optuna.storages import RDBStorage
+    from optuna.storages._rdb.models import TrialHeartbeatModel
+
+    storage = getattr(study._storage, "_backend", study._storage)  # a study wraps its RDBStorage in a cache
+    old = [t for t in running if t.datetime_start is not None
+           and datetime.now() - t.datetime_start > timedelta(seconds=GRACE_S)]
+    if not old or not isinstance(storage, RDBStorage):
+        return
+    session = storage.scoped_session()
+    try:
+        beating = {row.trial_id for row in session.query(TrialHeartbeatModel.trial_id)
+                   .filter(TrialHeartbeatModel.trial_id.in_([t._trial_id for t in old]))}
+    finally:
+        session.close()
+    for t in old:
+        if t._trial_id not in beating:
+            log.warning("trial %d has run for over %d s without a heartbeat (its worker died before the first "
+                        "one): giving it one, so it is failed and retried", t.number, GRACE_S)
+            storage.record_heartbeat(t._trial_id)
 
 
 # ------------------------------------------------------------------------------------------------ driver
