@@ -36,6 +36,21 @@ def _no_error_shown(driver, text: str) -> None:
     assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
 
 
+def _grid_cells(driver, timeout: float = 60.0) -> list[str]:
+    """The text of every cell of the page's interactive grids, once the grid has drawn them: the page's text is
+    complete before the grid (a canvas with an accessible cell layer) has rendered, and on a busy machine that lag
+    was once long enough to read no cell at all."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def cells(d):
+        found = [c.get_attribute("textContent") for c in
+                 d.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"] [role="gridcell"]')]
+        return found or False
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.25).until(cells)
+
+
 def test_leaderboard_in_the_browser(browser, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -44,8 +59,7 @@ def test_leaderboard_in_the_browser(browser, tmp_path):
     _no_error_shown(driver, text)
     assert "significantly better/worse than sasrec" in text
     # the interactive grid exposes its cells to assistive technology: model names and the stored means
-    cells = [c.get_attribute("textContent") for c in
-             driver.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"] [role="gridcell"]')]
+    cells = _grid_cells(driver)
     runs = [r for r in Store(url).runs(dataset="beauty", model="mllm-srec-qlora") if r.variant == ""]
     expected = float(np.mean([r.metrics["hr@10"] for r in runs]))
     row = cells.index("mllm-srec-qlora")
@@ -94,8 +108,6 @@ def test_missing_store_in_the_browser(tmp_path):
 def test_reference_runs_alone_in_the_browser(tmp_path):
     """No local store, a folder of reference run files: the Leaderboard and Study pages show the reference runs,
     every leaderboard row marked "(reference)", and the local store is not created."""
-    from selenium.webdriver.common.by import By
-
     from mmsr_bench.dashboard.fixture import build_reference_folder
     from mmsr_bench.results import reference
 
@@ -107,8 +119,7 @@ def test_reference_runs_alone_in_the_browser(tmp_path):
                                                                                      reference=True))
         _no_error_shown(driver, text)
         assert "No results store" not in text and "reference runs from" in text
-        cells = [c.get_attribute("textContent") for c in
-                 driver.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"] [role="gridcell"]')]
+        cells = _grid_cells(driver)
         shown = {c for c in cells if c.endswith(reference.SUFFIX)}
         assert shown == {"pop (reference)", "sasrec (reference)", "mllm-srec-qlora (reference)"}, cells[:40]
         assert not any(c in ("pop", "sasrec", "mllm-srec-qlora") for c in cells)  # never shown unmarked
@@ -150,8 +161,7 @@ def test_hostile_names_render_as_text_in_the_browser(tmp_path):
             for snippet in shown:
                 assert snippet in text, (name, snippet, text[:3000])
             if name == "leaderboard":  # the grid's cells and the chart's categories read as the names
-                cells = {c.get_attribute("textContent") for c in
-                         driver.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"] [role="gridcell"]')}
+                cells = set(_grid_cells(driver))
                 ticks = {t.get_attribute("textContent") for t in
                          driver.find_elements(By.CSS_SELECTOR, '[data-testid="stPlotlyChart"] .xtick text')}
                 assert set(HOSTILE_NAMES) <= cells and set(HOSTILE_NAMES) <= ticks, (cells, ticks)
