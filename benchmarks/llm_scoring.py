@@ -32,6 +32,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
+import platform
 import resource
 import threading
 import time
@@ -166,6 +168,15 @@ def matmul_gflops(dtype: torch.dtype, m: int, k: int, n: int, repeat: int = 5) -
     return 2.0 * m * k * n / best / 1e9
 
 
+def cpu_model() -> str:
+    """The CPU's model name (timings are only comparable on one machine, within one run)."""
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
     t = time.perf_counter()
     out = fn()
@@ -195,9 +206,11 @@ def run_dtype(args, mode: str, prompts_in, rss: PeakRSS) -> DtypeRun:
         print(f"one 300-token forward (full logits): {t_fwd:.2f} s")
 
         yes_no_scores(model, tok, prefixes[:1], [suffixes[0][:4]])  # warm-up
+        cpu0 = time.process_time()
         with rss.measure():
             dt_a, run.shared = timed(lambda: yes_no_scores(model, tok, prefixes, suffixes, output="logit",
                                                            options=ScoringOptions(users_per_batch=1)))
+        cpu_share = (time.process_time() - cpu0) / dt_a / torch.get_num_threads()
         rss_a = rss.mib
         shared = np.concatenate(run.shared)
         prompts = [p + s for p, ss in zip(prefixes, suffixes) for s in ss]
@@ -223,6 +236,10 @@ def run_dtype(args, mode: str, prompts_in, rss: PeakRSS) -> DtypeRun:
     print(f"engine achieved >= {achieved:.1f} GFLOP/s of linear-layer work; this core's {dt} matmul "
           f"(256x{model.config.hidden_size} by {model.config.hidden_size}x{model.config.intermediate_size}): "
           f"{ceiling:.1f} GFLOP/s; share {achieved / ceiling:.0%} (torch threads {torch.get_num_threads()})")
+    print(f"CPU time / wall time of the engine phase, per thread: {cpu_share:.0%}"
+          + ("" if cpu_share > 0.9 else " -- other processes took the cores: the engine's rate and share above are "
+             "low by about this factor (the matmul ceiling, a best of five short runs, is not), so compare them "
+             "only on an idle machine"))
     if args.train_batch <= 0:
         return run
 
@@ -299,7 +316,7 @@ def main() -> None:
     train_ex = [SFTExample(prefixes[i % args.users], suffixes[i % args.users][i // args.users],
                            "Yes." if positive[i % args.users][i // args.users] else "No.") for i in range(n_train)]
     print(f"{args.users} users x {args.candidates} candidates, {args.history} history titles; threads {args.threads}; "
-          f"dtypes {', '.join(modes)}")
+          f"dtypes {', '.join(modes)}; CPU {cpu_model()}; load average {os.getloadavg()[0]:.2f}")
 
     rss = PeakRSS()
     runs = [run_dtype(args, m, (titles, prefixes, suffixes, train_ex), rss) for m in modes]
