@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from llm_scoring import make_titles  # noqa: E402
+from llm_scoring import make_titles, timed  # noqa: E402
 
 from mmsr_bench.models.tallrec import build_prefix, build_suffix  # noqa: E402
 from mmsr_bench.models.toolkits.backbones import load_backbone  # noqa: E402
@@ -58,8 +58,6 @@ def main() -> None:
 
 def print_product_rates(prof, dtype: torch.dtype) -> None:
     """Each ``aten::mm`` shape's GFLOP/s in the profiled engine beside the same product alone."""
-    import time
-
     rows = []
     for ev in prof.key_averages(group_by_input_shape=True):
         shapes = ev.input_shapes
@@ -68,12 +66,8 @@ def print_product_rates(prof, dtype: torch.dtype) -> None:
         (m, k), (_, n) = shapes[0], shapes[1]
         flop = 2.0 * m * k * n
         x, w = torch.randn(m, k).to(dtype), torch.randn(n, k).to(dtype)
-        torch.nn.functional.linear(x, w)
-        alone = float("inf")
-        for _ in range(5):
-            t = time.perf_counter()
-            torch.nn.functional.linear(x, w)
-            alone = min(alone, time.perf_counter() - t)
+        torch.nn.functional.linear(x, w)  # warm-up
+        alone = min(timed(lambda: torch.nn.functional.linear(x, w))[0] for _ in range(5))
         inside = ev.self_cpu_time_total / 1e6 / ev.count
         rows.append((ev.self_cpu_time_total, m, k, n, ev.count, flop / inside / 1e9, flop / alone / 1e9))
     print(f"\n{'product':>22} {'calls':>6} {'engine GFLOP/s':>15} {'alone GFLOP/s':>14} {'share':>6}")
