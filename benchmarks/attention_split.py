@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -33,17 +32,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from llm_scoring import cpu_model  # noqa: E402
+from llm_scoring import cpu_model, timed  # noqa: E402
 
 
 def best_ms(fn: Callable[[], object], repeat: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best * 1000
+    fn()  # warm-up
+    return min(timed(fn)[0] for _ in range(repeat)) * 1000
 
 
 def packed_mask(rows: int, prefix: int, row: int, suffix: int) -> torch.Tensor:
